@@ -1,0 +1,288 @@
+//! `sactl`: the ServerActions command line, a thin client of the HTTP API.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{bail, Context};
+use api::client::{Client, ClientError};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use shared::action::{Action, Status};
+
+#[derive(Parser)]
+#[command(name = "sactl", about = "Submit server actions and read their logs")]
+struct Cli {
+    /// Where the api listens.
+    #[arg(long, env = "SA_API_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    api: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Register and list managed servers.
+    #[command(subcommand)]
+    Servers(ServersCmd),
+    /// Run a script on a server: `sactl run web1 -- 'uptime'`.
+    Run {
+        server: String,
+        /// Read the script from a file instead of the arguments.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Environment for the script, NAME=VALUE (repeatable).
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
+        /// Follow the log and exit with the action's exit code.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        timeout: Option<u32>,
+        #[arg(long)]
+        urgent: bool,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// The script (joined with spaces).
+        #[arg(last = true)]
+        script: Vec<String>,
+    },
+    /// List and show actions.
+    #[command(subcommand)]
+    Actions(ActionsCmd),
+    /// Print an action's log; `-f` follows it until the action ends.
+    Logs {
+        id: i64,
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServersCmd {
+    Add {
+        name: String,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        port: Option<u16>,
+        /// Pinned host key, e.g. "ssh-ed25519 AAAA...".
+        #[arg(long, conflicts_with = "host_key_file")]
+        host_key: Option<String>,
+        /// Read the pinned host key from a .pub file.
+        #[arg(long)]
+        host_key_file: Option<PathBuf>,
+        #[arg(long)]
+        db_port: Option<u16>,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    Rm {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ActionsCmd {
+    List {
+        #[arg(long)]
+        server: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        before: Option<i64>,
+    },
+    Show {
+        id: i64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Api { message, field: Some(f), .. }) => {
+                    eprintln!("sactl: {message} (field: {f})")
+                }
+                _ => eprintln!("sactl: {e:#}"),
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&cli.api);
+    match cli.cmd {
+        Cmd::Servers(cmd) => servers(&client, cmd).await?,
+        Cmd::Run { server, file, env, wait, timeout, urgent, idempotency_key, script } => {
+            let script = match (file, script.is_empty()) {
+                (Some(f), true) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("--file: cannot read {}", f.display()))?,
+                (Some(_), false) => bail!("give the script either with --file or after --, not both"),
+                (None, false) => script.join(" "),
+                (None, true) => bail!("script: missing (sactl run SERVER -- SCRIPT, or --file F)"),
+            };
+            let mut vars = serde_json::Map::new();
+            for kv in env {
+                let Some((k, v)) = kv.split_once('=') else {
+                    bail!("-e: {kv:?} is not NAME=VALUE");
+                };
+                vars.insert(k.to_string(), json!(v));
+            }
+            let mut body = json!({"server": server, "kind": "run_script",
+                                  "params": {"script": script, "env": vars}, "urgent": urgent});
+            if let Some(t) = timeout {
+                body["timeout_s"] = json!(t);
+            }
+            if let Some(k) = idempotency_key {
+                body["idempotency_key"] = json!(k);
+            }
+            let action = client.submit(&body).await?;
+            if !wait {
+                println!("{}", action.id);
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!("action {} queued on {}", action.id, action.server);
+            let done = follow(&client, action.id).await?;
+            return Ok(exit_code(&done));
+        }
+        Cmd::Actions(ActionsCmd::List { server, status, kind, limit, before }) => {
+            let mut q = vec![format!("limit={limit}")];
+            for (k, v) in [("server", server), ("status", status), ("kind", kind)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", urlencode(&v)));
+                }
+            }
+            if let Some(b) = before {
+                q.push(format!("before={b}"));
+            }
+            let (actions, next) = client.actions(&q.join("&")).await?;
+            println!("{:>8}  {:<16} {:<12} {:<11} {:>4}  CREATED", "ID", "SERVER", "KIND", "STATUS", "EXIT");
+            for a in actions {
+                println!(
+                    "{:>8}  {:<16} {:<12} {:<11} {:>4}  {}",
+                    a.id,
+                    a.server,
+                    a.kind,
+                    a.status.as_str(),
+                    a.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                    a.created_at.format("%Y-%m-%d %H:%M:%S")
+                );
+            }
+            if let Some(n) = next {
+                println!("(more: --before {n})");
+            }
+        }
+        Cmd::Actions(ActionsCmd::Show { id }) => {
+            let v = client.get(&format!("/v1/actions/{id}")).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Cmd::Logs { id, follow: true } => {
+            let done = follow(&client, id).await?;
+            return Ok(exit_code(&done));
+        }
+        Cmd::Logs { id, follow: false } => {
+            print!("{}", client.log(id, 0).await?.text);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {
+    match cmd {
+        ServersCmd::Add { name, address, user, port, host_key, host_key_file, db_port } => {
+            let host_key = match host_key_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("--host-key-file: cannot read {}", f.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => host_key,
+            };
+            let mut body = json!({"name": name, "address": address, "ssh_user": user});
+            for (k, v) in [("ssh_port", port), ("db_port", db_port)] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            if let Some(k) = host_key {
+                body["host_key"] = json!(k);
+            }
+            let s = client.add_server(&body).await?;
+            println!("added {}", s["name"].as_str().unwrap_or_default());
+        }
+        ServersCmd::List => {
+            println!("{:<20} {:<24} {:<12} HOST KEY", "NAME", "ADDRESS", "USER");
+            for s in client.servers().await? {
+                let key = s["host_key"].as_str().map_or("(known_hosts)", |k| k.split(' ').next().unwrap_or(""));
+                println!(
+                    "{:<20} {:<24} {:<12} {key}",
+                    s["name"].as_str().unwrap_or_default(),
+                    format!("{}:{}", s["address"].as_str().unwrap_or_default(), s["ssh_port"]),
+                    s["ssh_user"].as_str().unwrap_or_default(),
+                );
+            }
+        }
+        ServersCmd::Show { name } => {
+            let v: Value = client.get(&format!("/v1/servers/{}", urlencode(&name))).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        ServersCmd::Rm { name } => {
+            client.delete(&format!("/v1/servers/{}", urlencode(&name))).await?;
+            println!("removed {name}");
+        }
+    }
+    Ok(())
+}
+
+/// Print the log as it grows until the action is over; returns the final action.
+async fn follow(client: &Client, id: i64) -> anyhow::Result<Action> {
+    let mut after = 0;
+    loop {
+        let action = client.action(id).await?;
+        let chunk = client.log(id, after).await?;
+        print!("{}", chunk.text);
+        after = chunk.last_seq;
+        if action.status.is_terminal() {
+            // Lines written between the two reads.
+            print!("{}", client.log(id, after).await?.text);
+            return Ok(action);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn exit_code(a: &Action) -> ExitCode {
+    let code = match (a.status, a.exit_code) {
+        (Status::Succeeded, _) => 0,
+        (_, Some(c)) if (1..=255).contains(&c) => c as u8,
+        (Status::TimedOut, _) => 124,
+        (Status::Cancelled, _) => 130,
+        (Status::Interrupted, _) => 75,
+        _ => 1,
+    };
+    if code != 0 {
+        eprintln!("action {} {}", a.id, a.status);
+    }
+    ExitCode::from(code)
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,160 @@
+//! A typed client of the HTTP API, used by `sactl`, the demo, the benchmark and the tests.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use shared::action::Action;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{status}: {message}")]
+    Api {
+        status: u16,
+        message: String,
+        field: Option<String>,
+    },
+    #[error("cannot reach the api: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            ClientError::Http(_) => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A page of log text and the last sequence number it includes.
+pub struct LogChunk {
+    pub text: String,
+    pub last_seq: i32,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("reqwest client"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        Err(ClientError::Api {
+            status,
+            message: body["error"].as_str().unwrap_or("unknown error").to_string(),
+            field: body["field"].as_str().map(str::to_string),
+        })
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value), ClientError> {
+        let resp = Self::check(self.http.post(self.url(path)).json(body).send().await?).await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await?))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        Ok(Self::check(self.http.get(self.url(path)).send().await?).await?.json().await?)
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        Self::check(self.http.delete(self.url(path)).send().await?).await?;
+        Ok(())
+    }
+
+    pub async fn add_server(&self, server: &Value) -> Result<Value, ClientError> {
+        Ok(self.post("/v1/servers", server).await?.1)
+    }
+
+    pub async fn servers(&self) -> Result<Vec<Value>, ClientError> {
+        let v = self.get("/v1/servers").await?;
+        Ok(v["servers"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Submit any action request body.
+    pub async fn submit(&self, body: &Value) -> Result<Action, ClientError> {
+        let (_, v) = self.post("/v1/actions", body).await?;
+        Ok(serde_json::from_value(v).expect("the api returns actions"))
+    }
+
+    pub async fn run_script(
+        &self,
+        server: &str,
+        script: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Action, ClientError> {
+        let env: serde_json::Map<String, Value> =
+            env.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        self.submit(&json!({
+            "server": server, "kind": "run_script",
+            "params": {"script": script, "env": env}
+        }))
+        .await
+    }
+
+    pub async fn action(&self, id: i64) -> Result<Action, ClientError> {
+        let v = self.get(&format!("/v1/actions/{id}")).await?;
+        Ok(serde_json::from_value(v).expect("the api returns actions"))
+    }
+
+    /// `query` is the raw query string, e.g. `server=web1&limit=10`.
+    pub async fn actions(&self, query: &str) -> Result<(Vec<Action>, Option<i64>), ClientError> {
+        let v = self.get(&format!("/v1/actions?{query}")).await?;
+        let actions = serde_json::from_value(v["actions"].clone()).expect("actions");
+        Ok((actions, v["next_before"].as_i64()))
+    }
+
+    pub async fn log(&self, id: i64, after: i32) -> Result<LogChunk, ClientError> {
+        let resp = Self::check(
+            self.http
+                .get(self.url(&format!("/v1/actions/{id}/log?after={after}")))
+                .send()
+                .await?,
+        )
+        .await?;
+        let last_seq = resp
+            .headers()
+            .get("x-last-seq")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(after);
+        Ok(LogChunk {
+            text: resp.text().await?,
+            last_seq,
+        })
+    }
+
+    /// Poll until the action is terminal (or `limit` passes).
+    pub async fn wait(&self, id: i64, limit: Duration) -> Result<Action, ClientError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let a = self.action(id).await?;
+            if a.status.is_terminal() || tokio::time::Instant::now() >= deadline {
+                return Ok(a);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(250));
+        }
+    }
+}
+

@@ -1,0 +1,55 @@
+//! The api's Prometheus metrics.
+
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+pub struct ApiMetrics {
+    pub registry: Registry,
+    pub submitted: IntCounterVec,
+    pub published: IntCounter,
+    pub publish_failures: IntCounter,
+    /// Actions by kind and status, read from the store at scrape time.
+    pub actions: IntGaugeVec,
+}
+
+impl ApiMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let submitted = IntCounterVec::new(
+            Opts::new("sa_actions_submitted_total", "Actions accepted by the API"),
+            &["kind"],
+        )
+        .unwrap();
+        let published = IntCounter::new(
+            "sa_actions_published_total",
+            "Action messages confirmed by RabbitMQ",
+        )
+        .unwrap();
+        let publish_failures = IntCounter::new(
+            "sa_publish_failures_total",
+            "Publications that failed (the outbox relay retries them)",
+        )
+        .unwrap();
+        let actions = IntGaugeVec::new(
+            Opts::new("sa_actions", "Stored actions by kind and status"),
+            &["kind", "status"],
+        )
+        .unwrap();
+        registry.register(Box::new(submitted.clone())).unwrap();
+        registry.register(Box::new(published.clone())).unwrap();
+        registry.register(Box::new(publish_failures.clone())).unwrap();
+        registry.register(Box::new(actions.clone())).unwrap();
+        Self {
+            registry,
+            submitted,
+            published,
+            publish_failures,
+            actions,
+        }
+    }
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

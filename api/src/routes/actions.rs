@@ -1,0 +1,177 @@
+//! `/v1/actions`: submit (stored, then published), show, list with cursor paging.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    extract::{rejection::JsonRejection, Path, Query, State},
+    http::StatusCode,
+    Json,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shared::{
+    action::{Action, ActionKind, Status},
+    db::{
+        actions::{self, Filter, NewAction, SubmitError},
+        leases,
+    },
+    validate,
+};
+
+use crate::{
+    error::{from_value, ApiError, ApiResult},
+    outbox,
+    startup::AppState,
+};
+
+const MAX_TIMEOUT_S: u32 = 7 * 24 * 3600;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionRequest {
+    server: String,
+    kind: String,
+    #[serde(default)]
+    params: Option<Value>,
+    timeout_s: Option<u32>,
+    #[serde(default)]
+    urgent: bool,
+    idempotency_key: Option<String>,
+    retry: Option<Retry>,
+}
+
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct Retry {
+    max: u32,
+    #[serde(default)]
+    backoff_s: u32,
+}
+
+fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
+    validate::server_name("server", &r.server)?;
+    let kind: ActionKind = r
+        .kind
+        .parse()
+        .map_err(|e: String| ApiError::bad("kind", format!("kind: {e}")))?;
+    let params = r.params.unwrap_or_else(|| json!({}));
+    let params = match kind {
+        ActionKind::RunScript => json!(validate::run_script_params(&params)?),
+    };
+    if let Some(t) = r.timeout_s {
+        if t == 0 || t > MAX_TIMEOUT_S {
+            return Err(ApiError::bad(
+                "timeout_s",
+                format!("timeout_s: must be between 1 and {MAX_TIMEOUT_S} seconds"),
+            ));
+        }
+    }
+    if let Some(k) = &r.idempotency_key {
+        if k.is_empty() || k.len() > 200 {
+            return Err(ApiError::bad(
+                "idempotency_key",
+                "idempotency_key: must be 1-200 characters",
+            ));
+        }
+    }
+    if let Some(retry) = &r.retry {
+        if retry.max > 10 || retry.backoff_s > 3600 {
+            return Err(ApiError::bad(
+                "retry",
+                "retry: max must be at most 10 and backoff_s at most 3600",
+            ));
+        }
+    }
+    Ok(NewAction {
+        server: r.server,
+        kind,
+        params,
+        timeout_s: r.timeout_s.map(|t| t as i32),
+        urgent: r.urgent,
+        idempotency_key: r.idempotency_key,
+        retry: r.retry.map(|r| json!(r)),
+    })
+}
+
+/// An action with the lease of its server when it is running or waiting.
+async fn view(state: &AppState, action: Action) -> ApiResult<Value> {
+    let lock = if action.status.is_terminal() || action.status == Status::Queued {
+        None
+    } else {
+        leases::get(&state.pool, &action.server).await?
+    };
+    let mut v = json!(action);
+    v["lock"] = json!(lock);
+    Ok(v)
+}
+
+pub async fn submit(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(body) = body?;
+    let new = validate_request(from_value(body)?)?;
+    let (action, created) = match actions::insert(&state.pool, &new).await {
+        Ok(r) => r,
+        Err(SubmitError::UnknownServer(s)) => {
+            return Err(ApiError::bad("server", format!("server: no server named {s:?}")))
+        }
+        Err(SubmitError::Db(e)) => return Err(e.into()),
+    };
+    if !created {
+        return Ok((StatusCode::OK, Json(view(&state, action).await?)));
+    }
+    state.metrics.submitted.with_label_values(&[new.kind.as_str()]).inc();
+    outbox::publish(&state, action.id).await;
+    Ok((StatusCode::ACCEPTED, Json(json!(action))))
+}
+
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = super::action_id(&id)?;
+    let action = actions::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no action {id}")))?;
+    Ok(Json(view(&state, action).await?))
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let mut f = Filter {
+        limit: 50,
+        ..Default::default()
+    };
+    for (key, value) in &q {
+        match key.as_str() {
+            "server" => f.server = Some(value.clone()),
+            "kind" => {
+                f.kind = Some(value.parse().map_err(|e: String| ApiError::bad("kind", format!("kind: {e}")))?)
+            }
+            "status" => {
+                f.status =
+                    Some(value.parse().map_err(|e: String| ApiError::bad("status", format!("status: {e}")))?)
+            }
+            "limit" => {
+                f.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=500).contains(l))
+                    .ok_or_else(|| ApiError::bad("limit", "limit: must be an integer from 1 to 500"))?
+            }
+            "before" => f.before = Some(super::action_id(value).map_err(|e| e.field("before"))?),
+            other => {
+                return Err(ApiError::bad(
+                    other,
+                    format!("{other}: unknown filter (server, kind, status, limit, before)"),
+                ))
+            }
+        }
+    }
+    let rows = actions::list(&state.pool, &f).await?;
+    let next_before = (rows.len() as i64 == f.limit).then(|| rows.last().map(|a| a.id)).flatten();
+    Ok(Json(json!({ "actions": rows, "next_before": next_before })))
+}

@@ -1,0 +1,38 @@
+//! The HTTP routes, one module per resource.
+
+mod actions;
+mod health;
+mod logs;
+mod servers;
+
+use std::sync::Arc;
+
+use axum::{
+    routing::{get, post},
+    Router,
+};
+
+use crate::startup::AppState;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/servers", post(servers::create).get(servers::list))
+        .route(
+            "/v1/servers/{name}",
+            get(servers::show).delete(servers::delete),
+        )
+        .route("/v1/actions", post(actions::submit).get(actions::list))
+        .route("/v1/actions/{id}", get(actions::show))
+        .route("/v1/actions/{id}/log", get(logs::show))
+        .fallback(|| async { crate::error::ApiError::not_found("no such route") })
+}
+
+/// Parse an `{id}` path segment.
+fn action_id(raw: &str) -> crate::error::ApiResult<i64> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| crate::error::ApiError::bad("id", format!("id: {raw:?} is not an action id")))
+}

@@ -1,0 +1,107 @@
+//! `/v1/servers`: register, list, show (with the current lock), delete.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    Json,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shared::{
+    db::{
+        leases,
+        servers::{self, NewServer, ServerError},
+    },
+    validate,
+};
+
+use crate::{
+    error::{from_value, ApiError, ApiResult},
+    startup::AppState,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerRequest {
+    name: String,
+    address: String,
+    ssh_port: Option<u16>,
+    ssh_user: String,
+    host_key: Option<String>,
+    db_port: Option<u16>,
+    tags: Option<serde_json::Map<String, Value>>,
+}
+
+fn validate_request(r: ServerRequest) -> ApiResult<NewServer> {
+    validate::server_name("name", &r.name)?;
+    validate::address(&r.address)?;
+    validate::ssh_user(&r.ssh_user)?;
+    if let Some(k) = &r.host_key {
+        validate::host_key(k)?;
+    }
+    for (field, port) in [("ssh_port", r.ssh_port), ("db_port", r.db_port)] {
+        if port == Some(0) {
+            return Err(ApiError::bad(field, format!("{field}: must be 1-65535")));
+        }
+    }
+    Ok(NewServer {
+        name: r.name,
+        address: r.address,
+        ssh_port: r.ssh_port.unwrap_or(22),
+        ssh_user: r.ssh_user,
+        host_key: r.host_key,
+        db_port: r.db_port.unwrap_or(3306),
+        tags: Value::Object(r.tags.unwrap_or_default()),
+    })
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(body) = body?;
+    let new = validate_request(from_value(body)?)?;
+    match servers::insert(&state.pool, &new).await {
+        Ok(s) => Ok((StatusCode::CREATED, Json(json!(s)))),
+        Err(ServerError::Duplicate(n)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("a server named {n:?} already exists"),
+        )
+        .field("name")),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "servers": servers::list(&state.pool).await? })))
+}
+
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let server = servers::get(&state.pool, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no server named {name:?}")))?;
+    let lock = leases::get(&state.pool, &name).await?;
+    let mut v = json!(server);
+    v["lock"] = json!(lock);
+    Ok(Json(v))
+}
+
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    match servers::delete(&state.pool, &name).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(ApiError::not_found(format!("no server named {name:?}"))),
+        Err(ServerError::Busy(n)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("server {n:?} has queued or running actions"),
+        )),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}

@@ -1,0 +1,76 @@
+//! Build the api from its config: store (created and migrated), publisher, router, outbox relay.
+//! Tests start it on port 0 and read the bound address.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::{extract::DefaultBodyLimit, Router};
+use shared::{queue::Publisher, queue::Topology, Config};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{metrics::ApiMetrics, outbox, routes};
+
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub struct AppState {
+    pub pool: PgPool,
+    pub publisher: Publisher,
+    pub metrics: ApiMetrics,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+impl Application {
+    pub async fn build(cfg: &Config, topology: Topology) -> anyhow::Result<Self> {
+        let pool = shared::db::connect_and_migrate(
+            &cfg.database_url,
+            cfg.db_max_connections,
+            Duration::from_secs(60),
+        )
+        .await?;
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("SA_LISTEN: cannot listen on {}", cfg.listen))?;
+        let publisher = Publisher::new(&cfg.amqp_url, "sa-api", topology);
+        let state = Arc::new(AppState {
+            pool,
+            publisher,
+            metrics: ApiMetrics::new(),
+        });
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    pub fn router(state: Arc<AppState>) -> Router {
+        routes::router()
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .with_state(state)
+    }
+
+    /// Serve until `shutdown` is cancelled, then drain in-flight requests.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        tracker.spawn(outbox::relay(
+            self.state.clone(),
+            Duration::from_secs(1),
+            shutdown.clone(),
+        ));
+        tracker.close();
+        let app = Self::router(self.state);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .context("http server")?;
+        shutdown.cancel();
+        tracker.wait().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! Actions: their kinds, statuses and the stored row.
+
+use std::{fmt, str::FromStr};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What an action does. One file per kind in `worker/src/actions/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    RunScript,
+}
+
+impl ActionKind {
+    pub const ALL: &'static [ActionKind] = &[ActionKind::RunScript];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::RunScript => "run_script",
+        }
+    }
+
+    /// The human title used in the log's `Executing action: ...` line.
+    pub fn title(self) -> &'static str {
+        match self {
+            ActionKind::RunScript => "run script",
+        }
+    }
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ActionKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ActionKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = ActionKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown kind {s:?} (known: {})", known.join(", "))
+            })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Queued,
+    Waiting,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+    Interrupted,
+}
+
+impl Status {
+    pub const ALL: &'static [Status] = &[
+        Status::Queued,
+        Status::Waiting,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Cancelled,
+        Status::TimedOut,
+        Status::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Waiting => "waiting",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+            Status::TimedOut => "timed_out",
+            Status::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Status::Queued | Status::Waiting | Status::Running)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = Status::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown status {s:?} (known: {})", known.join(", "))
+            })
+    }
+}
+
+impl TryFrom<String> for Status {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// An action as stored and as the API returns it.
+#[derive(Clone, Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Action {
+    pub id: i64,
+    pub server: String,
+    pub kind: String,
+    pub params: serde_json::Value,
+    #[sqlx(try_from = "String")]
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub timeout_s: Option<i32>,
+    pub urgent: bool,
+    pub idempotency_key: Option<String>,
+    pub worker: Option<String>,
+    /// The action holding the server's lock while this one is `waiting`.
+    pub waiting_on: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The message body on the actions queue: only the id; the row in PostgreSQL is the truth.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActionMessage {
+    pub action_id: i64,
+}

@@ -1,0 +1,204 @@
+//! Typed configuration: defaults, an optional TOML file (`--config FILE`), then `SA_*` environment
+//! variables. Errors name the variable or file that is wrong.
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: cannot parse {value:?}: {reason}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+/// Every setting of every binary. Keys in a TOML file are the variable names without `SA_`,
+/// lower-cased (`database_url = "..."`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub database_url: String,
+    pub amqp_url: String,
+    pub listen: SocketAddr,
+    pub api_url: String,
+    pub ssh_key: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    pub worker_concurrency: usize,
+    pub metrics_listen: SocketAddr,
+    /// Prefix of the RabbitMQ exchange and queue names (tests use their own).
+    pub queue_prefix: String,
+    /// Seconds without a heartbeat after which a server lease expires.
+    pub lease_s: u64,
+    /// Name this worker records as lease holder; defaults to `<hostname>-<pid>`.
+    pub worker_name: Option<String>,
+    /// Short private directory for SSH control sockets (paths must stay under ~100 bytes).
+    pub ssh_control_dir: Option<PathBuf>,
+    pub ssh_connect_timeout_s: u64,
+    /// Concurrent SSH sessions per server (keep it below sshd's MaxSessions, default 10).
+    pub ssh_sessions_per_host: usize,
+    /// Maximum database connections of one process.
+    pub db_max_connections: u32,
+    pub s3_endpoint: Option<String>,
+    pub s3_bucket: Option<String>,
+    pub ec2_endpoint: Option<String>,
+    pub mysql_user: String,
+    pub mysql_password: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/serveractions".into(),
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            listen: ([127, 0, 0, 1], 8080).into(),
+            api_url: "http://127.0.0.1:8080".into(),
+            ssh_key: None,
+            known_hosts: None,
+            worker_concurrency: 16,
+            metrics_listen: ([127, 0, 0, 1], 9100).into(),
+            queue_prefix: "sa".into(),
+            lease_s: 30,
+            worker_name: None,
+            ssh_control_dir: None,
+            ssh_connect_timeout_s: 10,
+            ssh_sessions_per_host: 8,
+            db_max_connections: 20,
+            s3_endpoint: None,
+            s3_bucket: None,
+            ec2_endpoint: None,
+            mysql_user: "root".into(),
+            mysql_password: String::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut cfg = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.into(),
+                    reason: e.to_string(),
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::File {
+                    path: path.into(),
+                    reason: e.to_string(),
+                })?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+
+    /// Overlay variables read through `get` (the environment, or a map in tests).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let env = Env(&get);
+        env.set("SA_DATABASE_URL", &mut self.database_url)?;
+        env.set("SA_AMQP_URL", &mut self.amqp_url)?;
+        env.set("SA_LISTEN", &mut self.listen)?;
+        env.set("SA_API_URL", &mut self.api_url)?;
+        env.set_opt("SA_SSH_KEY", &mut self.ssh_key)?;
+        env.set_opt("SA_KNOWN_HOSTS", &mut self.known_hosts)?;
+        env.set("SA_WORKER_CONCURRENCY", &mut self.worker_concurrency)?;
+        env.set("SA_METRICS_LISTEN", &mut self.metrics_listen)?;
+        env.set("SA_QUEUE_PREFIX", &mut self.queue_prefix)?;
+        env.set("SA_LEASE_S", &mut self.lease_s)?;
+        env.set_opt("SA_WORKER_NAME", &mut self.worker_name)?;
+        env.set_opt("SA_SSH_CONTROL_DIR", &mut self.ssh_control_dir)?;
+        env.set("SA_SSH_CONNECT_TIMEOUT_S", &mut self.ssh_connect_timeout_s)?;
+        env.set("SA_SSH_SESSIONS_PER_HOST", &mut self.ssh_sessions_per_host)?;
+        env.set("SA_DB_MAX_CONNECTIONS", &mut self.db_max_connections)?;
+        env.set_opt("SA_S3_ENDPOINT", &mut self.s3_endpoint)?;
+        env.set_opt("SA_S3_BUCKET", &mut self.s3_bucket)?;
+        env.set_opt("SA_EC2_ENDPOINT", &mut self.ec2_endpoint)?;
+        env.set("SA_MYSQL_USER", &mut self.mysql_user)?;
+        env.set("SA_MYSQL_PASSWORD", &mut self.mysql_password)?;
+        if self.worker_concurrency == 0 {
+            return Err(ConfigError::Invalid {
+                var: "SA_WORKER_CONCURRENCY",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The worker's lease holder name.
+    pub fn worker_name(&self) -> String {
+        self.worker_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "worker".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+struct Env<'a, F>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
+    fn parse<T: FromStr>(&self, var: &'static str, value: String) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        value.parse().map_err(|e: T::Err| ConfigError::Invalid {
+            var,
+            reason: e.to_string(),
+            // Never echo secrets back in an error message.
+            value: if var.contains("PASSWORD") { "***".into() } else { value },
+        })
+    }
+
+    fn set<T: FromStr>(&self, var: &'static str, slot: &mut T) -> Result<(), ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        if let Some(value) = (self.0)(var) {
+            *slot = self.parse(var, value)?;
+        }
+        Ok(())
+    }
+
+    fn set_opt<T: FromStr>(&self, var: &'static str, slot: &mut Option<T>) -> Result<(), ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match (self.0)(var) {
+            Some(v) if v.is_empty() => *slot = None,
+            Some(v) => *slot = Some(self.parse(var, v)?),
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_defaults_and_errors_name_the_variable() {
+        let mut cfg = Config::default();
+        cfg.apply_env(|k| (k == "SA_WORKER_CONCURRENCY").then(|| "4".to_string()))
+            .unwrap();
+        assert_eq!(cfg.worker_concurrency, 4);
+        let err = cfg
+            .apply_env(|k| (k == "SA_LISTEN").then(|| "nope".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().starts_with("SA_LISTEN: cannot parse \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn file_keys_are_lowercase_names() {
+        let cfg: Config = toml::from_str("lease_s = 7\nqueue_prefix = \"t\"").unwrap();
+        assert_eq!((cfg.lease_s, cfg.queue_prefix.as_str()), (7, "t"));
+        assert!(toml::from_str::<Config>("no_such_key = 1").is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! `actions`: submission (with the outbox's `published_at`), reads and listing.
+
+use sqlx::{types::Json, PgPool, Postgres, QueryBuilder};
+
+use crate::action::{Action, ActionKind, Status};
+
+pub const COLUMNS: &str = "id, server, kind, params, status, exit_code, error, timeout_s, urgent, \
+    idempotency_key, worker, waiting_on, created_at, started_at, finished_at";
+
+#[derive(Clone, Debug)]
+pub struct NewAction {
+    pub server: String,
+    pub kind: ActionKind,
+    pub params: serde_json::Value,
+    pub timeout_s: Option<i32>,
+    pub urgent: bool,
+    pub idempotency_key: Option<String>,
+    pub retry: Option<serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("no server named {0:?}")]
+    UnknownServer(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Store a new action (`queued`, not yet published). With an idempotency key already used,
+/// returns the existing action and `false`.
+pub async fn insert(pool: &PgPool, a: &NewAction) -> Result<(Action, bool), SubmitError> {
+    let mut tx = pool.begin().await?;
+    // FOR SHARE: a concurrent DELETE of the server waits for us (and then sees our action).
+    let server: Option<(i64,)> = sqlx::query_as("SELECT id FROM servers WHERE name = $1 FOR SHARE")
+        .bind(&a.server)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if server.is_none() {
+        return Err(SubmitError::UnknownServer(a.server.clone()));
+    }
+    let inserted: Option<Action> = sqlx::query_as(&format!(
+        "INSERT INTO actions (server, kind, params, timeout_s, urgent, idempotency_key, retry)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}"
+    ))
+    .bind(&a.server)
+    .bind(a.kind.as_str())
+    .bind(Json(&a.params))
+    .bind(a.timeout_s)
+    .bind(a.urgent)
+    .bind(&a.idempotency_key)
+    .bind(a.retry.as_ref().map(Json))
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    match inserted {
+        Some(action) => Ok((action, true)),
+        None => {
+            let existing: Action = sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM actions WHERE idempotency_key = $1"
+            ))
+            .bind(&a.idempotency_key)
+            .fetch_one(pool)
+            .await?;
+            Ok((existing, false))
+        }
+    }
+}
+
+pub async fn mark_published(pool: &PgPool, id: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE actions SET published_at = now() WHERE id = $1 AND published_at IS NULL")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Outbox: actions stored at least `min_age_s` ago whose publication was never confirmed.
+pub async fn unpublished(pool: &PgPool, min_age_s: f64, limit: i64) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar(
+        "SELECT id FROM actions WHERE published_at IS NULL AND status = 'queued'
+           AND created_at < now() - make_interval(secs => $1)
+         ORDER BY id LIMIT $2",
+    )
+    .bind(min_age_s)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<Action>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM actions WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub server: Option<String>,
+    pub kind: Option<ActionKind>,
+    pub status: Option<Status>,
+    /// Cursor: only actions with a smaller id.
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// Newest first.
+pub async fn list(pool: &PgPool, f: &Filter) -> sqlx::Result<Vec<Action>> {
+    let mut q: QueryBuilder<Postgres> =
+        QueryBuilder::new(format!("SELECT {COLUMNS} FROM actions WHERE true"));
+    if let Some(server) = &f.server {
+        q.push(" AND server = ").push_bind(server.clone());
+    }
+    if let Some(kind) = f.kind {
+        q.push(" AND kind = ").push_bind(kind.as_str());
+    }
+    if let Some(status) = f.status {
+        q.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(before) = f.before {
+        q.push(" AND id < ").push_bind(before);
+    }
+    q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit);
+    q.build_query_as().fetch_all(pool).await
+}
+
+/// Counts by (kind, status), for the api's `/metrics`.
+pub async fn counts(pool: &PgPool) -> sqlx::Result<Vec<(String, String, i64)>> {
+    sqlx::query_as("SELECT kind, status, count(*) FROM actions GROUP BY kind, status")
+        .fetch_all(pool)
+        .await
+}

@@ -1,0 +1,99 @@
+//! `servers`: the managed hosts.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{types::Json, PgPool};
+
+#[derive(Clone, Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Server {
+    pub id: i64,
+    pub name: String,
+    pub address: String,
+    pub ssh_port: i32,
+    pub ssh_user: String,
+    pub host_key: Option<String>,
+    pub db_port: i32,
+    pub tags: Json<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NewServer {
+    pub name: String,
+    pub address: String,
+    pub ssh_port: u16,
+    pub ssh_user: String,
+    pub host_key: Option<String>,
+    pub db_port: u16,
+    pub tags: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("a server named {0:?} already exists")]
+    Duplicate(String),
+    #[error("server {0:?} has unfinished actions")]
+    Busy(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+pub async fn insert(pool: &PgPool, s: &NewServer) -> Result<Server, ServerError> {
+    sqlx::query_as(
+        "INSERT INTO servers (name, address, ssh_port, ssh_user, host_key, db_port, tags)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+    )
+    .bind(&s.name)
+    .bind(&s.address)
+    .bind(i32::from(s.ssh_port))
+    .bind(&s.ssh_user)
+    .bind(&s.host_key)
+    .bind(i32::from(s.db_port))
+    .bind(Json(&s.tags))
+    .fetch_one(pool)
+    .await
+    .map_err(|e| match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => ServerError::Duplicate(s.name.clone()),
+        e => e.into(),
+    })
+}
+
+pub async fn get(pool: &PgPool, name: &str) -> sqlx::Result<Option<Server>> {
+    sqlx::query_as("SELECT * FROM servers WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Server>> {
+    sqlx::query_as("SELECT * FROM servers ORDER BY name")
+        .fetch_all(pool)
+        .await
+}
+
+/// Delete a server that has no queued, waiting or running action. `Ok(false)`: no such server.
+pub async fn delete(pool: &PgPool, name: &str) -> Result<bool, ServerError> {
+    let mut tx = pool.begin().await?;
+    let found: Option<(i64,)> = sqlx::query_as("SELECT id FROM servers WHERE name = $1 FOR UPDATE")
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if found.is_none() {
+        return Ok(false);
+    }
+    let (busy,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM actions WHERE server = $1 AND status IN ('queued','waiting','running'))",
+    )
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await?;
+    if busy {
+        return Err(ServerError::Busy(name.into()));
+    }
+    sqlx::query("DELETE FROM servers WHERE name = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
+}

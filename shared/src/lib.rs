@@ -1,0 +1,13 @@
+//! ServerActions shared crate: domain types, configuration, telemetry, queue topology and the
+//! PostgreSQL access layer used by the api, the workers and the test bed.
+
+pub mod action;
+pub mod config;
+pub mod db;
+pub mod log;
+pub mod queue;
+pub mod telemetry;
+pub mod validate;
+
+pub use action::{Action, ActionKind, Status};
+pub use config::Config;

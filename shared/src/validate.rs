@@ -1,0 +1,207 @@
+//! Input validation shared by the api (which rejects bad requests with a 4xx naming the field)
+//! and the worker (which re-checks what it runs).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A rejected input: which field, and why. Never contains secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub const MAX_SCRIPT_BYTES: usize = 256 * 1024;
+
+/// `run_script` parameters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunScriptParams {
+    pub script: String,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+pub fn run_script_params(params: &Value) -> Result<RunScriptParams, FieldError> {
+    let obj = params
+        .as_object()
+        .ok_or_else(|| FieldError::new("params", "must be an object"))?;
+    if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "script" | "env")) {
+        return Err(FieldError::new(
+            format!("params.{k}"),
+            "unknown parameter for run_script (expected script, env)",
+        ));
+    }
+    let script = match obj.get("script") {
+        None | Some(Value::Null) => return Err(FieldError::new("params.script", "is required")),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(FieldError::new("params.script", "must be a string")),
+    };
+    if script.trim().is_empty() {
+        return Err(FieldError::new("params.script", "must not be empty"));
+    }
+    if script.len() > MAX_SCRIPT_BYTES {
+        return Err(FieldError::new(
+            "params.script",
+            format!("is longer than {MAX_SCRIPT_BYTES} bytes"),
+        ));
+    }
+    if script.contains('\0') {
+        return Err(FieldError::new("params.script", "must not contain NUL bytes"));
+    }
+    let mut env = BTreeMap::new();
+    match obj.get("env") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (name, value) in map {
+                let field = format!("params.env.{name}");
+                if !is_shell_identifier(name) {
+                    return Err(FieldError::new(
+                        field,
+                        "is not a valid environment variable name (letters, digits, _; not starting with a digit)",
+                    ));
+                }
+                let Value::String(value) = value else {
+                    return Err(FieldError::new(field, "value must be a string"));
+                };
+                if value.contains('\0') {
+                    return Err(FieldError::new(field, "value must not contain NUL bytes"));
+                }
+                env.insert(name.clone(), value.clone());
+            }
+        }
+        Some(_) => {
+            return Err(FieldError::new(
+                "params.env",
+                "must be an object of NAME: \"value\" strings",
+            ))
+        }
+    }
+    Ok(RunScriptParams { script, env })
+}
+
+pub fn is_shell_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+        && s.len() <= 128
+}
+
+/// Server names: what fits in a URL path segment and a file name.
+pub fn server_name(field: &str, s: &str) -> Result<(), FieldError> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            "must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit",
+        ))
+    }
+}
+
+/// An IP address or a DNS host name.
+pub fn address(s: &str) -> Result<(), FieldError> {
+    let hostname = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if s.parse::<std::net::IpAddr>().is_ok() || hostname {
+        Ok(())
+    } else {
+        Err(FieldError::new("address", "must be an IP address or a host name"))
+    }
+}
+
+pub fn ssh_user(s: &str) -> Result<(), FieldError> {
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "ssh_user",
+            "must be a user name (lower-case letters, digits, '_', '-', '.')",
+        ))
+    }
+}
+
+/// A public host key as in a known_hosts line: `TYPE BASE64 [comment]`.
+pub fn host_key(s: &str) -> Result<(), FieldError> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let ok = (2..=3).contains(&parts.len())
+        && (parts[0].starts_with("ssh-")
+            || parts[0].starts_with("ecdsa-")
+            || parts[0].starts_with("sk-"))
+        && parts[1]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+        && !s.contains(['\n', '\r']);
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "host_key",
+            "must be a public key line such as 'ssh-ed25519 AAAA...'",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn run_script_params_are_checked_field_by_field() {
+        let ok = run_script_params(&json!({"script": "echo hi", "env": {"A_1": "x'$(y)\n"}}))
+            .unwrap();
+        assert_eq!(ok.env["A_1"], "x'$(y)\n");
+        let field = |v: Value| run_script_params(&v).unwrap_err().field;
+        assert_eq!(field(json!({})), "params.script");
+        assert_eq!(field(json!({"script": "  "})), "params.script");
+        assert_eq!(field(json!({"script": 3})), "params.script");
+        assert_eq!(field(json!({"script": "x", "env": []})), "params.env");
+        assert_eq!(field(json!({"script": "x", "env": {"A B": "1"}})), "params.env.A B");
+        assert_eq!(field(json!({"script": "x", "env": {"1A": "1"}})), "params.env.1A");
+        assert_eq!(field(json!({"script": "x", "env": {"A": 1}})), "params.env.A");
+        assert_eq!(field(json!({"script": "x", "bogus": 1})), "params.bogus");
+        assert_eq!(field(json!("x")), "params");
+    }
+
+    #[test]
+    fn server_fields() {
+        assert!(server_name("name", "db-1.prod").is_ok());
+        assert!(server_name("name", "../x").is_err());
+        assert!(address("127.42.0.1").is_ok());
+        assert!(address("db1.example.com").is_ok());
+        assert!(address("a b").is_err());
+        assert!(ssh_user("sa-test").is_ok());
+        assert!(ssh_user("Root;").is_err());
+        assert!(host_key("ssh-ed25519 AAAAC3Nza+/= c").is_ok());
+        assert!(host_key("ssh-ed25519 AAAA\nx").is_err());
+    }
+}

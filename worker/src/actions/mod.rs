@@ -1,0 +1,38 @@
+//! Action kinds, one module each, registered in `run`.
+
+mod run_script;
+
+use std::sync::Arc;
+
+use shared::{action::Action, action::ActionKind, db::servers::Server, validate::FieldError};
+
+use crate::{lease::Stop, logwriter::LogSink, ssh::SshError, Worker};
+
+/// What a kind's code gets: the action, its server, its log and its stop signal.
+pub struct Ctx<'a> {
+    pub worker: &'a Arc<Worker>,
+    pub action: &'a Action,
+    pub server: &'a Server,
+    pub log: LogSink,
+    pub stop: &'a Stop,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("invalid parameters: {0}")]
+    Invalid(#[from] FieldError),
+    /// Stopped by timeout, lost lease or shutdown; the runner knows which.
+    #[error("stopped")]
+    Stopped,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Run the action; `Ok(exit code)`.
+pub async fn run(kind: ActionKind, ctx: &Ctx<'_>) -> Result<i32, ActionError> {
+    match kind {
+        ActionKind::RunScript => run_script::run(ctx).await,
+    }
+}

@@ -1,0 +1,173 @@
+//! `run_script`: run a shell script on the server, streaming stdout/stderr into the log.
+//!
+//! The remote command is `sh -c WRAPPER` where WRAPPER records its pid (sshd makes every
+//! non-PTY session its own process group, so that pid is the group id), runs the script with
+//! its environment through `env 'NAME=value' sh -c 'script'` (every piece shell-quoted, names
+//! validated as identifiers), and removes the pid file. Stop (timeout, lost lease, shutdown)
+//! kills the whole group: TERM, then KILL after a grace period.
+
+use std::{io, time::Duration};
+
+use openssh::Stdio;
+use shared::{log::Stream, validate};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+use super::{ActionError, Ctx};
+use crate::{logwriter::LogSink, ssh::SshError};
+
+/// Longer output lines are stored as several lines (never truncated).
+const MAX_LINE: usize = 64 * 1024;
+const KILL_GRACE_TENTHS: u32 = 50;
+
+fn quote(s: &str) -> String {
+    shlex::try_quote(s).expect("NUL bytes are rejected by validation").into_owned()
+}
+
+pub fn pidfile(action_id: i64) -> String {
+    format!("/tmp/sa-action-{action_id}.pid")
+}
+
+/// The remote command line for a script and its environment.
+pub fn remote_command(action_id: i64, p: &validate::RunScriptParams) -> String {
+    let pid = quote(&pidfile(action_id));
+    let env: String = p
+        .env
+        .iter()
+        .map(|(k, v)| format!(" {}", quote(&format!("{k}={v}"))))
+        .collect();
+    format!(
+        "echo $$ > {pid}; env{env} sh -c {script}; rc=$?; rm -f {pid}; exit $rc",
+        script = quote(&p.script)
+    )
+}
+
+/// Kill the action's remote process group: TERM, wait up to the grace period, then KILL.
+pub fn kill_command(action_id: i64) -> String {
+    format!(
+        "f={pid}; [ -s \"$f\" ] || exit 0; pg=$(cat \"$f\"); kill -TERM -- \"-$pg\" 2>/dev/null; \
+         i=0; while kill -0 -- \"-$pg\" 2>/dev/null && [ $i -lt {KILL_GRACE_TENTHS} ]; do sleep 0.1; i=$((i+1)); done; \
+         kill -KILL -- \"-$pg\" 2>/dev/null; rm -f \"$f\"; echo \"$pg\"",
+        pid = quote(&pidfile(action_id))
+    )
+}
+
+pub async fn run(ctx: &Ctx<'_>) -> Result<i32, ActionError> {
+    let params = validate::run_script_params(&ctx.action.params)?;
+    let ssh = &ctx.worker.ssh;
+    let lease = ssh.session(ctx.server).await?;
+    let target = format!("{}@{}:{}", ctx.server.ssh_user, ctx.server.address, ctx.server.ssh_port);
+    let session_error = |e: openssh::Error| SshError::Session {
+        target: target.clone(),
+        reason: crate::ssh::describe(&e),
+    };
+    let mut child = lease
+        .session
+        .clone()
+        .arc_command("sh")
+        .arg("-c")
+        .arg(remote_command(ctx.action.id, &params))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .await
+        .map_err(session_error)?;
+    let stdout = child.stdout().take().expect("piped");
+    let stderr = child.stderr().take().expect("piped");
+    let log = ctx.log.clone();
+    let run = async {
+        // Drain both streams to EOF before waiting for the status (openssh#103).
+        let (o, e) = tokio::join!(
+            pump(stdout, Stream::Stdout, &log),
+            pump(stderr, Stream::Stderr, &log)
+        );
+        if let Err(err) = o.and(e) {
+            log.system(format!("Reading the script's output failed: {err}")).await;
+        }
+        child.wait().await
+    };
+    tokio::pin!(run);
+    tokio::select! {
+        status = &mut run => match status {
+            Ok(s) => s.code().ok_or_else(|| ActionError::Failed("the remote process ended without an exit code".into())),
+            // openssh reports exit code 127 as an error; it is one only if the master is dead.
+            Err(openssh::Error::Remote(e)) if e.kind() == io::ErrorKind::NotFound
+                && ssh.check(ctx.server, &lease.session).await => Ok(127),
+            Err(e) => {
+                ssh.check(ctx.server, &lease.session).await;
+                Err(session_error(e).into())
+            }
+        },
+        _ = ctx.stop.stopped() => {
+            ctx.log.system("Stopping: terminating the remote process group (TERM, then KILL).").await;
+            match ssh.exec(ctx.server, &kill_command(ctx.action.id)).await {
+                Ok((_, pg)) if !pg.trim().is_empty() => ctx.log.system(format!("Process group {} terminated.", pg.trim())).await,
+                Ok(_) => {}
+                Err(e) => ctx.log.system(format!("Could not kill the remote process group: {e}")).await,
+            }
+            // Keep what the script printed before it died.
+            let _ = tokio::time::timeout(Duration::from_secs(10), run).await;
+            Err(ActionError::Stopped)
+        }
+    }
+}
+
+/// Forward `reader` into the log line by line as it is produced.
+async fn pump(reader: impl AsyncRead + Unpin, stream: Stream, log: &LogSink) -> io::Result<()> {
+    let mut r = BufReader::with_capacity(64 * 1024, reader);
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            if !line.is_empty() {
+                emit(&mut line, stream, log).await;
+            }
+            return Ok(());
+        }
+        match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                line.extend_from_slice(&buf[..i]);
+                r.consume(i + 1);
+                emit(&mut line, stream, log).await;
+            }
+            None => {
+                let n = buf.len();
+                line.extend_from_slice(buf);
+                r.consume(n);
+            }
+        }
+        while line.len() >= MAX_LINE {
+            let rest = line.split_off(MAX_LINE);
+            emit(&mut line, stream, log).await;
+            line = rest;
+        }
+    }
+}
+
+async fn emit(line: &mut Vec<u8>, stream: Stream, log: &LogSink) {
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    let text = String::from_utf8_lossy(line).into_owned();
+    line.clear();
+    log.line(stream, text).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn env_and_script_are_quoted() {
+        let p = validate::RunScriptParams {
+            script: "echo \"$A\"".into(),
+            env: BTreeMap::from([("A".to_string(), "x'; touch /tmp/pwned; '$(id)\n".to_string())]),
+        };
+        let cmd = remote_command(7, &p);
+        // Run the wrapper locally with sh and check the value arrives verbatim.
+        let out = std::process::Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "x'; touch /tmp/pwned; '$(id)\n\n");
+        assert!(!std::path::Path::new(&pidfile(7)).exists());
+    }
+}

@@ -1,0 +1,96 @@
+//! ServerActions worker: consumes action ids from RabbitMQ, takes the server's lease in
+//! PostgreSQL, runs the action over SSH and writes its log. Workers share nothing but RabbitMQ
+//! and PostgreSQL; run as many as you like.
+
+pub mod actions;
+pub mod consumer;
+pub mod lease;
+pub mod logwriter;
+pub mod metrics;
+pub mod runner;
+pub mod ssh;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use shared::{
+    queue::{Publisher, Topology},
+    Config,
+};
+use sqlx::PgPool;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{metrics::WorkerMetrics, ssh::SshPool};
+
+/// Everything an action run needs, shared by all of one worker's tasks.
+pub struct Worker {
+    pub name: String,
+    pub cfg: Config,
+    pub topology: Topology,
+    pub pool: PgPool,
+    pub publisher: Publisher,
+    pub ssh: SshPool,
+    pub metrics: WorkerMetrics,
+    /// How long running actions may take to finish after a shutdown request.
+    pub shutdown_grace: Duration,
+}
+
+impl Worker {
+    pub async fn build(cfg: Config, topology: Topology) -> anyhow::Result<Arc<Self>> {
+        let name = cfg.worker_name();
+        let pool = shared::db::connect_and_migrate(
+            &cfg.database_url,
+            cfg.db_max_connections,
+            Duration::from_secs(60),
+        )
+        .await?;
+        let control_dir = cfg
+            .ssh_control_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/tmp/sa-ssh-{}", std::process::id())));
+        let metrics = WorkerMetrics::new();
+        let ssh = SshPool::new(&cfg, control_dir, metrics.ssh_connect.clone())
+            .context("preparing the SSH control directory")?;
+        let publisher = Publisher::new(&cfg.amqp_url, &format!("sa-worker {name}"), topology.clone());
+        Ok(Arc::new(Self {
+            name,
+            cfg,
+            topology,
+            pool,
+            publisher,
+            ssh,
+            metrics,
+            shutdown_grace: Duration::from_secs(30),
+        }))
+    }
+
+    pub fn lease_s(&self) -> f64 {
+        self.cfg.lease_s as f64
+    }
+
+    /// Publish ids of parked actions whose server became free.
+    pub async fn kick(&self, ids: impl IntoIterator<Item = i64>) {
+        for id in ids {
+            if let Err(e) = self.publisher.publish(id).await {
+                tracing::warn!(action = id, error = %e, "cannot wake parked action; the sweeper will retry");
+            }
+        }
+    }
+
+    /// Consume and run actions until `shutdown`; then let running actions finish within the
+    /// grace period, interrupt the rest, and close SSH connections.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        let stop_actions = CancellationToken::new();
+        tracker.spawn(lease::sweeper(self.clone(), shutdown.clone()));
+        consumer::consume(self.clone(), &tracker, shutdown.clone(), stop_actions.clone()).await;
+        tracker.close();
+        if tokio::time::timeout(self.shutdown_grace, tracker.wait()).await.is_err() {
+            tracing::warn!("grace period over: interrupting running actions");
+            stop_actions.cancel();
+            tracker.wait().await;
+        }
+        self.ssh.close_all().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,164 @@
+//! Run one action whose lease this worker holds: log writer, heartbeat, timeout, the kind's
+//! code, then the final status and the lease release (fenced by the lease generation).
+
+use std::sync::Arc;
+
+use shared::{
+    action::{Action, ActionKind, Status},
+    db::{
+        leases::{self, Finished, Outcome},
+        servers,
+    },
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    actions::{self, ActionError, Ctx},
+    lease::{self, Stop, StopReason},
+    logwriter::LogWriter,
+    Worker,
+};
+
+pub async fn run(worker: Arc<Worker>, action: Action, generation: i64, shutdown: CancellationToken) {
+    let id = action.id;
+    let started = std::time::Instant::now();
+    if let Some(s) = action.started_at {
+        worker
+            .metrics
+            .lock_wait
+            .observe((s - action.created_at).to_std().unwrap_or_default().as_secs_f64());
+    }
+    let outcome = match execute(&worker, &action, generation, shutdown).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // The store failed under us; the lease will expire and the reaper will interrupt it.
+            tracing::error!(action = id, error = %format!("{e:#}"), "cannot run action");
+            return;
+        }
+    };
+    let status = outcome.status;
+    match leases::finish(&worker.pool, &action.server, id, generation, &outcome).await {
+        Ok(Finished::Done { kick }) => worker.kick(kick).await,
+        Ok(Finished::LeaseLost) => {
+            tracing::warn!(action = id, "lease lost before the end: final status not written");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(action = id, error = %e, "cannot record the final status; the lease will expire");
+            return;
+        }
+    }
+    worker
+        .metrics
+        .finished
+        .with_label_values(&[&action.kind, status.as_str()])
+        .inc();
+    worker
+        .metrics
+        .duration
+        .with_label_values(&[&action.kind])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+async fn execute(
+    worker: &Arc<Worker>,
+    action: &Action,
+    generation: i64,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Outcome> {
+    let writer = LogWriter::start(worker.pool.clone(), action.id, worker.metrics.log_lines.clone()).await?;
+    let log = writer.sink();
+    let kind: Result<ActionKind, String> = action.kind.parse();
+    let title = kind.as_ref().map(|k| k.title()).unwrap_or(&action.kind);
+    log.system(format!("Executing: 'Executing action: {title}'")).await;
+    log.system(format!("Process {} has the lock.", std::process::id())).await;
+
+    let stop = Arc::new(Stop::default());
+    let done = CancellationToken::new();
+    tokio::spawn(lease::heartbeat(
+        worker.clone(),
+        action.server.clone(),
+        generation,
+        stop.clone(),
+        done.clone(),
+    ));
+    {
+        let (stop, done) = (stop.clone(), done.clone());
+        let timeout = action.timeout_s;
+        tokio::spawn(async move {
+            let timer = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep(std::time::Duration::from_secs(t as u64)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = done.cancelled() => {}
+                _ = shutdown.cancelled() => stop.stop(StopReason::Shutdown),
+                _ = timer => stop.stop(StopReason::Timeout(timeout.unwrap_or_default() as u32)),
+            }
+        });
+    }
+
+    let result = match (kind, servers::get(&worker.pool, &action.server).await?) {
+        (Err(e), _) => Err(ActionError::Failed(e)),
+        (_, None) => Err(ActionError::Failed(format!("server {} no longer exists", action.server))),
+        (Ok(kind), Some(server)) => {
+            let ctx = Ctx {
+                worker,
+                action,
+                server: &server,
+                log: log.clone(),
+                stop: &stop,
+            };
+            actions::run(kind, &ctx).await
+        }
+    };
+    done.cancel();
+    let outcome = outcome(result, stop.reason());
+    if let Some(err) = &outcome.error {
+        log.system(err).await;
+    }
+    drop(log);
+    writer.close().await?;
+    Ok(outcome)
+}
+
+fn outcome(result: Result<i32, ActionError>, stop: Option<StopReason>) -> Outcome {
+    let fail = |status: Status, error: String, message: String| Outcome {
+        status,
+        exit_code: None,
+        error: Some(error),
+        message,
+    };
+    match (result, stop) {
+        (Ok(0), _) => Outcome {
+            status: Status::Succeeded,
+            exit_code: Some(0),
+            error: None,
+            message: "Server action successfully completed".into(),
+        },
+        (Ok(code), _) => Outcome {
+            status: Status::Failed,
+            exit_code: Some(code),
+            error: None,
+            message: format!("Server action failed: exit code {code}"),
+        },
+        (Err(ActionError::Stopped), Some(StopReason::Timeout(t))) => fail(
+            Status::TimedOut,
+            format!("Timed out after {t} s: the remote process group was killed."),
+            "Server action timed out".into(),
+        ),
+        (Err(ActionError::Stopped), Some(StopReason::Shutdown)) => fail(
+            Status::Interrupted,
+            "The worker is shutting down: the remote process group was killed.".into(),
+            "Server action interrupted".into(),
+        ),
+        (Err(ActionError::Stopped), _) => fail(
+            Status::Interrupted,
+            "This worker lost the server's lock: the remote process group was killed.".into(),
+            "Server action interrupted".into(),
+        ),
+        (Err(e), _) => fail(Status::Failed, e.to_string(), "Server action failed".into()),
+    }
+}

@@ -1,0 +1,249 @@
+//! SSH to managed servers with the `openssh` crate (native-mux): one master connection per
+//! server, reused by every action on it, rebuilt when it dies. Host keys are checked strictly:
+//! against the server's pinned `host_key`, else against `SA_KNOWN_HOSTS`.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use prometheus::Histogram;
+use shared::{db::servers::Server, Config};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot connect to {target}: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("ssh to {target} failed: {reason}")]
+    Session { target: String, reason: String },
+    #[error("connecting to {target} timed out after {secs} s")]
+    Timeout { target: String, secs: u64 },
+}
+
+/// What identifies a master connection: if any of it changes, a new one is opened.
+#[derive(Clone, PartialEq, Eq, Debug)]
+struct Target {
+    address: String,
+    port: u16,
+    user: String,
+    host_key: Option<String>,
+}
+
+impl Target {
+    fn of(s: &Server) -> Self {
+        Self {
+            address: s.address.clone(),
+            port: s.ssh_port as u16,
+            user: s.ssh_user.clone(),
+            host_key: s.host_key.clone(),
+        }
+    }
+    fn display(&self) -> String {
+        format!("{}@{}:{}", self.user, self.address, self.port)
+    }
+}
+
+struct Host {
+    /// Serializes (re)connection to this host.
+    conn: tokio::sync::Mutex<Option<(Target, Arc<Session>)>>,
+    /// Concurrent sessions on the master, below sshd's MaxSessions.
+    sessions: Arc<Semaphore>,
+}
+
+pub struct SshPool {
+    key: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+    control_dir: PathBuf,
+    connect_timeout: Duration,
+    sessions_per_host: usize,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+    connect_time: Histogram,
+}
+
+/// A session checked out for one remote command; holds one of the host's session slots.
+pub struct Lease {
+    pub session: Arc<Session>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl SshPool {
+    pub fn new(cfg: &Config, control_dir: PathBuf, connect_time: Histogram) -> std::io::Result<Self> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&control_dir)?;
+        std::fs::set_permissions(&control_dir, std::fs::Permissions::from_mode(0o700))?;
+        // The empty ssh_config keeps the operator's ~/.ssh/config out of our connections.
+        std::fs::write(control_dir.join("config"), "GlobalKnownHostsFile /dev/null\nServerAliveCountMax 3\n")?;
+        Ok(Self {
+            key: cfg.ssh_key.clone(),
+            known_hosts: cfg.known_hosts.clone(),
+            control_dir,
+            connect_timeout: Duration::from_secs(cfg.ssh_connect_timeout_s),
+            sessions_per_host: cfg.ssh_sessions_per_host.max(1),
+            hosts: Mutex::new(HashMap::new()),
+            connect_time,
+        })
+    }
+
+    fn host(&self, name: &str) -> Arc<Host> {
+        let mut hosts = self.hosts.lock().expect("ssh host map poisoned");
+        hosts
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(Host {
+                    conn: tokio::sync::Mutex::new(None),
+                    sessions: Arc::new(Semaphore::new(self.sessions_per_host)),
+                })
+            })
+            .clone()
+    }
+
+    /// A live session to `server`, connecting (or reconnecting) as needed.
+    pub async fn session(&self, server: &Server) -> Result<Lease, SshError> {
+        let host = self.host(&server.name);
+        let slot = host.sessions.clone().acquire_owned().await.expect("never closed");
+        let target = Target::of(server);
+        let mut conn = host.conn.lock().await;
+        if let Some((t, s)) = conn.as_ref() {
+            if *t == target {
+                return Ok(Lease {
+                    session: s.clone(),
+                    _slot: slot,
+                });
+            }
+        }
+        if let Some((_, old)) = conn.take() {
+            close_quietly(old).await;
+        }
+        let started = Instant::now();
+        let session = Arc::new(self.connect(&server.name, &target).await?);
+        self.connect_time.observe(started.elapsed().as_secs_f64());
+        *conn = Some((target, session.clone()));
+        Ok(Lease {
+            session,
+            _slot: slot,
+        })
+    }
+
+    /// After a failed command: if the master is dead, forget it so the next call reconnects.
+    /// Returns true when the master connection is still healthy.
+    pub async fn check(&self, server: &Server, session: &Arc<Session>) -> bool {
+        if session.check().await.is_ok() {
+            return true;
+        }
+        let host = self.host(&server.name);
+        let mut conn = host.conn.lock().await;
+        if conn.as_ref().is_some_and(|(_, s)| Arc::ptr_eq(s, session)) {
+            conn.take();
+        }
+        false
+    }
+
+    async fn connect(&self, name: &str, t: &Target) -> Result<Session, SshError> {
+        let mut b = SessionBuilder::default();
+        b.user(t.user.clone())
+            .port(t.port)
+            .connect_timeout(self.connect_timeout)
+            .server_alive_interval(Duration::from_secs(5))
+            .control_directory(&self.control_dir)
+            .config_file(self.control_dir.join("config"))
+            .known_hosts_check(KnownHosts::Strict);
+        if let Some(key) = &self.key {
+            b.keyfile(key);
+        }
+        if let Some(pinned) = &t.host_key {
+            let file = self.control_dir.join(format!("kh-{name}"));
+            let host = if t.port == 22 {
+                t.address.clone()
+            } else {
+                format!("[{}]:{}", t.address, t.port)
+            };
+            std::fs::write(&file, format!("{host} {pinned}\n")).map_err(|e| SshError::Connect {
+                target: t.display(),
+                reason: format!("cannot write known_hosts: {e}"),
+            })?;
+            b.user_known_hosts_file(file);
+        } else if let Some(kh) = &self.known_hosts {
+            b.user_known_hosts_file(kh);
+        }
+        // ConnectTimeout covers TCP; the whole handshake is bounded here too.
+        let limit = self.connect_timeout + Duration::from_secs(5);
+        match tokio::time::timeout(limit, b.connect_mux(&t.address)).await {
+            Err(_) => Err(SshError::Timeout {
+                target: t.display(),
+                secs: limit.as_secs(),
+            }),
+            Ok(Err(e)) => Err(SshError::Connect {
+                target: t.display(),
+                reason: describe(&e),
+            }),
+            Ok(Ok(s)) => Ok(s),
+        }
+    }
+
+    /// Run a short command and return (exit code, stdout). For helpers such as kill.
+    pub async fn exec(&self, server: &Server, script: &str) -> Result<(i32, String), SshError> {
+        let lease = self.session(server).await?;
+        let out = lease
+            .session
+            .command("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .output()
+            .await;
+        match out {
+            Ok(o) => Ok((o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into())),
+            Err(e) => {
+                self.check(server, &lease.session).await;
+                Err(SshError::Session {
+                    target: Target::of(server).display(),
+                    reason: describe(&e),
+                })
+            }
+        }
+    }
+
+    pub async fn close_all(&self) {
+        let hosts: Vec<Arc<Host>> = self.hosts.lock().expect("poisoned").values().cloned().collect();
+        for h in hosts {
+            if let Some((_, s)) = h.conn.lock().await.take() {
+                close_quietly(s).await;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.control_dir);
+    }
+
+    pub fn control_dir(&self) -> &Path {
+        &self.control_dir
+    }
+}
+
+async fn close_quietly(s: Arc<Session>) {
+    if let Ok(s) = Arc::try_unwrap(s) {
+        let _ = s.close().await;
+    }
+}
+
+/// The error with its causes, on one line (ssh's own message, e.g. "Host key verification failed").
+pub fn describe(e: &openssh::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        let s_msg = s.to_string();
+        if !s_msg.is_empty() && !msg.contains(&s_msg) {
+            msg.push_str(": ");
+            msg.push_str(s_msg.trim());
+        }
+        src = s.source();
+    }
+    msg.replace('\n', " ").trim().to_string()
+}
