@@ -1,0 +1,178 @@
+//! The api and workers in-process, each test with its own database and its own RabbitMQ queue
+//! names (which expire after the test), so tests run in parallel against one broker and one
+//! PostgreSQL.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use api::client::Client;
+use serde_json::Value;
+use shared::{queue::Topology, Config};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::hosts::{client_key, TestHost};
+
+pub struct TestApp {
+    pub cfg: Config,
+    pub topology: Topology,
+    pub client: Client,
+    pub api_url: String,
+    pub pool: PgPool,
+    db_name: String,
+    shutdown: CancellationToken,
+    api: Option<JoinHandle<anyhow::Result<()>>>,
+    workers: Vec<WorkerHandle>,
+}
+
+pub struct WorkerHandle {
+    pub worker: Arc<worker::Worker>,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl WorkerHandle {
+    /// Graceful stop: stop consuming, let running actions finish, close connections.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+fn short_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_string()
+}
+
+impl TestApp {
+    /// Start an api on 127.0.0.1:0 with a fresh database and queue names.
+    pub async fn spawn() -> anyhow::Result<Self> {
+        shared::telemetry::init();
+        let id = short_id();
+        let db_name = format!("sa_test_{id}");
+        let mut cfg = Config::default();
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        let base = cfg.database_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or_default();
+        cfg.database_url = format!("{base}/{db_name}");
+        cfg.listen = ([127, 0, 0, 1], 0).into();
+        cfg.queue_prefix = format!("sa-test-{id}");
+        cfg.ssh_key = Some(client_key()?);
+        cfg.lease_s = 10;
+        cfg.db_max_connections = 10;
+        let mut topology = Topology::new(&cfg.queue_prefix);
+        topology.expires_ms = Some(120_000);
+        let app = api::Application::build(&cfg, topology.clone()).await?;
+        let api_url = format!("http://{}", app.local_addr());
+        cfg.api_url = api_url.clone();
+        let shutdown = CancellationToken::new();
+        let api = tokio::spawn(app.run(shutdown.clone()));
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&cfg.database_url)
+            .await?;
+        Ok(Self {
+            client: Client::new(&api_url),
+            api_url,
+            cfg,
+            topology,
+            pool,
+            db_name,
+            shutdown,
+            api: Some(api),
+            workers: Vec::new(),
+        })
+    }
+
+    /// Start a worker in-process (own name, own SSH control directory, metrics on port 0).
+    pub async fn spawn_worker(&mut self) -> anyhow::Result<Arc<worker::Worker>> {
+        let h = self.start_worker(|_| {}).await?;
+        let w = h.worker.clone();
+        self.workers.push(h);
+        Ok(w)
+    }
+
+    /// Start a worker with config changes, returning its handle (the caller stops it).
+    pub async fn start_worker(&self, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<WorkerHandle> {
+        let mut cfg = self.cfg.clone();
+        let id = short_id();
+        cfg.worker_name = Some(format!("w-{id}"));
+        cfg.ssh_control_dir = Some(PathBuf::from(format!("/tmp/sa-ssh-{id}")));
+        cfg.ssh_connect_timeout_s = 5;
+        tweak(&mut cfg);
+        let worker = worker::Worker::build(cfg, self.topology.clone()).await?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(worker.clone().run(shutdown.clone()));
+        Ok(WorkerHandle {
+            worker,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    /// Register `host` as server `name` with its pinned host key.
+    pub async fn add_host(&self, name: &str, host: &TestHost) -> anyhow::Result<Value> {
+        Ok(self.client.add_server(&host.server_json(name)).await?)
+    }
+
+    /// Rows in the actions table (to prove a rejected request stored nothing).
+    pub async fn action_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM actions")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count actions")
+    }
+
+    /// Messages waiting in the actions queue (to prove a rejected request queued nothing).
+    pub async fn queued_messages(&self) -> anyhow::Result<u32> {
+        let conn = shared::queue::connect(&self.cfg.amqp_url, "sa-test-probe").await?;
+        let ch = conn.create_channel().await?;
+        self.topology.declare(&ch).await?;
+        let q = ch
+            .queue_declare(
+                self.topology.queue.as_str().into(),
+                lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+                Default::default(),
+            )
+            .await?;
+        let _ = conn.close(200, "probe done".into()).await;
+        Ok(q.message_count())
+    }
+
+    /// The action's rendered log.
+    pub async fn log(&self, id: i64) -> String {
+        self.client.log(id, 0).await.expect("log").text
+    }
+
+    pub async fn wait(&self, id: i64) -> shared::Action {
+        self.client.wait(id, Duration::from_secs(60)).await.expect("action")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        for w in &mut self.workers {
+            w.shutdown.cancel();
+        }
+        if let Some(a) = self.api.take() {
+            a.abort();
+        }
+        // Best effort: the database goes with the test (FORCE closes our pools' connections).
+        let _ = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-c"])
+            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}

@@ -1,0 +1,219 @@
+//! Test hosts: each gets its own loopback address (127.42.x.y), its own `sshd` on port 22 of
+//! that address with its own host key, and a working directory exported to sessions as
+//! `$SA_HOST_DIR`. All log in as one dedicated user with a plain `/bin/sh`. A host is torn
+//! down on drop (also when a test panics) and its sshd dies with the test process.
+
+#![allow(unsafe_code)] // prctl(PR_SET_PDEATHSIG) in pre_exec
+
+use std::{
+    fs,
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+
+/// The login user on every test host.
+pub const LOGIN_USER: &str = "satest";
+/// Shared by all test processes: the client key and its authorized_keys.
+const BED: &str = "/tmp/sa-testbed";
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Create the login user (once per machine) and the client key (once per machine).
+/// Returns the client's private key path.
+pub fn client_key() -> anyhow::Result<PathBuf> {
+    static KEY: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(k) = KEY.get() {
+        return Ok(k.clone());
+    }
+    if Command::new("id").arg(LOGIN_USER).output()?.status.code() != Some(0) {
+        // Parallel test processes may race here: "already exists" is fine.
+        let _ = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", LOGIN_USER])
+            .output();
+        // A locked password ('!') makes sshd without PAM refuse even key logins.
+        run(Command::new("usermod").args(["-p", "*", LOGIN_USER]))?;
+    }
+    fs::create_dir_all(BED)?;
+    fs::set_permissions(BED, fs::Permissions::from_mode(0o755))?;
+    let key = Path::new(BED).join("client_ed25519");
+    if !key.exists() {
+        let tmp = Path::new(BED).join(format!("key-{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(tmp.with_extension("pub"));
+        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "sa-testbed", "-f"]).arg(&tmp))?;
+        fs::rename(tmp.with_extension("pub"), key.with_extension("pub"))?;
+        fs::rename(&tmp, &key)?; // the private key last: its presence means both exist
+    }
+    let auth = Path::new(BED).join("authorized_keys");
+    let pubkey = fs::read_to_string(key.with_extension("pub"))?;
+    if fs::read_to_string(&auth).ok().as_deref() != Some(pubkey.as_str()) {
+        let tmp = auth.with_extension(format!("tmp{}", std::process::id()));
+        fs::write(&tmp, &pubkey)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
+        fs::rename(&tmp, &auth)?;
+    }
+    let _ = KEY.set(key.clone());
+    Ok(key)
+}
+
+pub struct TestHost {
+    pub address: Ipv4Addr,
+    /// `$SA_HOST_DIR` on the host: owned by the login user, for the tests' marks.
+    pub dir: PathBuf,
+    root: tempfile::TempDir,
+    sshd: Option<Child>,
+}
+
+impl TestHost {
+    /// Start a host on a free loopback address.
+    pub fn start() -> anyhow::Result<Self> {
+        client_key()?;
+        let address = free_address()?;
+        let root = tempfile::Builder::new().prefix("sa-host-").tempdir_in("/tmp")?;
+        fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755))?;
+        let dir = root.path().join("home");
+        fs::create_dir(&dir)?;
+        run(Command::new("chown").arg(format!("{LOGIN_USER}:")).arg(&dir))?;
+        let key = root.path().join("host_key");
+        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"]).arg(&key))?;
+        let config = root.path().join("sshd_config");
+        fs::write(
+            &config,
+            format!(
+                "ListenAddress {address}:22\n\
+                 HostKey {key}\n\
+                 PidFile {pid}\n\
+                 AuthorizedKeysFile {BED}/authorized_keys\n\
+                 AllowUsers {LOGIN_USER}\n\
+                 StrictModes no\n\
+                 UsePAM no\n\
+                 PasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\n\
+                 PermitRootLogin no\n\
+                 MaxSessions 64\n\
+                 MaxStartups 200:30:400\n\
+                 SetEnv SA_HOST_DIR={dir}\n\
+                 LogLevel ERROR\n",
+                key = key.display(),
+                pid = root.path().join("sshd.pid").display(),
+                dir = dir.display(),
+            ),
+        )?;
+        fs::create_dir_all("/run/sshd")?;
+        let log = fs::File::create(root.path().join("sshd.log"))?;
+        let mut cmd = Command::new("/usr/sbin/sshd");
+        cmd.arg("-D").arg("-e").arg("-f").arg(&config);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill sshd with us.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let sshd = cmd.spawn().context("starting sshd")?;
+        let mut host = Self {
+            address,
+            dir,
+            root,
+            sshd: Some(sshd),
+        };
+        host.wait_listening()?;
+        Ok(host)
+    }
+
+    fn wait_listening(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = SocketAddr::from((self.address, 22));
+        while Instant::now() < deadline {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.sshd.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                let log = fs::read_to_string(self.root.path().join("sshd.log")).unwrap_or_default();
+                bail!("sshd on {} exited ({status}): {log}", self.address);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("sshd on {} did not start listening", self.address)
+    }
+
+    /// The host's public key as pinned in the server record ("ssh-ed25519 AAAA...").
+    pub fn host_key(&self) -> String {
+        let text = fs::read_to_string(self.root.path().join("host_key.pub")).expect("host key");
+        text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    }
+
+    /// The server registration body for this host.
+    pub fn server_json(&self, name: &str) -> serde_json::Value {
+        serde_json::json!({
+            "name": name, "address": self.address.to_string(), "ssh_user": LOGIN_USER,
+            "host_key": self.host_key(),
+        })
+    }
+
+    /// Read a file the scripts wrote in `$SA_HOST_DIR` (empty if missing).
+    pub fn read(&self, name: &str) -> String {
+        fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    /// "Kill the server": SIGKILL its sshd and every process under it (connections, sessions).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.sshd.take() {
+            kill_tree(c.id());
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        self.kill();
+        // The TempDir (config, keys, $SA_HOST_DIR) is removed by its own drop.
+    }
+}
+
+/// SIGKILL `pid` and all its descendants (children first found, then killed top-down).
+fn kill_tree(pid: u32) {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        if let Ok(out) = Command::new("pgrep").arg("-P").arg(all[i].to_string()).output() {
+            all.extend(String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+        i += 1;
+    }
+    for p in all {
+        let _ = Command::new("kill").args(["-KILL", &p.to_string()]).output();
+    }
+}
+
+/// A loopback address in 127.42.0.0/16 with nothing on port 22.
+fn free_address() -> anyhow::Result<Ipv4Addr> {
+    let seed = std::process::id() as u64 ^ (Instant::now().elapsed().as_nanos() as u64)
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
+    let mut x = seed | 1;
+    for _ in 0..200 {
+        // xorshift: cheap and good enough to spread parallel tests apart.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let addr = Ipv4Addr::new(127, 42, (x % 250 + 1) as u8, ((x >> 8) % 250 + 2) as u8);
+        if TcpListener::bind((addr, 22)).is_ok() {
+            return Ok(addr);
+        }
+    }
+    bail!("no free loopback address in 127.42.0.0/16")
+}
