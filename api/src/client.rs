@@ -61,7 +61,10 @@ impl Client {
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         Err(ClientError::Api {
             status,
-            message: body["error"].as_str().unwrap_or("unknown error").to_string(),
+            message: body["error"]
+                .as_str()
+                .unwrap_or("unknown error")
+                .to_string(),
             field: body["field"].as_str().map(str::to_string),
         })
     }
@@ -73,12 +76,23 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
-        Ok(Self::check(self.http.get(self.url(path)).send().await?).await?.json().await?)
+        Ok(Self::check(self.http.get(self.url(path)).send().await?)
+            .await?
+            .json()
+            .await?)
     }
 
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         Self::check(self.http.delete(self.url(path)).send().await?).await?;
         Ok(())
+    }
+
+    /// `GET /healthz` answered 200.
+    pub async fn healthy(&self) -> bool {
+        match self.http.get(self.url("/healthz")).send().await {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        }
     }
 
     pub async fn add_server(&self, server: &Value) -> Result<Value, ClientError> {
@@ -157,4 +171,3 @@ impl Client {
         }
     }
 }
-

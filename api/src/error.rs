@@ -61,7 +61,10 @@ impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let message = match &r {
             JsonRejection::BytesRejection(_) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                format!("request body is larger than {} bytes", crate::startup::MAX_BODY_BYTES)
+                format!(
+                    "request body is larger than {} bytes",
+                    crate::startup::MAX_BODY_BYTES
+                )
             }
             JsonRejection::MissingJsonContentType(_) => {
                 "expected a JSON body with Content-Type: application/json".into()
@@ -87,7 +90,11 @@ pub fn from_value<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> ApiRe
         let inner = e.into_inner().to_string();
         // serde names missing/unknown fields in backticks: "missing field `name`".
         let named = inner.split('`').nth(1).map(str::to_string);
-        let field = if path == "." { named.unwrap_or_else(|| "body".into()) } else { path };
+        let field = if path == "." {
+            named.unwrap_or_else(|| "body".into())
+        } else {
+            path
+        };
         ApiError::bad(&field, format!("{field}: {inner}"))
     })
 }

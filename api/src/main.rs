@@ -4,7 +4,10 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "sa-api", about = "ServerActions HTTP API (config from SA_* variables)")]
+#[command(
+    name = "sa-api",
+    about = "ServerActions HTTP API (config from SA_* variables)"
+)]
 struct Args {
     /// TOML file with the same keys as the SA_* variables (lower-case, without SA_).
     #[arg(long)]

@@ -36,7 +36,9 @@ impl ApiMetrics {
         .unwrap();
         registry.register(Box::new(submitted.clone())).unwrap();
         registry.register(Box::new(published.clone())).unwrap();
-        registry.register(Box::new(publish_failures.clone())).unwrap();
+        registry
+            .register(Box::new(publish_failures.clone()))
+            .unwrap();
         registry.register(Box::new(actions.clone())).unwrap();
         Self {
             registry,

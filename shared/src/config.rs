@@ -152,7 +152,11 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
             var,
             reason: e.to_string(),
             // Never echo secrets back in an error message.
-            value: if var.contains("PASSWORD") { "***".into() } else { value },
+            value: if var.contains("PASSWORD") {
+                "***".into()
+            } else {
+                value
+            },
         })
     }
 
@@ -166,7 +170,11 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         Ok(())
     }
 
-    fn set_opt<T: FromStr>(&self, var: &'static str, slot: &mut Option<T>) -> Result<(), ConfigError>
+    fn set_opt<T: FromStr>(
+        &self,
+        var: &'static str,
+        slot: &mut Option<T>,
+    ) -> Result<(), ConfigError>
     where
         T::Err: std::fmt::Display,
     {
@@ -192,7 +200,11 @@ mod tests {
         let err = cfg
             .apply_env(|k| (k == "SA_LISTEN").then(|| "nope".to_string()))
             .unwrap_err();
-        assert!(err.to_string().starts_with("SA_LISTEN: cannot parse \"nope\""), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("SA_LISTEN: cannot parse \"nope\""),
+            "{err}"
+        );
     }
 
     #[test]

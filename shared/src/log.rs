@@ -66,7 +66,11 @@ mod tests {
             line.render(),
             "[2007-04-19 16:24:45] [ServerActionsWorker] : Executing: 'Executing action: DB promote to master'"
         );
-        let out = LogLine { stream: Stream::Stdout, line: "Promoting slave...".into(), ..line };
+        let out = LogLine {
+            stream: Stream::Stdout,
+            line: "Promoting slave...".into(),
+            ..line
+        };
         assert_eq!(out.render(), "Promoting slave...");
     }
 }

@@ -101,8 +101,7 @@ impl Topology {
 }
 
 pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
-    let props =
-        ConnectionProperties::default().with_connection_name(name.to_string().into());
+    let props = ConnectionProperties::default().with_connection_name(name.to_string().into());
     Connection::connect(url, props).await
 }
 

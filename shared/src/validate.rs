@@ -58,7 +58,10 @@ pub fn run_script_params(params: &Value) -> Result<RunScriptParams, FieldError> 
         ));
     }
     if script.contains('\0') {
-        return Err(FieldError::new("params.script", "must not contain NUL bytes"));
+        return Err(FieldError::new(
+            "params.script",
+            "must not contain NUL bytes",
+        ));
     }
     let mut env = BTreeMap::new();
     match obj.get("env") {
@@ -128,17 +131,21 @@ pub fn address(s: &str) -> Result<(), FieldError> {
     if s.parse::<std::net::IpAddr>().is_ok() || hostname {
         Ok(())
     } else {
-        Err(FieldError::new("address", "must be an IP address or a host name"))
+        Err(FieldError::new(
+            "address",
+            "must be an IP address or a host name",
+        ))
     }
 }
 
 pub fn ssh_user(s: &str) -> Result<(), FieldError> {
     let ok = !s.is_empty()
         && s.len() <= 32
-        && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && s.chars().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.')
-        });
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'));
     if ok {
         Ok(())
     } else {
@@ -177,17 +184,26 @@ mod tests {
 
     #[test]
     fn run_script_params_are_checked_field_by_field() {
-        let ok = run_script_params(&json!({"script": "echo hi", "env": {"A_1": "x'$(y)\n"}}))
-            .unwrap();
+        let ok =
+            run_script_params(&json!({"script": "echo hi", "env": {"A_1": "x'$(y)\n"}})).unwrap();
         assert_eq!(ok.env["A_1"], "x'$(y)\n");
         let field = |v: Value| run_script_params(&v).unwrap_err().field;
         assert_eq!(field(json!({})), "params.script");
         assert_eq!(field(json!({"script": "  "})), "params.script");
         assert_eq!(field(json!({"script": 3})), "params.script");
         assert_eq!(field(json!({"script": "x", "env": []})), "params.env");
-        assert_eq!(field(json!({"script": "x", "env": {"A B": "1"}})), "params.env.A B");
-        assert_eq!(field(json!({"script": "x", "env": {"1A": "1"}})), "params.env.1A");
-        assert_eq!(field(json!({"script": "x", "env": {"A": 1}})), "params.env.A");
+        assert_eq!(
+            field(json!({"script": "x", "env": {"A B": "1"}})),
+            "params.env.A B"
+        );
+        assert_eq!(
+            field(json!({"script": "x", "env": {"1A": "1"}})),
+            "params.env.1A"
+        );
+        assert_eq!(
+            field(json!({"script": "x", "env": {"A": 1}})),
+            "params.env.A"
+        );
         assert_eq!(field(json!({"script": "x", "bogus": 1})), "params.bogus");
         assert_eq!(field(json!("x")), "params");
     }

@@ -34,25 +34,69 @@ async fn bad_action_requests_are_rejected_and_leave_nothing_behind() {
         (with("kind", json!("format_disk")), 400, "kind"),
         (with_params(json!({})), 400, "params.script"),
         (with_params(json!({"script": ""})), 400, "params.script"),
-        (with_params(json!({"script": "   \n"})), 400, "params.script"),
+        (
+            with_params(json!({"script": "   \n"})),
+            400,
+            "params.script",
+        ),
         (with_params(json!({"script": 42})), 400, "params.script"),
-        (with_params(json!({"script": "true", "env": "A=1"})), 400, "params.env"),
-        (with_params(json!({"script": "true", "env": ["A"]})), 400, "params.env"),
-        (with_params(json!({"script": "true", "env": {"A-B": "1"}})), 400, "params.env.A-B"),
-        (with_params(json!({"script": "true", "env": {"$(id)": "1"}})), 400, "params.env.$(id)"),
-        (with_params(json!({"script": "true", "env": {"9A": "1"}})), 400, "params.env.9A"),
-        (with_params(json!({"script": "true", "env": {"A": 1}})), 400, "params.env.A"),
+        (
+            with_params(json!({"script": "true", "env": "A=1"})),
+            400,
+            "params.env",
+        ),
+        (
+            with_params(json!({"script": "true", "env": ["A"]})),
+            400,
+            "params.env",
+        ),
+        (
+            with_params(json!({"script": "true", "env": {"A-B": "1"}})),
+            400,
+            "params.env.A-B",
+        ),
+        (
+            with_params(json!({"script": "true", "env": {"$(id)": "1"}})),
+            400,
+            "params.env.$(id)",
+        ),
+        (
+            with_params(json!({"script": "true", "env": {"9A": "1"}})),
+            400,
+            "params.env.9A",
+        ),
+        (
+            with_params(json!({"script": "true", "env": {"A": 1}})),
+            400,
+            "params.env.A",
+        ),
         (with("timeout_s", json!(0)), 400, "timeout_s"),
         (with("timeout_s", json!("soon")), 400, "timeout_s"),
         (with("surprise", json!(1)), 400, "surprise"),
-        (json!({"kind": "run_script", "params": {"script": "true"}}), 400, "server"),
-        (json!({"server": "web1", "params": {"script": "true"}}), 400, "kind"),
+        (
+            json!({"kind": "run_script", "params": {"script": "true"}}),
+            400,
+            "server",
+        ),
+        (
+            json!({"server": "web1", "params": {"script": "true"}}),
+            400,
+            "kind",
+        ),
     ];
     for (body, status, field) in cases {
         let err = app.client.post("/v1/actions", &body).await.unwrap_err();
         match err {
-            api::client::ClientError::Api { status: s, field: f, message } => {
-                assert_eq!((s, f.as_deref()), (status, Some(field)), "{body}: {message}");
+            api::client::ClientError::Api {
+                status: s,
+                field: f,
+                message,
+            } => {
+                assert_eq!(
+                    (s, f.as_deref()),
+                    (status, Some(field)),
+                    "{body}: {message}"
+                );
                 assert!(!message.is_empty());
             }
             other => panic!("{body}: {other}"),
@@ -61,27 +105,65 @@ async fn bad_action_requests_are_rejected_and_leave_nothing_behind() {
     // Malformed JSON, wrong content type, oversize body.
     let (s, v) = post_raw(&app, "/v1/actions", "{\"server\": ", "application/json").await;
     assert_eq!((s, v["field"].as_str()), (400, Some("body")), "{v}");
-    assert!(v["error"].as_str().unwrap().contains("malformed JSON"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("malformed JSON"),
+        "{v}"
+    );
     let (s, v) = post_raw(&app, "/v1/actions", &ok.to_string(), "text/plain").await;
     assert_eq!((s, v["field"].as_str()), (415, Some("body")), "{v}");
-    let big = json!({"server": "web1", "kind": "run_script", "params": {"script": "x".repeat(2 << 20)}});
+    let big =
+        json!({"server": "web1", "kind": "run_script", "params": {"script": "x".repeat(2 << 20)}});
     let (s, v) = post_raw(&app, "/v1/actions", &big.to_string(), "application/json").await;
     assert_eq!((s, v["field"].as_str()), (413, Some("body")), "{v}");
     let long = json!({"server": "web1", "kind": "run_script", "params": {"script": "x".repeat(300 << 10)}});
     let (s, v) = post_raw(&app, "/v1/actions", &long.to_string(), "application/json").await;
-    assert_eq!((s, v["field"].as_str()), (400, Some("params.script")), "{v}");
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (400, Some("params.script")),
+        "{v}"
+    );
 
-    assert_eq!(app.action_count().await, 0, "a rejected request stored an action");
-    assert_eq!(app.queued_messages().await.unwrap(), 0, "a rejected request queued a message");
+    assert_eq!(
+        app.action_count().await,
+        0,
+        "a rejected request stored an action"
+    );
+    assert_eq!(
+        app.queued_messages().await.unwrap(),
+        0,
+        "a rejected request queued a message"
+    );
 
     // Bad query parameters name the parameter too.
-    for (q, field) in [("status=bogus", "status"), ("limit=0", "limit"), ("before=x", "before"), ("colour=red", "colour")] {
-        let err = app.client.get(&format!("/v1/actions?{q}")).await.unwrap_err();
-        assert!(matches!(&err, api::client::ClientError::Api { status: 400, field: Some(f), .. } if f == field), "{q}: {err:?}");
+    for (q, field) in [
+        ("status=bogus", "status"),
+        ("limit=0", "limit"),
+        ("before=x", "before"),
+        ("colour=red", "colour"),
+    ] {
+        let err = app
+            .client
+            .get(&format!("/v1/actions?{q}"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, api::client::ClientError::Api { status: 400, field: Some(f), .. } if f == field),
+            "{q}: {err:?}"
+        );
     }
     let err = app.client.get("/v1/actions/abc").await.unwrap_err();
-    assert!(matches!(&err, api::client::ClientError::Api { status: 400, field: Some(f), .. } if f == "id"), "{err:?}");
-    assert_eq!(app.client.get("/v1/actions/999999").await.unwrap_err().status(), Some(404));
+    assert!(
+        matches!(&err, api::client::ClientError::Api { status: 400, field: Some(f), .. } if f == "id"),
+        "{err:?}"
+    );
+    assert_eq!(
+        app.client
+            .get("/v1/actions/999999")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(404)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,5 +199,12 @@ async fn bad_server_registrations_are_rejected() {
     assert_eq!(err.status(), Some(409));
     assert_eq!(app.client.servers().await.unwrap().len(), 1);
     app.client.delete("/v1/servers/db1").await.unwrap();
-    assert_eq!(app.client.get("/v1/servers/db1").await.unwrap_err().status(), Some(404));
+    assert_eq!(
+        app.client
+            .get("/v1/servers/db1")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(404)
+    );
 }

@@ -15,7 +15,10 @@ async fn env_values_and_names_cannot_inject_commands() {
     app.spawn_worker().await.unwrap();
     let nasty = [
         ("QUOTE", "it's \"quoted\"; touch $SA_HOST_DIR/pwned1"),
-        ("SUBST", "$(touch $SA_HOST_DIR/pwned2)`touch $SA_HOST_DIR/pwned3`"),
+        (
+            "SUBST",
+            "$(touch $SA_HOST_DIR/pwned2)`touch $SA_HOST_DIR/pwned3`",
+        ),
         ("NEWLINE", "line1\ntouch $SA_HOST_DIR/pwned4\nline3"),
         ("BACKSLASH", "\\' ; exit 9 #"),
     ];
@@ -24,7 +27,10 @@ async fn env_values_and_names_cannot_inject_commands() {
     let a = app.wait(a.id).await;
     let log = app.log(a.id).await;
     assert_eq!(a.status, Status::Succeeded, "{log}");
-    let expected = format!("{}|{}|{}|{}|", nasty[0].1, nasty[1].1, nasty[2].1, nasty[3].1);
+    let expected = format!(
+        "{}|{}|{}|{}|",
+        nasty[0].1, nasty[1].1, nasty[2].1, nasty[3].1
+    );
     assert!(log.contains(&expected), "values changed on the way:\n{log}");
     for f in ["pwned1", "pwned2", "pwned3", "pwned4"] {
         assert!(!host.dir.join(f).exists(), "{f} was created: injection");
@@ -41,7 +47,11 @@ async fn output_streams_live_and_results_are_recorded() {
     // Live: lines show up while the script is still running.
     let slow = app
         .client
-        .run_script("web1", "for i in 1 2 3 4 5 6 7 8 9 10; do echo tick $i; sleep 0.3; done", &[])
+        .run_script(
+            "web1",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do echo tick $i; sleep 0.3; done",
+            &[],
+        )
         .await
         .unwrap();
     let seen_live = eventually(Duration::from_secs(20), async || {
@@ -50,19 +60,31 @@ async fn output_streams_live_and_results_are_recorded() {
         a.status == Status::Running && log.contains("tick 2\n")
     })
     .await;
-    assert!(seen_live, "no output while running: {}", app.log(slow.id).await);
+    assert!(
+        seen_live,
+        "no output while running: {}",
+        app.log(slow.id).await
+    );
     // The lease is visible while it runs, held by the worker.
     let server = app.client.get("/v1/servers/web1").await.unwrap();
     assert_eq!(server["lock"]["action_id"], slow.id, "{server}");
     assert_eq!(server["lock"]["holder"], worker.name.as_str(), "{server}");
     // A second action waits, with the holder shown, while the first runs.
-    let queued = app.client.run_script("web1", "echo second", &[]).await.unwrap();
+    let queued = app
+        .client
+        .run_script("web1", "echo second", &[])
+        .await
+        .unwrap();
     let parked = eventually(Duration::from_secs(10), async || {
         app.client.action(queued.id).await.unwrap().status == Status::Waiting
     })
     .await;
     assert!(parked, "second action did not wait");
-    let v = app.client.get(&format!("/v1/actions/{}", queued.id)).await.unwrap();
+    let v = app
+        .client
+        .get(&format!("/v1/actions/{}", queued.id))
+        .await
+        .unwrap();
     assert_eq!(v["waiting_on"], slow.id, "{v}");
     assert_eq!(v["lock"]["holder"], worker.name.as_str(), "{v}");
     let a = app.wait(slow.id).await;
@@ -71,7 +93,10 @@ async fn output_streams_live_and_results_are_recorded() {
     let ticks: Vec<&str> = log.lines().filter(|l| l.starts_with("tick ")).collect();
     assert_eq!(ticks.len(), 10, "{log}");
     assert_eq!(app.wait(queued.id).await.status, Status::Succeeded);
-    assert!(app.log(queued.id).await.contains(&format!("held by action {}", slow.id)));
+    assert!(app
+        .log(queued.id)
+        .await
+        .contains(&format!("held by action {}", slow.id)));
 
     // ?after=SEQ returns only the rest.
     let all = app.client.log(slow.id, 0).await.unwrap();
@@ -81,15 +106,28 @@ async fn output_streams_live_and_results_are_recorded() {
     assert_eq!(rest.last_seq, all.last_seq);
 
     // Exit codes and stderr.
-    let failing = app.client.run_script("web1", "echo oops >&2; exit 3", &[]).await.unwrap();
+    let failing = app
+        .client
+        .run_script("web1", "echo oops >&2; exit 3", &[])
+        .await
+        .unwrap();
     let a = app.wait(failing.id).await;
     assert_eq!((a.status, a.exit_code), (Status::Failed, Some(3)));
     let log = app.log(failing.id).await;
     assert!(log.contains("\noops\n"), "{log}");
     assert!(log.contains("Server action failed: exit code 3"), "{log}");
-    let missing = app.client.run_script("web1", "no-such-command-here", &[]).await.unwrap();
+    let missing = app
+        .client
+        .run_script("web1", "no-such-command-here", &[])
+        .await
+        .unwrap();
     let a = app.wait(missing.id).await;
-    assert_eq!((a.status, a.exit_code), (Status::Failed, Some(127)), "{}", app.log(missing.id).await);
+    assert_eq!(
+        (a.status, a.exit_code),
+        (Status::Failed, Some(127)),
+        "{}",
+        app.log(missing.id).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,23 +137,40 @@ async fn large_output_is_stored_whole_and_in_order() {
     app.add_host("web1", &host).await.unwrap();
     app.spawn_worker().await.unwrap();
     let n = 200_000;
-    let a = app.client.run_script("web1", &format!("seq {n}; seq 3 >&2"), &[]).await.unwrap();
-    let a = app.client.wait(a.id, Duration::from_secs(120)).await.unwrap();
+    let a = app
+        .client
+        .run_script("web1", &format!("seq {n}; seq 3 >&2"), &[])
+        .await
+        .unwrap();
+    let a = app
+        .client
+        .wait(a.id, Duration::from_secs(120))
+        .await
+        .unwrap();
     assert_eq!(a.status, Status::Succeeded);
     // Sequence numbers are 1..=total with no gap, and stdout lines are 1..=n in order.
-    let (count, max): (i64, i32) = sqlx::query_as("SELECT count(*), max(seq) FROM action_log WHERE action_id = $1")
-        .bind(a.id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let (count, max): (i64, i32) =
+        sqlx::query_as("SELECT count(*), max(seq) FROM action_log WHERE action_id = $1")
+            .bind(a.id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(count, max as i64, "gap in sequence numbers");
-    let stdout: Vec<String> = sqlx::query_scalar("SELECT line FROM action_log WHERE action_id = $1 AND stream = 1 ORDER BY seq")
-        .bind(a.id)
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
+    let stdout: Vec<String> = sqlx::query_scalar(
+        "SELECT line FROM action_log WHERE action_id = $1 AND stream = 1 ORDER BY seq",
+    )
+    .bind(a.id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
     assert_eq!(stdout.len(), n);
-    assert!(stdout.iter().enumerate().all(|(i, l)| *l == (i + 1).to_string()), "out of order");
+    assert!(
+        stdout
+            .iter()
+            .enumerate()
+            .all(|(i, l)| *l == (i + 1).to_string()),
+        "out of order"
+    );
     let text = app.log(a.id).await;
     assert_eq!(text.lines().count() as i64, count);
 }

@@ -44,18 +44,31 @@ echo "end $ACTION $(date +%s%N)" >> "$SA_HOST_DIR/marks""#;
     for n in 0..30 {
         let server = format!("host{}", n % 3);
         let tag = format!("a{n}");
-        let a = app.client.run_script(&server, script, &[("ACTION", &tag)]).await.unwrap();
+        let a = app
+            .client
+            .run_script(&server, script, &[("ACTION", &tag)])
+            .await
+            .unwrap();
         assert_eq!(a.status, Status::Queued);
         ids.push((a.id, n % 3));
     }
     for (id, _) in &ids {
         let a = app.client.wait(*id, Duration::from_secs(90)).await.unwrap();
-        assert_eq!(a.status, Status::Succeeded, "action {id}: {}", app.log(*id).await);
+        assert_eq!(
+            a.status,
+            Status::Succeeded,
+            "action {id}: {}",
+            app.log(*id).await
+        );
         assert_eq!(a.exit_code, Some(0));
         let log = app.log(*id).await;
         assert_seed_format(&log);
         assert!(log.contains("\nworking on a"), "{log}");
-        assert!(log.trim_end().ends_with("] : Server action successfully completed"), "{log}");
+        assert!(
+            log.trim_end()
+                .ends_with("] : Server action successfully completed"),
+            "{log}"
+        );
     }
 
     // On each host: 10 actions, none overlapping, started in submission order.
@@ -64,12 +77,20 @@ echo "end $ACTION $(date +%s%N)" >> "$SA_HOST_DIR/marks""#;
         let iv = intervals(&h.read("marks"));
         assert_eq!(iv.len(), 10, "host{i}: {iv:?}");
         for w in iv.windows(2) {
-            assert!(w[0].1 <= w[1].0, "host{i}: {} and {} overlap", w[0].2, w[1].2);
+            assert!(
+                w[0].1 <= w[1].0,
+                "host{i}: {} and {} overlap",
+                w[0].2,
+                w[1].2
+            );
         }
         let order: Vec<usize> = iv.iter().map(|x| x.2[1..].parse().unwrap()).collect();
         let mut sorted = order.clone();
         sorted.sort();
-        assert_eq!(order, sorted, "host{i}: actions did not start in submission order");
+        assert_eq!(
+            order, sorted,
+            "host{i}: actions did not start in submission order"
+        );
         all.extend(iv);
     }
     // Across hosts: some actions ran at the same time.

@@ -8,14 +8,32 @@ use crate::{TestApp, TestHost};
 
 async fn failed_with(app: &TestApp, server: &str, needle: &str) {
     let started = Instant::now();
-    let a = app.client.run_script(server, "echo should not run", &[]).await.unwrap();
-    let a = app.client.wait(a.id, Duration::from_secs(40)).await.unwrap();
+    let a = app
+        .client
+        .run_script(server, "echo should not run", &[])
+        .await
+        .unwrap();
+    let a = app
+        .client
+        .wait(a.id, Duration::from_secs(40))
+        .await
+        .unwrap();
     let log = app.log(a.id).await;
     assert_eq!(a.status, Status::Failed, "{server}: {log}");
-    assert!(started.elapsed() < Duration::from_secs(30), "{server}: took {:?}", started.elapsed());
-    assert!(log.contains(needle), "{server}: expected {needle:?} in the log:\n{log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{server}: took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        log.contains(needle),
+        "{server}: expected {needle:?} in the log:\n{log}"
+    );
     assert!(!log.contains("should not run\n"), "{log}");
-    assert!(log.trim_end().ends_with("] : Server action failed"), "{log}");
+    assert!(
+        log.trim_end().ends_with("] : Server action failed"),
+        "{log}"
+    );
     // Not retried: exactly one attempt in the log.
     assert_eq!(log.matches("Executing action").count(), 1, "{log}");
 }
@@ -46,7 +64,11 @@ async fn wrong_host_key_down_host_and_refused_login_fail_cleanly() {
     failed_with(&app, "refused", "Permission denied").await;
 
     // The worker is fine afterwards, and the good host works.
-    let a = app.client.run_script("good", "echo fine", &[]).await.unwrap();
+    let a = app
+        .client
+        .run_script("good", "echo fine", &[])
+        .await
+        .unwrap();
     let a = app.wait(a.id).await;
     assert_eq!(a.status, Status::Succeeded, "{}", app.log(a.id).await);
     // The failed servers' locks were released.

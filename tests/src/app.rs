@@ -62,7 +62,11 @@ impl TestApp {
         let db_name = format!("sa_test_{id}");
         let mut cfg = Config::default();
         cfg.apply_env(|k| std::env::var(k).ok())?;
-        let base = cfg.database_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or_default();
+        let base = cfg
+            .database_url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or_default();
         cfg.database_url = format!("{base}/{db_name}");
         cfg.listen = ([127, 0, 0, 1], 0).into();
         cfg.queue_prefix = format!("sa-test-{id}");
@@ -102,7 +106,10 @@ impl TestApp {
     }
 
     /// Start a worker with config changes, returning its handle (the caller stops it).
-    pub async fn start_worker(&self, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<WorkerHandle> {
+    pub async fn start_worker(
+        &self,
+        tweak: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<WorkerHandle> {
         let mut cfg = self.cfg.clone();
         let id = short_id();
         cfg.worker_name = Some(format!("w-{id}"));
@@ -140,7 +147,10 @@ impl TestApp {
         let q = ch
             .queue_declare(
                 self.topology.queue.as_str().into(),
-                lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
                 Default::default(),
             )
             .await?;
@@ -154,7 +164,10 @@ impl TestApp {
     }
 
     pub async fn wait(&self, id: i64) -> shared::Action {
-        self.client.wait(id, Duration::from_secs(60)).await.expect("action")
+        self.client
+            .wait(id, Duration::from_secs(60))
+            .await
+            .expect("action")
     }
 }
 
@@ -170,7 +183,10 @@ impl Drop for TestApp {
         // Best effort: the database goes with the test (FORCE closes our pools' connections).
         let _ = std::process::Command::new("psql")
             .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-c"])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            ))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();

@@ -25,7 +25,10 @@ const BED: &str = "/tmp/sa-testbed";
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -52,7 +55,9 @@ pub fn client_key() -> anyhow::Result<PathBuf> {
         let tmp = Path::new(BED).join(format!("key-{}", std::process::id()));
         let _ = fs::remove_file(&tmp);
         let _ = fs::remove_file(tmp.with_extension("pub"));
-        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "sa-testbed", "-f"]).arg(&tmp))?;
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "sa-testbed", "-f"])
+            .arg(&tmp))?;
         fs::rename(tmp.with_extension("pub"), key.with_extension("pub"))?;
         fs::rename(&tmp, &key)?; // the private key last: its presence means both exist
     }
@@ -81,13 +86,19 @@ impl TestHost {
     pub fn start() -> anyhow::Result<Self> {
         client_key()?;
         let address = free_address()?;
-        let root = tempfile::Builder::new().prefix("sa-host-").tempdir_in("/tmp")?;
+        let root = tempfile::Builder::new()
+            .prefix("sa-host-")
+            .tempdir_in("/tmp")?;
         fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755))?;
         let dir = root.path().join("home");
         fs::create_dir(&dir)?;
-        run(Command::new("chown").arg(format!("{LOGIN_USER}:")).arg(&dir))?;
+        run(Command::new("chown")
+            .arg(format!("{LOGIN_USER}:"))
+            .arg(&dir))?;
         let key = root.path().join("host_key");
-        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"]).arg(&key))?;
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
+            .arg(&key))?;
         let config = root.path().join("sshd_config");
         fs::write(
             &config,
@@ -153,7 +164,10 @@ impl TestHost {
     /// The host's public key as pinned in the server record ("ssh-ed25519 AAAA...").
     pub fn host_key(&self) -> String {
         let text = fs::read_to_string(self.root.path().join("host_key.pub")).expect("host key");
-        text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+        text.split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// The server registration body for this host.
@@ -190,20 +204,33 @@ fn kill_tree(pid: u32) {
     let mut all = vec![pid];
     let mut i = 0;
     while i < all.len() {
-        if let Ok(out) = Command::new("pgrep").arg("-P").arg(all[i].to_string()).output() {
-            all.extend(String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        if let Ok(out) = Command::new("pgrep")
+            .arg("-P")
+            .arg(all[i].to_string())
+            .output()
+        {
+            all.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
         }
         i += 1;
     }
     for p in all {
-        let _ = Command::new("kill").args(["-KILL", &p.to_string()]).output();
+        let _ = Command::new("kill")
+            .args(["-KILL", &p.to_string()])
+            .output();
     }
 }
 
 /// A loopback address in 127.42.0.0/16 with nothing on port 22.
 fn free_address() -> anyhow::Result<Ipv4Addr> {
-    let seed = std::process::id() as u64 ^ (Instant::now().elapsed().as_nanos() as u64)
-        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
+    let seed = std::process::id() as u64
+        ^ (Instant::now().elapsed().as_nanos() as u64)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos() as u64;
     let mut x = seed | 1;
     for _ in 0..200 {
         // xorshift: cheap and good enough to spread parallel tests apart.

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod hosts;
+pub mod procs;
 
 pub use app::{TestApp, WorkerHandle};
 pub use hosts::TestHost;

@@ -8,7 +8,9 @@ use std::{sync::Arc, time::Duration};
 use futures::StreamExt;
 use lapin::{
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions},
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    },
     types::FieldTable,
 };
 use shared::{
@@ -32,7 +34,9 @@ pub async fn consume(
         let result = consume_once(&worker, tracker, &slots, &shutdown, &stop_actions).await;
         match result {
             Ok(()) => backoff = Duration::from_millis(200),
-            Err(e) => tracing::warn!(error = %e, "rabbitmq connection lost; reconnecting in {backoff:?}"),
+            Err(e) => {
+                tracing::warn!(error = %e, "rabbitmq connection lost; reconnecting in {backoff:?}")
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -49,7 +53,8 @@ async fn consume_once(
     shutdown: &CancellationToken,
     stop_actions: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let conn = shared::queue::connect(&worker.cfg.amqp_url, &format!("sa-worker {}", worker.name)).await?;
+    let conn =
+        shared::queue::connect(&worker.cfg.amqp_url, &format!("sa-worker {}", worker.name)).await?;
     let ch = conn.create_channel().await?;
     worker.topology.declare(&ch).await?;
     let prefetch = worker.cfg.worker_concurrency.min(u16::MAX as usize) as u16;
@@ -103,7 +108,10 @@ async fn handle(worker: Arc<Worker>, delivery: Delivery, stop: CancellationToken
             tracing::warn!(action = id, error = %e, "cannot reach the store; requeueing");
             tokio::time::sleep(Duration::from_secs(1)).await;
             let _ = delivery
-                .nack(BasicNackOptions { requeue: true, ..Default::default() })
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
                 .await;
             return;
         }
@@ -143,7 +151,5 @@ async fn dead_letter(worker: &Worker, delivery: &Delivery, why: &str) {
         body = %String::from_utf8_lossy(&delivery.data[..delivery.data.len().min(200)]),
         "message sent to the dead-letter queue"
     );
-    let _ = delivery
-        .reject(BasicRejectOptions { requeue: false })
-        .await;
+    let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
 }

@@ -51,7 +51,11 @@ impl Worker {
         let metrics = WorkerMetrics::new();
         let ssh = SshPool::new(&cfg, control_dir, metrics.ssh_connect.clone())
             .context("preparing the SSH control directory")?;
-        let publisher = Publisher::new(&cfg.amqp_url, &format!("sa-worker {name}"), topology.clone());
+        let publisher = Publisher::new(
+            &cfg.amqp_url,
+            &format!("sa-worker {name}"),
+            topology.clone(),
+        );
         Ok(Arc::new(Self {
             name,
             cfg,
@@ -83,9 +87,18 @@ impl Worker {
         let tracker = TaskTracker::new();
         let stop_actions = CancellationToken::new();
         tracker.spawn(lease::sweeper(self.clone(), shutdown.clone()));
-        consumer::consume(self.clone(), &tracker, shutdown.clone(), stop_actions.clone()).await;
+        consumer::consume(
+            self.clone(),
+            &tracker,
+            shutdown.clone(),
+            stop_actions.clone(),
+        )
+        .await;
         tracker.close();
-        if tokio::time::timeout(self.shutdown_grace, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(self.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("grace period over: interrupting running actions");
             stop_actions.cancel();
             tracker.wait().await;

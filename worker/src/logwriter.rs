@@ -13,6 +13,8 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 const CHANNEL: usize = 16 * 1024;
 const BATCH: usize = 8 * 1024;
+/// Batches at least this large go through COPY, smaller ones through one INSERT.
+const COPY_FROM: usize = 512;
 
 /// Where an action writes its lines. Cheap to clone.
 #[derive(Clone)]
@@ -21,7 +23,11 @@ pub struct LogSink {
 }
 
 impl LogSink {
-    pub async fn line(&self, stream: Stream, line: String) {
+    pub async fn line(&self, stream: Stream, mut line: String) {
+        // PostgreSQL text cannot hold NUL: show it as U+FFFD rather than lose the line.
+        if line.contains('\0') {
+            line = line.replace('\0', "\u{FFFD}");
+        }
         let line = NewLine {
             ts: Utc::now(),
             stream,
@@ -46,7 +52,11 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// Start writing after the lines already stored for `action_id` (e.g. "waiting" notes).
-    pub async fn start(pool: PgPool, action_id: i64, lines_written: IntCounter) -> sqlx::Result<Self> {
+    pub async fn start(
+        pool: PgPool,
+        action_id: i64,
+        lines_written: IntCounter,
+    ) -> sqlx::Result<Self> {
         let last = shared::db::logs::last_seq(&pool, action_id).await?;
         let (tx, rx) = mpsc::channel(CHANNEL);
         let task = tokio::spawn(write_loop(pool, action_id, last, rx, lines_written));
@@ -78,7 +88,12 @@ async fn write_loop(
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut attempt = 0;
         loop {
-            match shared::db::logs::append(&pool, action_id, last + 1, &batch).await {
+            let stored = if batch.len() >= COPY_FROM {
+                shared::db::logs::append_copy(&pool, action_id, last + 1, &batch).await
+            } else {
+                shared::db::logs::append(&pool, action_id, last + 1, &batch).await
+            };
+            match stored {
                 Ok(()) => break,
                 // The store restarting: keep the lines (bounded channel = backpressure) and retry.
                 Err(e) if attempt < 30 => {

@@ -1,8 +1,8 @@
 //! The worker's Prometheus metrics, served on `SA_METRICS_LISTEN`.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry,
 };
 
 pub struct WorkerMetrics {
@@ -38,8 +38,11 @@ impl WorkerMetrics {
         )
         .unwrap();
         let ssh_connect = Histogram::with_opts(
-            HistogramOpts::new("sa_ssh_connect_seconds", "Time to open an SSH master connection")
-                .buckets(exponential_buckets(0.01, 2.0, 12).unwrap()),
+            HistogramOpts::new(
+                "sa_ssh_connect_seconds",
+                "Time to open an SSH master connection",
+            )
+            .buckets(exponential_buckets(0.01, 2.0, 12).unwrap()),
         )
         .unwrap();
         let log_lines =

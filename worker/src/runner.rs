@@ -19,14 +19,21 @@ use crate::{
     Worker,
 };
 
-pub async fn run(worker: Arc<Worker>, action: Action, generation: i64, shutdown: CancellationToken) {
+pub async fn run(
+    worker: Arc<Worker>,
+    action: Action,
+    generation: i64,
+    shutdown: CancellationToken,
+) {
     let id = action.id;
     let started = std::time::Instant::now();
     if let Some(s) = action.started_at {
-        worker
-            .metrics
-            .lock_wait
-            .observe((s - action.created_at).to_std().unwrap_or_default().as_secs_f64());
+        worker.metrics.lock_wait.observe(
+            (s - action.created_at)
+                .to_std()
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
     }
     let outcome = match execute(&worker, &action, generation, shutdown).await {
         Ok(outcome) => outcome,
@@ -40,7 +47,10 @@ pub async fn run(worker: Arc<Worker>, action: Action, generation: i64, shutdown:
     match leases::finish(&worker.pool, &action.server, id, generation, &outcome).await {
         Ok(Finished::Done { kick }) => worker.kick(kick).await,
         Ok(Finished::LeaseLost) => {
-            tracing::warn!(action = id, "lease lost before the end: final status not written");
+            tracing::warn!(
+                action = id,
+                "lease lost before the end: final status not written"
+            );
             return;
         }
         Err(e) => {
@@ -66,12 +76,19 @@ async fn execute(
     generation: i64,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Outcome> {
-    let writer = LogWriter::start(worker.pool.clone(), action.id, worker.metrics.log_lines.clone()).await?;
+    let writer = LogWriter::start(
+        worker.pool.clone(),
+        action.id,
+        worker.metrics.log_lines.clone(),
+    )
+    .await?;
     let log = writer.sink();
     let kind: Result<ActionKind, String> = action.kind.parse();
     let title = kind.as_ref().map(|k| k.title()).unwrap_or(&action.kind);
-    log.system(format!("Executing: 'Executing action: {title}'")).await;
-    log.system(format!("Process {} has the lock.", std::process::id())).await;
+    log.system(format!("Executing: 'Executing action: {title}'"))
+        .await;
+    log.system(format!("Process {} has the lock.", std::process::id()))
+        .await;
 
     let stop = Arc::new(Stop::default());
     let done = CancellationToken::new();
@@ -102,7 +119,10 @@ async fn execute(
 
     let result = match (kind, servers::get(&worker.pool, &action.server).await?) {
         (Err(e), _) => Err(ActionError::Failed(e)),
-        (_, None) => Err(ActionError::Failed(format!("server {} no longer exists", action.server))),
+        (_, None) => Err(ActionError::Failed(format!(
+            "server {} no longer exists",
+            action.server
+        ))),
         (Ok(kind), Some(server)) => {
             let ctx = Ctx {
                 worker,

@@ -72,14 +72,21 @@ pub struct Lease {
 }
 
 impl SshPool {
-    pub fn new(cfg: &Config, control_dir: PathBuf, connect_time: Histogram) -> std::io::Result<Self> {
+    pub fn new(
+        cfg: &Config,
+        control_dir: PathBuf,
+        connect_time: Histogram,
+    ) -> std::io::Result<Self> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&control_dir)?;
         std::fs::set_permissions(&control_dir, std::fs::Permissions::from_mode(0o700))?;
         // The empty ssh_config keeps the operator's ~/.ssh/config out of our connections.
-        std::fs::write(control_dir.join("config"), "GlobalKnownHostsFile /dev/null\nServerAliveCountMax 3\n")?;
+        std::fs::write(
+            control_dir.join("config"),
+            "GlobalKnownHostsFile /dev/null\nServerAliveCountMax 3\n",
+        )?;
         Ok(Self {
             key: cfg.ssh_key.clone(),
             known_hosts: cfg.known_hosts.clone(),
@@ -107,7 +114,12 @@ impl SshPool {
     /// A live session to `server`, connecting (or reconnecting) as needed.
     pub async fn session(&self, server: &Server) -> Result<Lease, SshError> {
         let host = self.host(&server.name);
-        let slot = host.sessions.clone().acquire_owned().await.expect("never closed");
+        let slot = host
+            .sessions
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
         let target = Target::of(server);
         let mut conn = host.conn.lock().await;
         if let Some((t, s)) = conn.as_ref() {
@@ -201,7 +213,10 @@ impl SshPool {
             .output()
             .await;
         match out {
-            Ok(o) => Ok((o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into())),
+            Ok(o) => Ok((
+                o.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&o.stdout).into(),
+            )),
             Err(e) => {
                 self.check(server, &lease.session).await;
                 Err(SshError::Session {
@@ -213,7 +228,13 @@ impl SshPool {
     }
 
     pub async fn close_all(&self) {
-        let hosts: Vec<Arc<Host>> = self.hosts.lock().expect("poisoned").values().cloned().collect();
+        let hosts: Vec<Arc<Host>> = self
+            .hosts
+            .lock()
+            .expect("poisoned")
+            .values()
+            .cloned()
+            .collect();
         for h in hosts {
             if let Some((_, s)) = h.conn.lock().await.take() {
                 close_quietly(s).await;

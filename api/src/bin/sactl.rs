@@ -12,7 +12,12 @@ use shared::action::{Action, Status};
 #[command(name = "sactl", about = "Submit server actions and read their logs")]
 struct Cli {
     /// Where the api listens.
-    #[arg(long, env = "SA_API_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "SA_API_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     api: String,
     #[command(subcommand)]
     cmd: Cmd,
@@ -110,7 +115,11 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             match e.downcast_ref::<ClientError>() {
-                Some(ClientError::Api { message, field: Some(f), .. }) => {
+                Some(ClientError::Api {
+                    message,
+                    field: Some(f),
+                    ..
+                }) => {
                     eprintln!("sactl: {message} (field: {f})")
                 }
                 _ => eprintln!("sactl: {e:#}"),
@@ -124,11 +133,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = Client::new(&cli.api);
     match cli.cmd {
         Cmd::Servers(cmd) => servers(&client, cmd).await?,
-        Cmd::Run { server, file, env, wait, timeout, urgent, idempotency_key, script } => {
+        Cmd::Run {
+            server,
+            file,
+            env,
+            wait,
+            timeout,
+            urgent,
+            idempotency_key,
+            script,
+        } => {
             let script = match (file, script.is_empty()) {
                 (Some(f), true) => std::fs::read_to_string(&f)
                     .with_context(|| format!("--file: cannot read {}", f.display()))?,
-                (Some(_), false) => bail!("give the script either with --file or after --, not both"),
+                (Some(_), false) => {
+                    bail!("give the script either with --file or after --, not both")
+                }
                 (None, false) => script.join(" "),
                 (None, true) => bail!("script: missing (sactl run SERVER -- SCRIPT, or --file F)"),
             };
@@ -156,7 +176,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let done = follow(&client, action.id).await?;
             return Ok(exit_code(&done));
         }
-        Cmd::Actions(ActionsCmd::List { server, status, kind, limit, before }) => {
+        Cmd::Actions(ActionsCmd::List {
+            server,
+            status,
+            kind,
+            limit,
+            before,
+        }) => {
             let mut q = vec![format!("limit={limit}")];
             for (k, v) in [("server", server), ("status", status), ("kind", kind)] {
                 if let Some(v) = v {
@@ -167,7 +193,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 q.push(format!("before={b}"));
             }
             let (actions, next) = client.actions(&q.join("&")).await?;
-            println!("{:>8}  {:<16} {:<12} {:<11} {:>4}  CREATED", "ID", "SERVER", "KIND", "STATUS", "EXIT");
+            println!(
+                "{:>8}  {:<16} {:<12} {:<11} {:>4}  CREATED",
+                "ID", "SERVER", "KIND", "STATUS", "EXIT"
+            );
             for a in actions {
                 println!(
                     "{:>8}  {:<16} {:<12} {:<11} {:>4}  {}",
@@ -200,7 +229,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {
     match cmd {
-        ServersCmd::Add { name, address, user, port, host_key, host_key_file, db_port } => {
+        ServersCmd::Add {
+            name,
+            address,
+            user,
+            port,
+            host_key,
+            host_key_file,
+            db_port,
+        } => {
             let host_key = match host_key_file {
                 Some(f) => Some(
                     std::fs::read_to_string(&f)
@@ -225,21 +262,31 @@ async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {
         ServersCmd::List => {
             println!("{:<20} {:<24} {:<12} HOST KEY", "NAME", "ADDRESS", "USER");
             for s in client.servers().await? {
-                let key = s["host_key"].as_str().map_or("(known_hosts)", |k| k.split(' ').next().unwrap_or(""));
+                let key = s["host_key"]
+                    .as_str()
+                    .map_or("(known_hosts)", |k| k.split(' ').next().unwrap_or(""));
                 println!(
                     "{:<20} {:<24} {:<12} {key}",
                     s["name"].as_str().unwrap_or_default(),
-                    format!("{}:{}", s["address"].as_str().unwrap_or_default(), s["ssh_port"]),
+                    format!(
+                        "{}:{}",
+                        s["address"].as_str().unwrap_or_default(),
+                        s["ssh_port"]
+                    ),
                     s["ssh_user"].as_str().unwrap_or_default(),
                 );
             }
         }
         ServersCmd::Show { name } => {
-            let v: Value = client.get(&format!("/v1/servers/{}", urlencode(&name))).await?;
+            let v: Value = client
+                .get(&format!("/v1/servers/{}", urlencode(&name)))
+                .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         ServersCmd::Rm { name } => {
-            client.delete(&format!("/v1/servers/{}", urlencode(&name))).await?;
+            client
+                .delete(&format!("/v1/servers/{}", urlencode(&name)))
+                .await?;
             println!("removed {name}");
         }
     }
@@ -281,7 +328,9 @@ fn exit_code(a: &Action) -> ExitCode {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -114,14 +114,21 @@ pub async fn submit(
     let (action, created) = match actions::insert(&state.pool, &new).await {
         Ok(r) => r,
         Err(SubmitError::UnknownServer(s)) => {
-            return Err(ApiError::bad("server", format!("server: no server named {s:?}")))
+            return Err(ApiError::bad(
+                "server",
+                format!("server: no server named {s:?}"),
+            ))
         }
         Err(SubmitError::Db(e)) => return Err(e.into()),
     };
     if !created {
         return Ok((StatusCode::OK, Json(view(&state, action).await?)));
     }
-    state.metrics.submitted.with_label_values(&[new.kind.as_str()]).inc();
+    state
+        .metrics
+        .submitted
+        .with_label_values(&[new.kind.as_str()])
+        .inc();
     outbox::publish(&state, action.id).await;
     Ok((StatusCode::ACCEPTED, Json(json!(action))))
 }
@@ -149,18 +156,27 @@ pub async fn list(
         match key.as_str() {
             "server" => f.server = Some(value.clone()),
             "kind" => {
-                f.kind = Some(value.parse().map_err(|e: String| ApiError::bad("kind", format!("kind: {e}")))?)
+                f.kind = Some(
+                    value
+                        .parse()
+                        .map_err(|e: String| ApiError::bad("kind", format!("kind: {e}")))?,
+                )
             }
             "status" => {
-                f.status =
-                    Some(value.parse().map_err(|e: String| ApiError::bad("status", format!("status: {e}")))?)
+                f.status = Some(
+                    value
+                        .parse()
+                        .map_err(|e: String| ApiError::bad("status", format!("status: {e}")))?,
+                )
             }
             "limit" => {
                 f.limit = value
                     .parse()
                     .ok()
                     .filter(|l| (1..=500).contains(l))
-                    .ok_or_else(|| ApiError::bad("limit", "limit: must be an integer from 1 to 500"))?
+                    .ok_or_else(|| {
+                        ApiError::bad("limit", "limit: must be an integer from 1 to 500")
+                    })?
             }
             "before" => f.before = Some(super::action_id(value).map_err(|e| e.field("before"))?),
             other => {
@@ -172,6 +188,8 @@ pub async fn list(
         }
     }
     let rows = actions::list(&state.pool, &f).await?;
-    let next_before = (rows.len() as i64 == f.limit).then(|| rows.last().map(|a| a.id)).flatten();
+    let next_before = (rows.len() as i64 == f.limit)
+        .then(|| rows.last().map(|a| a.id))
+        .flatten();
     Ok(Json(json!({ "actions": rows, "next_before": next_before })))
 }

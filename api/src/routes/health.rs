@@ -17,7 +17,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> String {
     if let Ok(counts) = shared::db::actions::counts(&state.pool).await {
         state.metrics.actions.reset();
         for (kind, status, n) in counts {
-            state.metrics.actions.with_label_values(&[&kind, &status]).set(n);
+            state
+                .metrics
+                .actions
+                .with_label_values(&[&kind, &status])
+                .set(n);
         }
     }
     shared::telemetry::render(&state.metrics.registry)

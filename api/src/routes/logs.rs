@@ -32,11 +32,9 @@ pub async fn show(
     let id = super::action_id(&id)?;
     let after: i32 = match q.after.as_deref() {
         None => 0,
-        Some(s) => s
-            .parse()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::bad("after", "after: must be a non-negative sequence number"))?,
+        Some(s) => s.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::bad("after", "after: must be a non-negative sequence number")
+        })?,
     };
     if actions::get(&state.pool, id).await?.is_none() {
         return Err(ApiError::not_found(format!("no action {id}")));
@@ -63,8 +61,14 @@ pub async fn show(
     });
     Ok((
         [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
-            (header::HeaderName::from_static("x-last-seq"), upto.to_string()),
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-last-seq"),
+                upto.to_string(),
+            ),
         ],
         Body::from_stream(pages),
     )

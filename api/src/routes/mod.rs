@@ -31,8 +31,7 @@ pub fn router() -> Router<Arc<AppState>> {
 
 /// Parse an `{id}` path segment.
 fn action_id(raw: &str) -> crate::error::ApiResult<i64> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| crate::error::ApiError::bad("id", format!("id: {raw:?} is not an action id")))
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        crate::error::ApiError::bad("id", format!("id: {raw:?} is not an action id"))
+    })
 }

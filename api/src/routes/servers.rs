@@ -75,7 +75,9 @@ pub async fn create(
 }
 
 pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({ "servers": servers::list(&state.pool).await? })))
+    Ok(Json(
+        json!({ "servers": servers::list(&state.pool).await? }),
+    ))
 }
 
 pub async fn show(

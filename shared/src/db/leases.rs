@@ -26,7 +26,10 @@ pub enum StartOutcome {
     Started { action: Action, generation: i64 },
     /// The server is busy or an earlier action goes first; the action is `waiting`.
     /// `kick`: an action that should be (re)published so the server makes progress.
-    Waiting { holder: Option<Lease>, kick: Option<i64> },
+    Waiting {
+        holder: Option<Lease>,
+        kick: Option<i64>,
+    },
     /// The action is already running or finished (a duplicate message): nothing to do.
     AlreadyHandled(Status),
     /// No such action (or its server is gone).
@@ -152,7 +155,12 @@ pub async fn try_start(
 }
 
 /// Extend the lease. `false`: the lease is no longer ours (expired and taken, or reaped).
-pub async fn heartbeat(pool: &PgPool, server: &str, generation: i64, lease_s: f64) -> sqlx::Result<bool> {
+pub async fn heartbeat(
+    pool: &PgPool,
+    server: &str,
+    generation: i64,
+    lease_s: f64,
+) -> sqlx::Result<bool> {
     let r = sqlx::query(
         "UPDATE server_leases SET expires_at = now() + make_interval(secs => $3)
          WHERE server = $1 AND generation = $2",

@@ -53,7 +53,9 @@ pub async fn insert(pool: &PgPool, s: &NewServer) -> Result<Server, ServerError>
     .fetch_one(pool)
     .await
     .map_err(|e| match e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => ServerError::Duplicate(s.name.clone()),
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            ServerError::Duplicate(s.name.clone())
+        }
         e => e.into(),
     })
 }

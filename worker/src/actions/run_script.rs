@@ -20,7 +20,9 @@ const MAX_LINE: usize = 64 * 1024;
 const KILL_GRACE_TENTHS: u32 = 50;
 
 fn quote(s: &str) -> String {
-    shlex::try_quote(s).expect("NUL bytes are rejected by validation").into_owned()
+    shlex::try_quote(s)
+        .expect("NUL bytes are rejected by validation")
+        .into_owned()
 }
 
 pub fn pidfile(action_id: i64) -> String {
@@ -55,7 +57,10 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<i32, ActionError> {
     let params = validate::run_script_params(&ctx.action.params)?;
     let ssh = &ctx.worker.ssh;
     let lease = ssh.session(ctx.server).await?;
-    let target = format!("{}@{}:{}", ctx.server.ssh_user, ctx.server.address, ctx.server.ssh_port);
+    let target = format!(
+        "{}@{}:{}",
+        ctx.server.ssh_user, ctx.server.address, ctx.server.ssh_port
+    );
     let session_error = |e: openssh::Error| SshError::Session {
         target: target.clone(),
         reason: crate::ssh::describe(&e),
@@ -82,7 +87,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<i32, ActionError> {
             pump(stderr, Stream::Stderr, &log)
         );
         if let Err(err) = o.and(e) {
-            log.system(format!("Reading the script's output failed: {err}")).await;
+            log.system(format!("Reading the script's output failed: {err}"))
+                .await;
         }
         child.wait().await
     };
@@ -162,12 +168,22 @@ mod tests {
     fn env_and_script_are_quoted() {
         let p = validate::RunScriptParams {
             script: "echo \"$A\"".into(),
-            env: BTreeMap::from([("A".to_string(), "x'; touch /tmp/pwned; '$(id)\n".to_string())]),
+            env: BTreeMap::from([(
+                "A".to_string(),
+                "x'; touch /tmp/pwned; '$(id)\n".to_string(),
+            )]),
         };
         let cmd = remote_command(7, &p);
         // Run the wrapper locally with sh and check the value arrives verbatim.
-        let out = std::process::Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "x'; touch /tmp/pwned; '$(id)\n\n");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "x'; touch /tmp/pwned; '$(id)\n\n"
+        );
         assert!(!std::path::Path::new(&pidfile(7)).exists());
     }
 }

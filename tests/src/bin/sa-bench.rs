@@ -1,0 +1,360 @@
+//! `sa-bench`: the walking skeleton's benchmark, all in one run on this machine.
+//!
+//! (a) `ssh` with ControlMaster executing `true`, (b) the `openssh` crate's native-mux sessions
+//! executing `true`, (c) no-op `run_script` actions through the api and two `sa-worker`
+//! processes, all at the same total concurrency over the same test hosts; (d) a script printing
+//! 1,000,000 lines against PostgreSQL COPY of the same lines, with the worker's peak RSS.
+//! Build the binaries first: `scripts/bench.sh` does it.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use api::client::Client;
+use clap::Parser;
+use shared::{Config, Status};
+use testbed::{
+    hosts::{client_key, TestHost, LOGIN_USER},
+    procs::Proc,
+};
+
+#[derive(Parser)]
+struct Args {
+    /// Test hosts.
+    #[arg(long, default_value_t = 10)]
+    hosts: usize,
+    /// Total concurrency C (split between the two workers in (c)).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Remote executions in (a) and (b).
+    #[arg(long, default_value_t = 3000)]
+    execs: usize,
+    /// Actions in (c).
+    #[arg(long, default_value_t = 3000)]
+    actions: usize,
+    /// Lines in (d).
+    #[arg(long, default_value_t = 1_000_000)]
+    lines: usize,
+    /// Only run these parts (a, b, c, d).
+    #[arg(long, default_value = "abcd")]
+    parts: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let key = client_key()?;
+    let hosts: Vec<TestHost> = (0..args.hosts).map(|_| TestHost::start()).collect::<Result<_, _>>()?;
+    println!("sa-bench: {} test hosts, concurrency C = {}", hosts.len(), args.concurrency);
+    let kh = tempfile::NamedTempFile::new()?;
+    let lines: String = hosts.iter().map(|h| format!("{} {}\n", h.address, h.host_key())).collect();
+    std::fs::write(kh.path(), lines)?;
+
+    let mut a_rate = None;
+    let mut b_rate = None;
+    if args.parts.contains('a') {
+        let r = bench_ssh_controlmaster(&hosts, &key, kh.path(), args.concurrency, args.execs).await?;
+        println!("(a) ssh ControlMaster `true`:        {r:8.1} execs/s");
+        a_rate = Some(r);
+    }
+    if args.parts.contains('b') {
+        let r = bench_native_mux(&hosts, &key, kh.path(), args.concurrency, args.execs).await?;
+        println!("(b) openssh native-mux `true`:       {r:8.1} execs/s");
+        b_rate = Some(r);
+    }
+    if args.parts.contains('c') || args.parts.contains('d') {
+        let stack = Stack::start(&hosts, args.concurrency).await?;
+        if args.parts.contains('c') {
+            let (rate, p50, p99) = stack.throughput(&hosts, args.actions, args.concurrency).await?;
+            println!("(c) no-op run_script actions:       {rate:8.1} actions/s  (N = {})", args.actions);
+            println!("    finished_at - created_at:        p50 {:.1} ms, p99 {:.1} ms", p50 * 1e3, p99 * 1e3);
+            if let Some(a) = a_rate {
+                println!("    (c)/(a) = {:.2}", rate / a);
+            }
+            if let Some(b) = b_rate {
+                println!(
+                    "    (c)/(b) = {:.2}; control plane per action ≈ {:.2} ms of wall time over the floor (at C = {})",
+                    rate / b,
+                    (1.0 / rate - 1.0 / b) * 1e3,
+                    args.concurrency
+                );
+            }
+        }
+        if args.parts.contains('d') {
+            stack.big_log(args.lines).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Run `total` jobs over `c` tasks; job i gets index i. Returns jobs per second.
+async fn parallel<F, Fut>(c: usize, total: usize, job: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let job = Arc::new(job);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..c)
+        .map(|_| {
+            let (next, job) = (next.clone(), job.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    job(i).await?;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn bench_ssh_controlmaster(
+    hosts: &[TestHost],
+    key: &std::path::Path,
+    known_hosts: &std::path::Path,
+    c: usize,
+    n: usize,
+) -> anyhow::Result<f64> {
+    let dir = tempfile::Builder::new().prefix("sa-cm-").tempdir_in("/tmp")?;
+    let base_args = |i: usize| -> Vec<String> {
+        vec![
+            "-o".into(), "BatchMode=yes".into(),
+            "-o".into(), "StrictHostKeyChecking=yes".into(),
+            "-o".into(), format!("UserKnownHostsFile={}", known_hosts.display()),
+            "-o".into(), "ControlMaster=auto".into(),
+            "-o".into(), "ControlPersist=60".into(),
+            "-o".into(), format!("ControlPath={}/cm{i}", dir.path().display()),
+            "-i".into(), key.display().to_string(),
+            "-l".into(), LOGIN_USER.into(),
+        ]
+    };
+    // Open the masters first, so that (a) like (b) measures reuse, not handshakes.
+    for (i, h) in hosts.iter().enumerate() {
+        let ok = tokio::process::Command::new("ssh")
+            .args(base_args(i))
+            .arg(h.address.to_string())
+            .arg("true")
+            .status()
+            .await?;
+        anyhow::ensure!(ok.success(), "ssh to {} failed", h.address);
+    }
+    let addrs: Vec<String> = hosts.iter().map(|h| h.address.to_string()).collect();
+    let args: Vec<Vec<String>> = (0..hosts.len()).map(base_args).collect();
+    let rate = parallel(c, n, move |i| {
+        let h = i % addrs.len();
+        let mut cmd = tokio::process::Command::new("ssh");
+        cmd.args(&args[h]).arg(&addrs[h]).arg("true");
+        async move {
+            let s = cmd.status().await?;
+            anyhow::ensure!(s.success(), "ssh exec failed");
+            Ok(())
+        }
+    })
+    .await?;
+    for (i, h) in hosts.iter().enumerate() {
+        let _ = tokio::process::Command::new("ssh")
+            .args(base_args(i))
+            .args(["-O", "exit"])
+            .arg(h.address.to_string())
+            .output()
+            .await;
+    }
+    Ok(rate)
+}
+
+async fn bench_native_mux(
+    hosts: &[TestHost],
+    key: &std::path::Path,
+    known_hosts: &std::path::Path,
+    c: usize,
+    n: usize,
+) -> anyhow::Result<f64> {
+    let dir = tempfile::Builder::new().prefix("sa-mux-").tempdir_in("/tmp")?;
+    let mut sessions = Vec::new();
+    for h in hosts {
+        let s = openssh::SessionBuilder::default()
+            .user(LOGIN_USER.into())
+            .keyfile(key)
+            .user_known_hosts_file(known_hosts)
+            .known_hosts_check(openssh::KnownHosts::Strict)
+            .control_directory(dir.path())
+            .connect_mux(h.address.to_string())
+            .await?;
+        sessions.push(Arc::new(s));
+    }
+    let sessions = Arc::new(sessions);
+    let rate = parallel(c, n, move |i| {
+        let s = sessions[i % sessions.len()].clone();
+        async move {
+            let st = s.command("true").status().await?;
+            anyhow::ensure!(st.success(), "exec failed");
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(rate)
+}
+
+/// The real stack: one `sa-api` and two `sa-worker` processes on a fresh database.
+struct Stack {
+    client: Client,
+    pool: sqlx::PgPool,
+    workers: Vec<Proc>,
+    _api: Proc,
+    db_name: String,
+}
+
+impl Stack {
+    async fn start(hosts: &[TestHost], c: usize) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+        let db_name = format!("sa_bench_{id}");
+        let mut cfg = Config::default();
+        cfg.database_url = format!("postgres://postgres@127.0.0.1:5432/{db_name}");
+        cfg.queue_prefix = format!("sa-bench-{id}");
+        cfg.ssh_key = Some(client_key()?);
+        let port = free_port()?;
+        cfg.listen = ([127, 0, 0, 1], port).into();
+        cfg.api_url = format!("http://127.0.0.1:{port}");
+        let api = Proc::spawn("sa-api", &format!("sa-bench-api-{id}"), &cfg)?;
+        let client = Client::new(&cfg.api_url);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !client.healthy().await {
+            anyhow::ensure!(Instant::now() < deadline, "sa-api did not start: see /tmp/sa-bench-api-{id}.log");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut workers = Vec::new();
+        for w in 0..2 {
+            let mut wc = cfg.clone();
+            wc.worker_concurrency = (c / 2).max(1);
+            wc.worker_name = Some(format!("bench-w{w}"));
+            wc.metrics_listen = ([127, 0, 0, 1], free_port()?).into();
+            workers.push(Proc::spawn("sa-worker", &format!("sa-bench-worker{w}-{id}"), &wc)?);
+        }
+        for (i, h) in hosts.iter().enumerate() {
+            client.add_server(&h.server_json(&format!("bench{i}"))).await?;
+        }
+        let pool = sqlx::PgPool::connect(&cfg.database_url).await?;
+        // Warm up: one action per server opens the SSH masters.
+        let mut ids = Vec::new();
+        for i in 0..hosts.len() {
+            ids.push(client.run_script(&format!("bench{i}"), "true", &[]).await?.id);
+        }
+        for id in ids {
+            let a = client.wait(id, Duration::from_secs(60)).await?;
+            anyhow::ensure!(a.status == Status::Succeeded, "warm-up action {id} {}", a.status);
+        }
+        Ok(Self { client, pool, workers, _api: api, db_name })
+    }
+
+    async fn throughput(&self, hosts: &[TestHost], n: usize, c: usize) -> anyhow::Result<(f64, f64, f64)> {
+        let first: i64 = sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM actions").fetch_one(&self.pool).await?;
+        let client = self.client.clone();
+        let servers = hosts.len();
+        let submitted = Instant::now();
+        parallel(c, n, move |i| {
+            let client = client.clone();
+            async move {
+                client.run_script(&format!("bench{}", i % servers), "true", &[]).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let submit_rate = n as f64 / submitted.elapsed().as_secs_f64();
+        loop {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM actions WHERE id > $1 AND status IN ('queued','waiting','running')",
+            )
+            .bind(first)
+            .fetch_one(&self.pool)
+            .await?;
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (ok, span, p50, p99): (i64, f64, f64, f64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status = 'succeeded'),
+                    EXTRACT(EPOCH FROM max(finished_at) - min(created_at))::float8,
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM finished_at - created_at))::float8,
+                    percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM finished_at - created_at))::float8
+             FROM actions WHERE id > $1",
+        )
+        .bind(first)
+        .fetch_one(&self.pool)
+        .await?;
+        anyhow::ensure!(ok as usize == n, "only {ok} of {n} actions succeeded");
+        println!("    (submission alone: {submit_rate:.0} actions/s over HTTP)");
+        Ok((n as f64 / span, p50, p99))
+    }
+
+    async fn big_log(&self, n: usize) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let a = self.client.run_script("bench0", &format!("seq {n}"), &[]).await?;
+        let a = self.client.wait(a.id, Duration::from_secs(600)).await?;
+        let took = started.elapsed().as_secs_f64();
+        anyhow::ensure!(a.status == Status::Succeeded, "seq action {}", a.status);
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM action_log WHERE action_id = $1 AND stream = 1")
+            .bind(a.id)
+            .fetch_one(&self.pool)
+            .await?;
+        anyhow::ensure!(stored as usize == n, "{stored} of {n} lines stored");
+        let copy = copy_floor(&self.pool, n).await?;
+        let rss: Vec<u64> = self.workers.iter().filter_map(|w| w.peak_rss_kib()).collect();
+        println!("(d) `seq {n}` to succeeded, all lines stored: {took:.2} s ({:.0} lines/s)", n as f64 / took);
+        println!("    PostgreSQL COPY of the same lines:  {copy:.2} s ({:.0} lines/s)", n as f64 / copy);
+        println!("    ratio (d)/COPY = {:.2}", took / copy);
+        println!(
+            "    worker peak RSS: {} MiB",
+            rss.iter().map(|k| format!("{:.1}", *k as f64 / 1024.0)).collect::<Vec<_>>().join(" / ")
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.workers.clear();
+        let _ = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-c"])
+            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))
+            .output();
+    }
+}
+
+/// The floor of the store: COPY `n` lines into a table shaped like `action_log`.
+async fn copy_floor(pool: &sqlx::PgPool, n: usize) -> anyhow::Result<f64> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("CREATE TEMP TABLE copy_floor (LIKE action_log INCLUDING ALL)")
+        .execute(&mut *conn)
+        .await?;
+    let ts = chrono::Utc::now().to_rfc3339();
+    let started = Instant::now();
+    let mut data = String::with_capacity(n * 48);
+    for i in 1..=n {
+        data.push_str(&format!("1\t{i}\t{ts}\t1\t{i}\n"));
+    }
+    let mut copy = conn
+        .copy_in_raw("COPY copy_floor (action_id, seq, ts, stream, line) FROM STDIN")
+        .await
+        .context("COPY")?;
+    copy.send(data.into_bytes()).await?;
+    copy.finish().await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

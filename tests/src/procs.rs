@@ -1,0 +1,125 @@
+//! The real binaries (`sa-api`, `sa-worker`) as child processes, configured through `SA_*`
+//! variables: for the demo, the benchmark and tests that kill a process.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use shared::Config;
+
+/// Where the binaries are: `SA_BIN_DIR`, else beside the running executable (or its parent,
+/// for test binaries under `deps/`).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("SA_BIN_DIR") {
+        return d.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir
+    }
+}
+
+/// The `SA_*` variables that reproduce `cfg`.
+pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("SA_DATABASE_URL", cfg.database_url.clone()),
+        ("SA_AMQP_URL", cfg.amqp_url.clone()),
+        ("SA_LISTEN", cfg.listen.to_string()),
+        ("SA_API_URL", cfg.api_url.clone()),
+        ("SA_WORKER_CONCURRENCY", cfg.worker_concurrency.to_string()),
+        ("SA_METRICS_LISTEN", cfg.metrics_listen.to_string()),
+        ("SA_QUEUE_PREFIX", cfg.queue_prefix.clone()),
+        ("SA_LEASE_S", cfg.lease_s.to_string()),
+        ("SA_SSH_CONNECT_TIMEOUT_S", cfg.ssh_connect_timeout_s.to_string()),
+        ("SA_SSH_SESSIONS_PER_HOST", cfg.ssh_sessions_per_host.to_string()),
+        ("SA_DB_MAX_CONNECTIONS", cfg.db_max_connections.to_string()),
+    ];
+    let opt = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string());
+    for (k, v) in [
+        ("SA_SSH_KEY", opt(&cfg.ssh_key)),
+        ("SA_KNOWN_HOSTS", opt(&cfg.known_hosts)),
+        ("SA_SSH_CONTROL_DIR", opt(&cfg.ssh_control_dir)),
+        ("SA_WORKER_NAME", cfg.worker_name.clone()),
+    ] {
+        if let Some(v) = v {
+            env.push((k, v));
+        }
+    }
+    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// A child process, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+}
+
+impl Proc {
+    pub fn spawn(bin: &str, name: &str, cfg: &Config) -> anyhow::Result<Self> {
+        let path = bin_dir().join(bin);
+        if !path.exists() {
+            bail!("{} not found: build it first (cargo build --bins)", path.display());
+        }
+        let log = std::fs::File::create(format!("/tmp/{name}.log"))?;
+        let child = Command::new(&path)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .envs(env_of(cfg))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", path.display()))?;
+        Ok(Self {
+            name: name.to_string(),
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        self.signal("TERM");
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
