@@ -37,8 +37,10 @@ CREATE INDEX actions_server_id ON actions (server, id DESC);
 CREATE INDEX actions_status_id ON actions (status, id DESC);
 CREATE INDEX actions_unpublished ON actions (id) WHERE published_at IS NULL;
 
+-- No foreign key to actions: a per-row RI check would triple the cost of storing large outputs;
+-- actions are never deleted.
 CREATE TABLE action_log (
-    action_id  BIGINT NOT NULL REFERENCES actions (id) ON DELETE CASCADE,
+    action_id  BIGINT NOT NULL,
     seq        INTEGER NOT NULL,
     ts         TIMESTAMPTZ NOT NULL,
     stream     SMALLINT NOT NULL, -- 0 system, 1 stdout, 2 stderr

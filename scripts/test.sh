@@ -6,4 +6,5 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/serveractions/target}"
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+cargo build --bins
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     shared::telemetry::init();
     let cfg = shared::Config::load(args.config.as_deref())?;
-    let topology = shared::queue::Topology::new(&cfg.queue_prefix);
+    let topology = shared::queue::Topology::from_config(&cfg);
     let app = api::Application::build(&cfg, topology).await?;
     if args.migrate_only {
         return Ok(());

@@ -32,6 +32,8 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     /// Prefix of the RabbitMQ exchange and queue names (tests use their own).
     pub queue_prefix: String,
+    /// `x-expires` (ms) of the queues: unused queues vanish after it (tests); none in production.
+    pub queue_expires_ms: Option<u32>,
     /// Seconds without a heartbeat after which a server lease expires.
     pub lease_s: u64,
     /// Name this worker records as lease holder; defaults to `<hostname>-<pid>`.
@@ -62,6 +64,7 @@ impl Default for Config {
             worker_concurrency: 16,
             metrics_listen: ([127, 0, 0, 1], 9100).into(),
             queue_prefix: "sa".into(),
+            queue_expires_ms: None,
             lease_s: 30,
             worker_name: None,
             ssh_control_dir: None,
@@ -109,6 +112,7 @@ impl Config {
         env.set("SA_WORKER_CONCURRENCY", &mut self.worker_concurrency)?;
         env.set("SA_METRICS_LISTEN", &mut self.metrics_listen)?;
         env.set("SA_QUEUE_PREFIX", &mut self.queue_prefix)?;
+        env.set_opt("SA_QUEUE_EXPIRES_MS", &mut self.queue_expires_ms)?;
         env.set("SA_LEASE_S", &mut self.lease_s)?;
         env.set_opt("SA_WORKER_NAME", &mut self.worker_name)?;
         env.set_opt("SA_SSH_CONTROL_DIR", &mut self.ssh_control_dir)?;

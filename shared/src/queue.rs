@@ -42,6 +42,13 @@ impl Topology {
         }
     }
 
+    pub fn from_config(cfg: &crate::Config) -> Self {
+        Self {
+            expires_ms: cfg.queue_expires_ms,
+            ..Self::new(&cfg.queue_prefix)
+        }
+    }
+
     /// Declare exchanges, queues and bindings (idempotent).
     pub async fn declare(&self, ch: &Channel) -> lapin::Result<()> {
         let durable = ExchangeDeclareOptions {

@@ -137,11 +137,12 @@ async fn large_output_is_stored_whole_and_in_order() {
     app.add_host("web1", &host).await.unwrap();
     app.spawn_worker().await.unwrap();
     let n = 200_000;
-    let a = app
-        .client
-        .run_script("web1", &format!("seq {n}; seq 3 >&2"), &[])
-        .await
-        .unwrap();
+    // Tabs and backslashes on every line (batches this large are stored with COPY), a NUL
+    // byte, a carriage return inside a line.
+    let script = format!(
+        r"seq {n} | sed 's/$/\tx\\y/'; seq 3 >&2; printf 'n\000ul\n'; printf 'a\rb\n'"
+    );
+    let a = app.client.run_script("web1", &script, &[]).await.unwrap();
     let a = app
         .client
         .wait(a.id, Duration::from_secs(120))
@@ -163,14 +164,12 @@ async fn large_output_is_stored_whole_and_in_order() {
     .fetch_all(&app.pool)
     .await
     .unwrap();
-    assert_eq!(stdout.len(), n);
-    assert!(
-        stdout
-            .iter()
-            .enumerate()
-            .all(|(i, l)| *l == (i + 1).to_string()),
-        "out of order"
-    );
+    assert_eq!(stdout.len(), n + 2);
+    for (i, l) in stdout[..n].iter().enumerate() {
+        assert_eq!(*l, format!("{}\tx\\y", i + 1), "line {i}");
+    }
+    assert_eq!(stdout[n], "n\u{FFFD}ul");
+    assert_eq!(stdout[n + 1], "a\rb");
     let text = app.log(a.id).await;
     assert_eq!(text.lines().count() as i64, count);
 }

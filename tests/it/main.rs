@@ -2,6 +2,7 @@
 //! One binary; one module per scenario.
 
 mod bad_input;
+mod cli;
 mod logs;
 mod serialization;
 mod ssh_failures;

@@ -73,8 +73,8 @@ impl TestApp {
         cfg.ssh_key = Some(client_key()?);
         cfg.lease_s = 10;
         cfg.db_max_connections = 10;
-        let mut topology = Topology::new(&cfg.queue_prefix);
-        topology.expires_ms = Some(120_000);
+        cfg.queue_expires_ms = Some(120_000);
+        let topology = Topology::from_config(&cfg);
         let app = api::Application::build(&cfg, topology.clone()).await?;
         let api_url = format!("http://{}", app.local_addr());
         cfg.api_url = api_url.clone();

@@ -46,6 +46,7 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ("SA_KNOWN_HOSTS", opt(&cfg.known_hosts)),
         ("SA_SSH_CONTROL_DIR", opt(&cfg.ssh_control_dir)),
         ("SA_WORKER_NAME", cfg.worker_name.clone()),
+        ("SA_QUEUE_EXPIRES_MS", cfg.queue_expires_ms.map(|v| v.to_string())),
     ] {
         if let Some(v) = v {
             env.push((k, v));

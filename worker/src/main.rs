@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     shared::telemetry::init();
     let cfg = shared::Config::load(args.config.as_deref())?;
-    let topology = shared::queue::Topology::new(&cfg.queue_prefix);
+    let topology = shared::queue::Topology::from_config(&cfg);
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics_listen).await?;
     let worker = worker::Worker::build(cfg, topology).await?;
     let shutdown = CancellationToken::new();

@@ -19,45 +19,54 @@ use crate::{
     Worker,
 };
 
-pub async fn run(
-    worker: Arc<Worker>,
+/// Run `action`, then, while the worker is not shutting down, the actions its server hands
+/// over (the next one in line starts in the same transaction that ends this one).
+pub async fn run(worker: Arc<Worker>, action: Action, generation: i64, shutdown: CancellationToken) {
+    let mut current = Some((action, generation));
+    while let Some((action, generation)) = current.take() {
+        current = run_one(&worker, action, generation, &shutdown).await;
+    }
+}
+
+async fn run_one(
+    worker: &Arc<Worker>,
     action: Action,
     generation: i64,
-    shutdown: CancellationToken,
-) {
+    shutdown: &CancellationToken,
+) -> Option<(Action, i64)> {
     let id = action.id;
     let started = std::time::Instant::now();
     if let Some(s) = action.started_at {
-        worker.metrics.lock_wait.observe(
-            (s - action.created_at)
-                .to_std()
-                .unwrap_or_default()
-                .as_secs_f64(),
-        );
+        worker
+            .metrics
+            .lock_wait
+            .observe((s - action.created_at).to_std().unwrap_or_default().as_secs_f64());
     }
-    let outcome = match execute(&worker, &action, generation, shutdown).await {
+    let outcome = match execute(worker, &action, generation, shutdown.clone()).await {
         Ok(outcome) => outcome,
         Err(e) => {
             // The store failed under us; the lease will expire and the reaper will interrupt it.
             tracing::error!(action = id, error = %format!("{e:#}"), "cannot run action");
-            return;
+            return None;
         }
     };
     let status = outcome.status;
-    match leases::finish(&worker.pool, &action.server, id, generation, &outcome).await {
-        Ok(Finished::Done { kick }) => worker.kick(kick).await,
+    let hand_off = (!shutdown.is_cancelled()).then(|| (worker.name.as_str(), worker.lease_s()));
+    let next = match leases::finish(&worker.pool, &action.server, id, generation, &outcome, hand_off).await {
+        Ok(Finished::Done { next, kick }) => {
+            worker.metrics.log_lines.inc(); // the closing line, written by `finish`
+            worker.kick(kick).await;
+            next
+        }
         Ok(Finished::LeaseLost) => {
-            tracing::warn!(
-                action = id,
-                "lease lost before the end: final status not written"
-            );
-            return;
+            tracing::warn!(action = id, "lease lost before the end: final status not written");
+            return None;
         }
         Err(e) => {
             tracing::error!(action = id, error = %e, "cannot record the final status; the lease will expire");
-            return;
+            return None;
         }
-    }
+    };
     worker
         .metrics
         .finished
@@ -68,6 +77,7 @@ pub async fn run(
         .duration
         .with_label_values(&[&action.kind])
         .observe(started.elapsed().as_secs_f64());
+    next
 }
 
 async fn execute(

@@ -131,16 +131,29 @@ pub async fn try_start(
         };
         return Ok(StartOutcome::Waiting { holder: held, kick });
     }
+    let (action, generation) = start_in_tx(&mut tx, id, &server, worker, lease_s).await?;
+    tx.commit().await?;
+    Ok(StartOutcome::Started { action, generation })
+}
+
+/// Take `server`'s lease for action `id` and mark it running (caller holds the server lock).
+async fn start_in_tx(
+    c: &mut PgConnection,
+    id: i64,
+    server: &str,
+    worker: &str,
+    lease_s: f64,
+) -> sqlx::Result<(Action, i64)> {
     let generation: i64 = sqlx::query_scalar(
         "INSERT INTO server_leases (server, action_id, holder, generation, expires_at)
          VALUES ($1, $2, $3, nextval('lease_generation'), now() + make_interval(secs => $4))
          RETURNING generation",
     )
-    .bind(&server)
+    .bind(server)
     .bind(id)
     .bind(worker)
     .bind(lease_s)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *c)
     .await?;
     let action: Action = sqlx::query_as(&format!(
         "UPDATE actions SET status = 'running', started_at = now(), worker = $2, waiting_on = NULL
@@ -148,10 +161,9 @@ pub async fn try_start(
     ))
     .bind(id)
     .bind(worker)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *c)
     .await?;
-    tx.commit().await?;
-    Ok(StartOutcome::Started { action, generation })
+    Ok((action, generation))
 }
 
 /// Extend the lease. `false`: the lease is no longer ours (expired and taken, or reaped).
@@ -182,21 +194,28 @@ pub struct Outcome {
     pub message: String,
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub enum Finished {
-    /// Status written, lease released. `kick`: the next action on the server, if it is parked.
-    Done { kick: Option<i64> },
+    /// Status written, lease released. `next`: the server's next action, already started for
+    /// the caller (hand-off, when asked for); `kick`: the next action to publish otherwise.
+    Done {
+        next: Option<(Action, i64)>,
+        kick: Option<i64>,
+    },
     /// The lease is not ours any more: nothing was written (fencing).
     LeaseLost,
 }
 
-/// Record the final status and release the lease, fenced by `generation`.
+/// Record the final status and release the lease, fenced by `generation`. With `hand_off`
+/// (the worker's name), the server's next action starts in the same transaction for that
+/// worker: a busy server's queue drains without a round trip through RabbitMQ per action.
 pub async fn finish(
     pool: &PgPool,
     server: &str,
     action_id: i64,
     generation: i64,
     out: &Outcome,
+    hand_off: Option<(&str, f64)>,
 ) -> sqlx::Result<Finished> {
     let mut tx = pool.begin().await?;
     lock_server(&mut tx, server).await?;
@@ -218,11 +237,16 @@ pub async fn finish(
     .bind(&out.error)
     .execute(&mut *tx)
     .await?;
-    let next = head(&mut tx, server).await?;
+    let head = head(&mut tx, server).await?;
+    let (next, kick) = match (head, hand_off) {
+        (Some((id, _)), Some((worker, lease_s))) => {
+            (Some(start_in_tx(&mut tx, id, server, worker, lease_s).await?), None)
+        }
+        (Some((id, status)), None) if status == "waiting" => (None, Some(id)),
+        _ => (None, None),
+    };
     tx.commit().await?;
-    Ok(Finished::Done {
-        kick: next.filter(|(_, s)| s == "waiting").map(|(id, _)| id),
-    })
+    Ok(Finished::Done { next, kick })
 }
 
 /// Expired leases: mark their actions `interrupted` (with a log line), free the servers.

@@ -1,0 +1,187 @@
+//! Private RabbitMQ nodes and PostgreSQL clusters for the fault tests: restarting the machine's
+//! shared services would break the tests running beside them, so a test that restarts a broker
+//! or a database gets its own, on its own loopback ports, removed on drop.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn quiet(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("{cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A RabbitMQ node of our own (`rabbitmq-server` with its own name, ports and data directory).
+pub struct PrivateRabbit {
+    pub port: u16,
+    dist_port: u16,
+    pub node: String,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateRabbit {
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("sa-rmq-").tempdir_in("/tmp")?;
+        let (port, dist_port) = (free_port()?, free_port()?);
+        let id = dir.path().file_name().unwrap().to_string_lossy().replace(['-', '.'], "");
+        let node = format!("{id}@localhost");
+        std::fs::create_dir_all(dir.path().join("mnesia"))?;
+        std::fs::create_dir_all(dir.path().join("log"))?;
+        std::fs::write(dir.path().join("enabled_plugins"), "[].\n")?;
+        std::fs::write(
+            dir.path().join("rabbitmq.conf"),
+            format!("listeners.tcp.1 = 127.0.0.1:{port}\n"),
+        )?;
+        quiet(Command::new("chown").args(["-R", "rabbitmq:"]).arg(dir.path()))?;
+        let r = Self { port, dist_port, node, dir };
+        r.start_again()?;
+        Ok(r)
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Start the node (again) and wait until it accepts connections.
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        let _ = std::fs::remove_file(self.path("pid"));
+        quiet(
+            Command::new("rabbitmq-server")
+                .arg("-detached")
+                .current_dir(self.dir.path())
+                .env("RABBITMQ_NODENAME", &self.node)
+                .env("RABBITMQ_NODE_PORT", self.port.to_string())
+                .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+                .env("RABBITMQ_CONFIG_FILE", self.path("rabbitmq.conf"))
+                .env("RABBITMQ_MNESIA_BASE", self.path("mnesia"))
+                .env("RABBITMQ_LOG_BASE", self.path("log"))
+                .env("RABBITMQ_ENABLED_PLUGINS_FILE", self.path("enabled_plugins"))
+                .env("RABBITMQ_PID_FILE", self.path("pid")),
+        )?;
+        quiet(
+            Command::new("rabbitmqctl")
+                .args(["-n", &self.node, "wait", "--timeout", "120"])
+                .arg(self.path("pid")),
+        )
+        .context("private rabbitmq did not start")
+    }
+
+    /// Stop the node (connections drop; durable queues and persistent messages stay).
+    pub fn stop(&self) -> anyhow::Result<()> {
+        quiet(Command::new("rabbitmqctl").args(["-n", &self.node, "stop"]))
+    }
+
+    pub fn restart(&self) -> anyhow::Result<()> {
+        self.stop()?;
+        self.start_again()
+    }
+
+    /// Evaluate an Erlang expression on the node (e.g. to lower `consumer_timeout`).
+    pub fn eval(&self, expr: &str) -> anyhow::Result<()> {
+        quiet(Command::new("rabbitmqctl").args(["-n", &self.node, "eval", expr]))
+    }
+}
+
+impl Drop for PrivateRabbit {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["-n", &self.node, "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn pg_bin(name: &str) -> PathBuf {
+    // The machine's major version, whatever it is.
+    std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.path().join("bin").join(name))
+        .unwrap_or_else(|| PathBuf::from(PG_BIN).join(name))
+}
+
+/// A PostgreSQL cluster of our own (initdb into a temporary directory, own port, trust auth).
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("sa-pg-").tempdir_in("/tmp")?;
+        quiet(Command::new("chown").args(["postgres:"]).arg(dir.path()))?;
+        let pg = Self { port: free_port()?, dir };
+        pg.as_postgres(&format!(
+            "{} -A trust -U postgres -D {}/data",
+            pg_bin("initdb").display(),
+            pg.dir.path().display()
+        ))?;
+        pg.start_again()?;
+        Ok(pg)
+    }
+
+    fn as_postgres(&self, cmd: &str) -> anyhow::Result<()> {
+        quiet(Command::new("su").args(["postgres", "-s", "/bin/sh", "-c", cmd]))
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        let d = self.dir.path().display();
+        self.as_postgres(&format!(
+            "{} -D {d}/data -l {d}/log -w -t 60 -o '-p {} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200' start",
+            pg_bin("pg_ctl").display(),
+            self.port
+        ))
+    }
+
+    /// Fast shutdown: every connection is closed.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        self.as_postgres(&format!(
+            "{} -D {}/data -m fast -w stop",
+            pg_bin("pg_ctl").display(),
+            self.dir.path().display()
+        ))
+    }
+
+    pub fn restart(&self) -> anyhow::Result<()> {
+        self.stop()?;
+        std::thread::sleep(Duration::from_millis(200));
+        self.start_again()
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.as_postgres(&format!(
+            "{} -D {}/data -m immediate -w stop",
+            pg_bin("pg_ctl").display(),
+            self.dir.path().display()
+        ));
+    }
+}
