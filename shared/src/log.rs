@@ -44,6 +44,21 @@ impl LogLine {
     }
 }
 
+pub const HEADER_LINES: u64 = 2;
+
+/// The two lines that open the log of an action when its worker takes the server's lock.
+pub fn header(kind: &str, urgent: bool, pid: u32) -> Vec<String> {
+    let title = kind
+        .parse::<crate::ActionKind>()
+        .map(|k| k.title())
+        .unwrap_or(kind);
+    let others = if urgent { " terminating others." } else { "" };
+    vec![
+        format!("Executing: 'Executing action: {title}'"),
+        format!("Process {pid} has the lock.{others}"),
+    ]
+}
+
 pub fn system_line(ts: DateTime<Utc>, msg: &str) -> String {
     format!("[{}] [{SOURCE}] : {msg}", ts.format("%Y-%m-%d %H:%M:%S"))
 }

@@ -101,7 +101,7 @@ async fn handle(worker: Arc<Worker>, delivery: Delivery, stop: CancellationToken
         return;
     };
     let id = msg.action_id;
-    let outcome = match leases::try_start(&worker.pool, id, &worker.name, worker.lease_s()).await {
+    let outcome = match leases::try_start(&worker.pool, id, &worker.taker()).await {
         Ok(o) => o,
         Err(e) => {
             // The store is unreachable: hand the message back after a pause.
@@ -127,9 +127,9 @@ async fn handle(worker: Arc<Worker>, delivery: Delivery, stop: CancellationToken
             ack(&delivery, id).await;
             worker.kick(kick).await;
         }
-        StartOutcome::Started { action, generation } => {
+        StartOutcome::Started(started) => {
             ack(&delivery, id).await;
-            runner::run(worker, action, generation, stop).await;
+            runner::run(worker, *started, stop).await;
         }
     }
 }

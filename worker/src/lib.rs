@@ -22,6 +22,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{metrics::WorkerMetrics, ssh::SshPool};
 
+fn header(kind: &str, urgent: bool) -> Vec<String> {
+    shared::log::header(kind, urgent, std::process::id())
+}
+
 /// Everything an action run needs, shared by all of one worker's tasks.
 pub struct Worker {
     pub name: String,
@@ -70,6 +74,15 @@ impl Worker {
 
     pub fn lease_s(&self) -> f64 {
         self.cfg.lease_s as f64
+    }
+
+    /// This worker as a lease taker (for starting actions and taking hand-offs).
+    pub fn taker(&self) -> shared::db::leases::Taker<'_> {
+        shared::db::leases::Taker {
+            worker: &self.name,
+            lease_s: self.lease_s(),
+            header: &header,
+        }
     }
 
     /// Publish ids of parked actions whose server became free.

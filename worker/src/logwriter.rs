@@ -51,19 +51,14 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Start writing after the lines already stored for `action_id` (e.g. "waiting" notes).
-    pub async fn start(
-        pool: PgPool,
-        action_id: i64,
-        lines_written: IntCounter,
-    ) -> sqlx::Result<Self> {
-        let last = shared::db::logs::last_seq(&pool, action_id).await?;
+    /// Start writing after line `last` (what the action's log already holds).
+    pub fn start(pool: PgPool, action_id: i64, last: i32, lines_written: IntCounter) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let task = tokio::spawn(write_loop(pool, action_id, last, rx, lines_written));
-        Ok(Self {
+        Self {
             sink: LogSink { tx },
             task,
-        })
+        }
     }
 
     pub fn sink(&self) -> LogSink {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use shared::{
     action::{Action, ActionKind, Status},
     db::{
-        leases::{self, Finished, Outcome},
-        servers,
+        leases::{self, Finished, Outcome, Started},
+        servers::Server,
     },
 };
 use tokio_util::sync::CancellationToken;
@@ -21,28 +21,28 @@ use crate::{
 
 /// Run `action`, then, while the worker is not shutting down, the actions its server hands
 /// over (the next one in line starts in the same transaction that ends this one).
-pub async fn run(worker: Arc<Worker>, action: Action, generation: i64, shutdown: CancellationToken) {
-    let mut current = Some((action, generation));
-    while let Some((action, generation)) = current.take() {
-        current = run_one(&worker, action, generation, &shutdown).await;
+pub async fn run(worker: Arc<Worker>, started: Started, shutdown: CancellationToken) {
+    let mut current = Some(started);
+    while let Some(started) = current.take() {
+        current = run_one(&worker, started, &shutdown).await.map(|b| *b);
     }
 }
 
 async fn run_one(
     worker: &Arc<Worker>,
-    action: Action,
-    generation: i64,
+    started: Started,
     shutdown: &CancellationToken,
-) -> Option<(Action, i64)> {
+) -> Option<Box<Started>> {
+    let Started { action, server, generation, last_seq } = started;
     let id = action.id;
-    let started = std::time::Instant::now();
+    let clock = std::time::Instant::now();
     if let Some(s) = action.started_at {
         worker
             .metrics
             .lock_wait
             .observe((s - action.created_at).to_std().unwrap_or_default().as_secs_f64());
     }
-    let outcome = match execute(worker, &action, generation, shutdown.clone()).await {
+    let outcome = match execute(worker, &action, &server, generation, last_seq, shutdown.clone()).await {
         Ok(outcome) => outcome,
         Err(e) => {
             // The store failed under us; the lease will expire and the reaper will interrupt it.
@@ -51,10 +51,12 @@ async fn run_one(
         }
     };
     let status = outcome.status;
-    let hand_off = (!shutdown.is_cancelled()).then(|| (worker.name.as_str(), worker.lease_s()));
+    let taker = worker.taker();
+    let hand_off = (!shutdown.is_cancelled()).then_some(&taker);
     let next = match leases::finish(&worker.pool, &action.server, id, generation, &outcome, hand_off).await {
         Ok(Finished::Done { next, kick }) => {
-            worker.metrics.log_lines.inc(); // the closing line, written by `finish`
+            // The header (written when the lease was taken) and the closing line.
+            worker.metrics.log_lines.inc_by(shared::log::HEADER_LINES + 1);
             worker.kick(kick).await;
             next
         }
@@ -76,30 +78,20 @@ async fn run_one(
         .metrics
         .duration
         .with_label_values(&[&action.kind])
-        .observe(started.elapsed().as_secs_f64());
+        .observe(clock.elapsed().as_secs_f64());
     next
 }
 
 async fn execute(
     worker: &Arc<Worker>,
     action: &Action,
+    server: &Server,
     generation: i64,
+    last_seq: i32,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Outcome> {
-    let writer = LogWriter::start(
-        worker.pool.clone(),
-        action.id,
-        worker.metrics.log_lines.clone(),
-    )
-    .await?;
+    let writer = LogWriter::start(worker.pool.clone(), action.id, last_seq, worker.metrics.log_lines.clone());
     let log = writer.sink();
-    let kind: Result<ActionKind, String> = action.kind.parse();
-    let title = kind.as_ref().map(|k| k.title()).unwrap_or(&action.kind);
-    log.system(format!("Executing: 'Executing action: {title}'"))
-        .await;
-    log.system(format!("Process {} has the lock.", std::process::id()))
-        .await;
-
     let stop = Arc::new(Stop::default());
     let done = CancellationToken::new();
     tokio::spawn(lease::heartbeat(
@@ -127,17 +119,13 @@ async fn execute(
         });
     }
 
-    let result = match (kind, servers::get(&worker.pool, &action.server).await?) {
-        (Err(e), _) => Err(ActionError::Failed(e)),
-        (_, None) => Err(ActionError::Failed(format!(
-            "server {} no longer exists",
-            action.server
-        ))),
-        (Ok(kind), Some(server)) => {
+    let result = match action.kind.parse::<ActionKind>() {
+        Err(e) => Err(ActionError::Failed(e)),
+        Ok(kind) => {
             let ctx = Ctx {
                 worker,
                 action,
-                server: &server,
+                server,
                 log: log.clone(),
                 stop: &stop,
             };

@@ -26,21 +26,13 @@ pub enum SubmitError {
     Db(#[from] sqlx::Error),
 }
 
-/// Store a new action (`queued`, not yet published). With an idempotency key already used,
-/// returns the existing action and `false`.
+/// Store a new action (`queued`, not yet published) in one statement. With an idempotency key
+/// already used, returns the existing action and `false`.
 pub async fn insert(pool: &PgPool, a: &NewAction) -> Result<(Action, bool), SubmitError> {
-    let mut tx = pool.begin().await?;
     // FOR SHARE: a concurrent DELETE of the server waits for us (and then sees our action).
-    let server: Option<(i64,)> = sqlx::query_as("SELECT id FROM servers WHERE name = $1 FOR SHARE")
-        .bind(&a.server)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if server.is_none() {
-        return Err(SubmitError::UnknownServer(a.server.clone()));
-    }
     let inserted: Option<Action> = sqlx::query_as(&format!(
         "INSERT INTO actions (server, kind, params, timeout_s, urgent, idempotency_key, retry)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         SELECT s.name, $2, $3, $4, $5, $6, $7 FROM servers s WHERE s.name = $1 FOR SHARE
          ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}"
     ))
     .bind(&a.server)
@@ -50,21 +42,24 @@ pub async fn insert(pool: &PgPool, a: &NewAction) -> Result<(Action, bool), Subm
     .bind(a.urgent)
     .bind(&a.idempotency_key)
     .bind(a.retry.as_ref().map(Json))
-    .fetch_optional(&mut *tx)
+    .fetch_optional(pool)
     .await?;
-    tx.commit().await?;
-    match inserted {
-        Some(action) => Ok((action, true)),
-        None => {
-            let existing: Action = sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM actions WHERE idempotency_key = $1"
-            ))
-            .bind(&a.idempotency_key)
-            .fetch_one(pool)
-            .await?;
-            Ok((existing, false))
-        }
+    if let Some(action) = inserted {
+        return Ok((action, true));
     }
+    // Nothing inserted: an unknown server, or the idempotency key's first action.
+    let existing: Option<Action> = match &a.idempotency_key {
+        Some(key) => {
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM actions WHERE idempotency_key = $1"))
+                .bind(key)
+                .fetch_optional(pool)
+                .await?
+        }
+        None => None,
+    };
+    existing
+        .map(|e| (e, false))
+        .ok_or_else(|| SubmitError::UnknownServer(a.server.clone()))
 }
 
 pub async fn mark_published(pool: &PgPool, id: i64) -> sqlx::Result<()> {

@@ -1,16 +1,17 @@
 //! `server_leases`: the per-server lock. A lease row names the holding action and worker, carries
 //! a fencing token (`generation`) and expires unless the holder heartbeats. Every change to the
 //! lease or to the status of an action on a server happens in a transaction that first locks that
-//! server's row (`SELECT ... FOR UPDATE`), which serializes them per server.
+//! server's row (`SELECT ... FOR UPDATE`), which serializes them per server. The statements are
+//! few and combined (data-modifying CTEs): they run for every action, on every worker.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use serde::{Deserialize, Serialize};
+use sqlx::{types::Json, PgConnection, PgPool};
 
-use super::{actions::COLUMNS, logs};
+use super::{actions::COLUMNS, logs, servers::Server};
 use crate::action::{Action, Status};
 
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Lease {
     pub server: String,
     pub action_id: i64,
@@ -20,53 +21,67 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Who takes a lease: the worker's name, the lease length, and the lines that open the log
+/// of an action it starts (given its kind and urgency).
+pub struct Taker<'a> {
+    pub worker: &'a str,
+    pub lease_s: f64,
+    pub header: &'a (dyn Fn(&str, bool) -> Vec<String> + Sync),
+}
+
+/// A started action: this worker holds its server's lease.
+#[derive(Debug)]
+pub struct Started {
+    pub action: Action,
+    pub server: Server,
+    pub generation: i64,
+    /// Sequence number of the last log line already stored (the header included).
+    pub last_seq: i32,
+}
+
 #[derive(Debug)]
 pub enum StartOutcome {
-    /// This worker now holds the server's lease for the action, which is `running`.
-    Started { action: Action, generation: i64 },
+    Started(Box<Started>),
     /// The server is busy or an earlier action goes first; the action is `waiting`.
     /// `kick`: an action that should be (re)published so the server makes progress.
-    Waiting {
-        holder: Option<Lease>,
-        kick: Option<i64>,
-    },
+    Waiting { holder: Option<Lease>, kick: Option<i64> },
     /// The action is already running or finished (a duplicate message): nothing to do.
     AlreadyHandled(Status),
     /// No such action (or its server is gone).
     Missing,
 }
 
-async fn lock_server(c: &mut PgConnection, server: &str) -> sqlx::Result<bool> {
-    let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM servers WHERE name = $1 FOR UPDATE")
-        .bind(server)
-        .fetch_optional(&mut *c)
-        .await?;
-    Ok(row.is_some())
+/// The next action in line on a server, and the server's lease.
+#[derive(sqlx::FromRow)]
+struct ServerState {
+    lease: Option<Json<Lease>>,
+    head_id: Option<i64>,
+    head_status: Option<String>,
+    head_kind: Option<String>,
+    head_urgent: Option<bool>,
 }
 
-async fn action(c: &mut PgConnection, id: i64) -> sqlx::Result<Option<Action>> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM actions WHERE id = $1"))
-        .bind(id)
+/// Lock the server row; returns it.
+async fn lock_server(c: &mut PgConnection, server: &str) -> sqlx::Result<Option<Server>> {
+    sqlx::query_as("SELECT * FROM servers WHERE name = $1 FOR UPDATE")
+        .bind(server)
         .fetch_optional(&mut *c)
         .await
 }
 
-/// The action that should run next on `server`: urgent ones first, then submission order.
-async fn head(c: &mut PgConnection, server: &str) -> sqlx::Result<Option<(i64, String)>> {
+/// The lease and the head of the line (urgent first, then submission order), in one query.
+async fn state(c: &mut PgConnection, server: &str) -> sqlx::Result<ServerState> {
     sqlx::query_as(
-        "SELECT id, status FROM actions WHERE server = $1 AND status IN ('queued','waiting')
-         ORDER BY urgent DESC, id LIMIT 1",
+        "SELECT (SELECT to_jsonb(l) FROM server_leases l WHERE l.server = $1) AS lease,
+                h.id AS head_id, h.status AS head_status, h.kind AS head_kind, h.urgent AS head_urgent
+         FROM (SELECT 1) one LEFT JOIN LATERAL (
+             SELECT id, status, kind, urgent FROM actions
+             WHERE server = $1 AND status IN ('queued','waiting')
+             ORDER BY urgent DESC, id LIMIT 1) h ON true",
     )
     .bind(server)
-    .fetch_optional(&mut *c)
+    .fetch_one(&mut *c)
     .await
-}
-
-async fn lease(c: &mut PgConnection, server: &str) -> sqlx::Result<Option<Lease>> {
-    sqlx::query_as("SELECT * FROM server_leases WHERE server = $1")
-        .bind(server)
-        .fetch_optional(&mut *c)
-        .await
 }
 
 pub async fn get(pool: &PgPool, server: &str) -> sqlx::Result<Option<Lease>> {
@@ -76,103 +91,112 @@ pub async fn get(pool: &PgPool, server: &str) -> sqlx::Result<Option<Lease>> {
         .await
 }
 
-/// Try to take `server`'s lease for action `id` on behalf of `worker`.
-pub async fn try_start(
-    pool: &PgPool,
-    id: i64,
-    worker: &str,
-    lease_s: f64,
-) -> sqlx::Result<StartOutcome> {
-    let server: Option<String> = sqlx::query_scalar("SELECT server FROM actions WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    let Some(server) = server else {
-        return Ok(StartOutcome::Missing);
-    };
+/// Try to take the lease of action `id`'s server and start it.
+pub async fn try_start(pool: &PgPool, id: i64, taker: &Taker<'_>) -> sqlx::Result<StartOutcome> {
     let mut tx = pool.begin().await?;
-    if !lock_server(&mut tx, &server).await? {
-        return Ok(StartOutcome::Missing);
-    }
-    let Some(act) = action(&mut tx, id).await? else {
+    // Lock the server row first (the order every transaction here follows), reading the action.
+    let row: Option<(String, String, Option<i64>, Json<Server>)> = sqlx::query_as(
+        "SELECT a.status, a.server, a.waiting_on, to_jsonb(s) FROM actions a
+         JOIN servers s ON s.name = a.server WHERE a.id = $1 FOR UPDATE OF s",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((status, server, waiting_on, Json(server_row))) = row else {
         return Ok(StartOutcome::Missing);
     };
-    if !matches!(act.status, Status::Queued | Status::Waiting) {
-        return Ok(StartOutcome::AlreadyHandled(act.status));
+    let status: Status = status.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?;
+    if !matches!(status, Status::Queued | Status::Waiting) {
+        return Ok(StartOutcome::AlreadyHandled(status));
     }
-    let held = lease(&mut tx, &server).await?;
-    let head = head(&mut tx, &server).await?;
-    let is_head = head.as_ref().is_some_and(|(h, _)| *h == id);
-    if held.is_some() || !is_head {
-        let waiting_on = held.as_ref().map(|l| l.action_id);
-        if act.status == Status::Queued || act.waiting_on != waiting_on {
-            let msg = match &held {
-                Some(l) => format!(
-                    "Waiting for the lock on {server}: held by action {} (worker {}).",
-                    l.action_id, l.holder
-                ),
-                None => format!(
-                    "Waiting for the lock on {server}: action {} goes first.",
-                    head.as_ref().map_or(0, |h| h.0)
-                ),
-            };
-            logs::append_system(&mut tx, id, &msg).await?;
-        }
-        sqlx::query("UPDATE actions SET status = 'waiting', waiting_on = $2 WHERE id = $1")
-            .bind(id)
-            .bind(waiting_on)
-            .execute(&mut *tx)
-            .await?;
+    let st = state(&mut tx, &server).await?;
+    let holder = st.lease.map(|Json(l)| l);
+    if holder.is_none() && st.head_id == Some(id) {
+        let kind = st.head_kind.unwrap_or_default();
+        let header = (taker.header)(&kind, st.head_urgent.unwrap_or(false));
+        let started = start_in_tx(&mut tx, id, server_row, taker, &header).await?;
         tx.commit().await?;
-        // A free server whose head is parked as `waiting` has no message in flight: kick it.
-        let kick = match (&held, head) {
-            (None, Some((h, status))) if status == "waiting" => Some(h),
-            _ => None,
-        };
-        return Ok(StartOutcome::Waiting { holder: held, kick });
+        return Ok(StartOutcome::Started(Box::new(started)));
     }
-    let (action, generation) = start_in_tx(&mut tx, id, &server, worker, lease_s).await?;
+    // Park it; say why in its log when that changes.
+    let new_waiting_on = holder.as_ref().map(|l| l.action_id);
+    let note = (status == Status::Queued || waiting_on != new_waiting_on).then(|| match &holder {
+        Some(l) => format!(
+            "Waiting for the lock on {server}: held by action {} (worker {}).",
+            l.action_id, l.holder
+        ),
+        None => format!(
+            "Waiting for the lock on {server}: action {} goes first.",
+            st.head_id.unwrap_or_default()
+        ),
+    });
+    sqlx::query(
+        "WITH u AS (UPDATE actions SET status = 'waiting', waiting_on = $2 WHERE id = $1)
+         INSERT INTO action_log (action_id, seq, ts, stream, line)
+         SELECT $1, COALESCE(max(seq), 0) + 1, now(), 0, $3 FROM action_log
+         WHERE action_id = $1 HAVING $3::text IS NOT NULL",
+    )
+    .bind(id)
+    .bind(new_waiting_on)
+    .bind(note)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(StartOutcome::Started { action, generation })
+    // A free server whose head is parked as `waiting` has no message in flight: kick it.
+    let kick = match (&holder, st.head_id, st.head_status.as_deref()) {
+        (None, Some(h), Some("waiting")) if h != id => Some(h),
+        _ => None,
+    };
+    Ok(StartOutcome::Waiting { holder, kick })
 }
 
-/// Take `server`'s lease for action `id` and mark it running (caller holds the server lock).
+#[derive(sqlx::FromRow)]
+struct StartRow {
+    generation: i64,
+    last_seq: i32,
+    #[sqlx(flatten)]
+    action: Action,
+}
+
+/// Take the server's lease for action `id`, mark it running and write its log header, in one
+/// statement (the caller holds the server lock).
 async fn start_in_tx(
     c: &mut PgConnection,
     id: i64,
-    server: &str,
-    worker: &str,
-    lease_s: f64,
-) -> sqlx::Result<(Action, i64)> {
-    let generation: i64 = sqlx::query_scalar(
-        "INSERT INTO server_leases (server, action_id, holder, generation, expires_at)
-         VALUES ($1, $2, $3, nextval('lease_generation'), now() + make_interval(secs => $4))
-         RETURNING generation",
-    )
-    .bind(server)
-    .bind(id)
-    .bind(worker)
-    .bind(lease_s)
-    .fetch_one(&mut *c)
-    .await?;
-    let action: Action = sqlx::query_as(&format!(
-        "UPDATE actions SET status = 'running', started_at = now(), worker = $2, waiting_on = NULL
-         WHERE id = $1 RETURNING {COLUMNS}"
+    server: Server,
+    taker: &Taker<'_>,
+    header: &[String],
+) -> sqlx::Result<Started> {
+    let row: StartRow = sqlx::query_as(&format!(
+        "WITH l AS (INSERT INTO server_leases (server, action_id, holder, generation, expires_at)
+                    VALUES ($1, $2, $3, nextval('lease_generation'), now() + make_interval(secs => $4))
+                    RETURNING generation),
+              a AS (UPDATE actions SET status = 'running', started_at = now(), worker = $3, waiting_on = NULL
+                    WHERE id = $2 RETURNING {COLUMNS}),
+              m AS (SELECT COALESCE(max(seq), 0) AS s FROM action_log WHERE action_id = $2),
+              g AS (INSERT INTO action_log (action_id, seq, ts, stream, line)
+                    SELECT $2, m.s + u.o::int4, now(), 0, u.t
+                    FROM m, UNNEST($5::text[]) WITH ORDINALITY AS u(t, o) RETURNING seq)
+         SELECT l.generation, COALESCE((SELECT max(seq) FROM g), m.s)::int4 AS last_seq, a.*
+         FROM l, a, m"
     ))
+    .bind(&server.name)
     .bind(id)
-    .bind(worker)
+    .bind(taker.worker)
+    .bind(taker.lease_s)
+    .bind(header)
     .fetch_one(&mut *c)
     .await?;
-    Ok((action, generation))
+    Ok(Started {
+        action: row.action,
+        server,
+        generation: row.generation,
+        last_seq: row.last_seq,
+    })
 }
 
 /// Extend the lease. `false`: the lease is no longer ours (expired and taken, or reaped).
-pub async fn heartbeat(
-    pool: &PgPool,
-    server: &str,
-    generation: i64,
-    lease_s: f64,
-) -> sqlx::Result<bool> {
+pub async fn heartbeat(pool: &PgPool, server: &str, generation: i64, lease_s: f64) -> sqlx::Result<bool> {
     let r = sqlx::query(
         "UPDATE server_leases SET expires_at = now() + make_interval(secs => $3)
          WHERE server = $1 AND generation = $2",
@@ -199,50 +223,57 @@ pub enum Finished {
     /// Status written, lease released. `next`: the server's next action, already started for
     /// the caller (hand-off, when asked for); `kick`: the next action to publish otherwise.
     Done {
-        next: Option<(Action, i64)>,
+        next: Option<Box<Started>>,
         kick: Option<i64>,
     },
     /// The lease is not ours any more: nothing was written (fencing).
     LeaseLost,
 }
 
-/// Record the final status and release the lease, fenced by `generation`. With `hand_off`
-/// (the worker's name), the server's next action starts in the same transaction for that
-/// worker: a busy server's queue drains without a round trip through RabbitMQ per action.
+/// Record the final status and release the lease, fenced by `generation`. With `hand_off`, the
+/// server's next action starts in the same transaction for that taker: a busy server's line
+/// drains without a round trip through RabbitMQ per action.
 pub async fn finish(
     pool: &PgPool,
     server: &str,
     action_id: i64,
     generation: i64,
     out: &Outcome,
-    hand_off: Option<(&str, f64)>,
+    hand_off: Option<&Taker<'_>>,
 ) -> sqlx::Result<Finished> {
     let mut tx = pool.begin().await?;
-    lock_server(&mut tx, server).await?;
-    let released = sqlx::query("DELETE FROM server_leases WHERE server = $1 AND generation = $2")
-        .bind(server)
-        .bind(generation)
-        .execute(&mut *tx)
-        .await?;
-    if released.rows_affected() != 1 {
+    let Some(server_row) = lock_server(&mut tx, server).await? else {
         return Ok(Finished::LeaseLost);
-    }
-    logs::append_system(&mut tx, action_id, &out.message).await?;
-    sqlx::query(
-        "UPDATE actions SET status = $2, exit_code = $3, error = $4, finished_at = now() WHERE id = $1",
+    };
+    let released: i64 = sqlx::query_scalar(
+        "WITH d AS (DELETE FROM server_leases WHERE server = $1 AND generation = $2 RETURNING 1),
+              u AS (UPDATE actions SET status = $4, exit_code = $5, error = $6, finished_at = now()
+                    WHERE id = $3 AND EXISTS (SELECT 1 FROM d)),
+              g AS (INSERT INTO action_log (action_id, seq, ts, stream, line)
+                    SELECT $3, COALESCE(max(seq), 0) + 1, now(), 0, $7 FROM action_log
+                    WHERE action_id = $3 HAVING EXISTS (SELECT 1 FROM d))
+         SELECT count(*) FROM d",
     )
+    .bind(server)
+    .bind(generation)
     .bind(action_id)
     .bind(out.status.as_str())
     .bind(out.exit_code)
     .bind(&out.error)
-    .execute(&mut *tx)
+    .bind(&out.message)
+    .fetch_one(&mut *tx)
     .await?;
-    let head = head(&mut tx, server).await?;
-    let (next, kick) = match (head, hand_off) {
-        (Some((id, _)), Some((worker, lease_s))) => {
-            (Some(start_in_tx(&mut tx, id, server, worker, lease_s).await?), None)
+    if released != 1 {
+        return Ok(Finished::LeaseLost);
+    }
+    let st = state(&mut tx, server).await?;
+    let (next, kick) = match (st.head_id, hand_off) {
+        (Some(id), Some(taker)) => {
+            let header = (taker.header)(&st.head_kind.unwrap_or_default(), st.head_urgent.unwrap_or(false));
+            let started = start_in_tx(&mut tx, id, server_row, taker, &header).await?;
+            (Some(Box::new(started)), None)
         }
-        (Some((id, status)), None) if status == "waiting" => (None, Some(id)),
+        (Some(id), None) if st.head_status.as_deref() == Some("waiting") => (None, Some(id)),
         _ => (None, None),
     };
     tx.commit().await?;
@@ -285,10 +316,9 @@ pub async fn reap_expired(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
             );
             logs::append_system(&mut tx, action_id, &msg).await?;
         }
-        if let Some((id, status)) = head(&mut tx, &server).await? {
-            if status == "waiting" {
-                kicks.push(id);
-            }
+        let st = state(&mut tx, &server).await?;
+        if let (Some(id), Some("waiting")) = (st.head_id, st.head_status.as_deref()) {
+            kicks.push(id);
         }
         tx.commit().await?;
     }

@@ -1,10 +1,12 @@
 //! `run_script`: run a shell script on the server, streaming stdout/stderr into the log.
 //!
-//! The remote command is `sh -c WRAPPER` where WRAPPER records its pid (sshd makes every
-//! non-PTY session its own process group, so that pid is the group id), runs the script with
-//! its environment through `env 'NAME=value' sh -c 'script'` (every piece shell-quoted, names
-//! validated as identifiers), and removes the pid file. Stop (timeout, lost lease, shutdown)
-//! kills the whole group: TERM, then KILL after a grace period.
+//! The remote command (read by the login shell, which must be POSIX: sh, dash, bash, ksh, zsh)
+//! records `PGID ACTION_ID` in the server's pid file (sshd makes every non-PTY session its own
+//! process group, so the shell's pid is the group id), runs the script as
+//! `NAME='value' ... sh -c 'script'` (every piece shell-quoted, names validated as
+//! identifiers), then empties the pid file with a shell builtin: no extra process per action.
+//! Stop (timeout, lost lease, shutdown) kills the whole group: TERM, then KILL after a grace
+//! period, and only if the pid file still names this action.
 
 use std::{io, time::Duration};
 
@@ -25,31 +27,34 @@ fn quote(s: &str) -> String {
         .into_owned()
 }
 
-pub fn pidfile(action_id: i64) -> String {
-    format!("/tmp/sa-action-{action_id}.pid")
+/// One pid file per server record: actions on a server never overlap.
+pub fn pidfile(server: &str) -> String {
+    format!("/tmp/sa-{server}.pid")
 }
 
 /// The remote command line for a script and its environment.
-pub fn remote_command(action_id: i64, p: &validate::RunScriptParams) -> String {
-    let pid = quote(&pidfile(action_id));
+pub fn remote_command(server: &str, action_id: i64, p: &validate::RunScriptParams) -> String {
+    let pid = quote(&pidfile(server));
     let env: String = p
         .env
         .iter()
-        .map(|(k, v)| format!(" {}", quote(&format!("{k}={v}"))))
+        .map(|(k, v)| format!("{k}={} ", quote(v)))
         .collect();
     format!(
-        "echo $$ > {pid}; env{env} sh -c {script}; rc=$?; rm -f {pid}; exit $rc",
+        "echo \"$$ {action_id}\" > {pid}; {env}sh -c {script}; rc=$?; : > {pid}; exit $rc",
         script = quote(&p.script)
     )
 }
 
 /// Kill the action's remote process group: TERM, wait up to the grace period, then KILL.
-pub fn kill_command(action_id: i64) -> String {
+/// Waits up to 2 s for the pid file to name the action (a stop right after the spawn).
+pub fn kill_command(server: &str, action_id: i64) -> String {
     format!(
-        "f={pid}; [ -s \"$f\" ] || exit 0; pg=$(cat \"$f\"); kill -TERM -- \"-$pg\" 2>/dev/null; \
+        "f={pid}; i=0; while :; do read pg id < \"$f\" 2>/dev/null; [ \"$id\" = {action_id} ] && break; \
+         [ $i -ge 20 ] && exit 0; sleep 0.1; i=$((i+1)); done; kill -TERM -- \"-$pg\" 2>/dev/null; \
          i=0; while kill -0 -- \"-$pg\" 2>/dev/null && [ $i -lt {KILL_GRACE_TENTHS} ]; do sleep 0.1; i=$((i+1)); done; \
-         kill -KILL -- \"-$pg\" 2>/dev/null; rm -f \"$f\"; echo \"$pg\"",
-        pid = quote(&pidfile(action_id))
+         kill -KILL -- \"-$pg\" 2>/dev/null; : > \"$f\"; echo \"$pg\"",
+        pid = quote(&pidfile(server))
     )
 }
 
@@ -68,9 +73,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<i32, ActionError> {
     let mut child = lease
         .session
         .clone()
-        .arc_command("sh")
-        .arg("-c")
-        .arg(remote_command(ctx.action.id, &params))
+        .arc_raw_command(remote_command(&ctx.server.name, ctx.action.id, &params))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -106,7 +109,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<i32, ActionError> {
         },
         _ = ctx.stop.stopped() => {
             ctx.log.system("Stopping: terminating the remote process group (TERM, then KILL).").await;
-            match ssh.exec(ctx.server, &kill_command(ctx.action.id)).await {
+            match ssh.exec(ctx.server, &kill_command(&ctx.server.name, ctx.action.id)).await {
                 Ok((_, pg)) if !pg.trim().is_empty() => ctx.log.system(format!("Process group {} terminated.", pg.trim())).await,
                 Ok(_) => {}
                 Err(e) => ctx.log.system(format!("Could not kill the remote process group: {e}")).await,
@@ -173,7 +176,7 @@ mod tests {
                 "x'; touch /tmp/pwned; '$(id)\n".to_string(),
             )]),
         };
-        let cmd = remote_command(7, &p);
+        let cmd = remote_command("unit-test", 7, &p);
         // Run the wrapper locally with sh and check the value arrives verbatim.
         let out = std::process::Command::new("sh")
             .arg("-c")
@@ -184,6 +187,7 @@ mod tests {
             String::from_utf8_lossy(&out.stdout),
             "x'; touch /tmp/pwned; '$(id)\n\n"
         );
-        assert!(!std::path::Path::new(&pidfile(7)).exists());
+        // The pid file is emptied at the end.
+        assert_eq!(std::fs::read_to_string(pidfile("unit-test")).unwrap(), "");
     }
 }
