@@ -7,7 +7,7 @@ use anyhow::Context;
 use axum::{extract::DefaultBodyLimit, Router};
 use shared::{queue::Publisher, queue::Topology, Config};
 use sqlx::PgPool;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{metrics::ApiMetrics, outbox, routes};
@@ -18,11 +18,14 @@ pub struct AppState {
     pub pool: PgPool,
     pub publisher: Publisher,
     pub metrics: ApiMetrics,
+    /// Ids whose publication RabbitMQ confirmed, to mark in the store.
+    pub confirmed: mpsc::Sender<i64>,
 }
 
 pub struct Application {
     listener: TcpListener,
     state: Arc<AppState>,
+    confirmed: mpsc::Receiver<i64>,
 }
 
 impl Application {
@@ -37,12 +40,18 @@ impl Application {
             .await
             .with_context(|| format!("SA_LISTEN: cannot listen on {}", cfg.listen))?;
         let publisher = Publisher::new(&cfg.amqp_url, "sa-api", topology);
+        let (confirmed_tx, confirmed) = mpsc::channel(16 * 1024);
         let state = Arc::new(AppState {
             pool,
             publisher,
             metrics: ApiMetrics::new(),
+            confirmed: confirmed_tx,
         });
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            confirmed,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -63,6 +72,7 @@ impl Application {
             Duration::from_secs(1),
             shutdown.clone(),
         ));
+        tracker.spawn(outbox::mark(self.state.clone(), self.confirmed, shutdown.clone()));
         tracker.close();
         let app = Self::router(self.state);
         axum::serve(self.listener, app)

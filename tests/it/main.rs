@@ -40,7 +40,11 @@ pub fn assert_seed_format(log: &str) {
         .iter()
         .position(|l| re_ok(l) && l.ends_with("] : Executing: 'Executing action: run script'"))
         .unwrap_or_else(|| panic!("no Executing line:\n{log}"));
-    let lock = lines.get(exec + 1).copied().unwrap_or_default();
+    // After Executing: possibly how long it waited, then who has the lock.
+    let mut lock = lines.get(exec + 1).copied().unwrap_or_default();
+    if lock.contains("] : Waited ") {
+        lock = lines.get(exec + 2).copied().unwrap_or_default();
+    }
     assert!(
         re_ok(lock) && lock.contains("] : Process ") && lock.ends_with(" has the lock."),
         "line after Executing: {lock:?}"

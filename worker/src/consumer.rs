@@ -123,7 +123,7 @@ async fn handle(worker: Arc<Worker>, delivery: Delivery, stop: CancellationToken
             ack(&delivery, id).await;
         }
         StartOutcome::Waiting { holder, kick } => {
-            tracing::debug!(action = id, holder = ?holder.map(|h| h.action_id), "server busy; action parked");
+            tracing::debug!(action = id, ?holder, "server busy; action parked");
             ack(&delivery, id).await;
             worker.kick(kick).await;
         }

@@ -39,37 +39,48 @@ impl Stop {
     }
 }
 
-/// Renew the lease every third of its length until `done`; stop the action if it is lost
-/// (renewal refused, or no successful renewal for a whole lease period).
-pub async fn heartbeat(
+/// Watch a running action until `done`: renew its lease every third of its length, and stop
+/// it when the lease is lost (renewal refused, or none succeeded for a whole lease period),
+/// when its timeout passes, or when the worker shuts down. One task per running action.
+pub async fn watch(
     worker: Arc<Worker>,
     server: String,
     generation: i64,
+    timeout_s: Option<u32>,
     stop: Arc<Stop>,
     done: CancellationToken,
+    shutdown: CancellationToken,
 ) {
     let lease_s = worker.lease_s();
     let every = Duration::from_secs_f64((lease_s / 3.0).max(0.2));
+    let deadline = timeout_s.map(|t| tokio::time::Instant::now() + Duration::from_secs(t.into()));
+    let timeout = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timeout);
     let mut last_ok = Instant::now();
     loop {
         tokio::select! {
             _ = done.cancelled() => return,
+            _ = shutdown.cancelled() => return stop.stop(StopReason::Shutdown),
+            _ = &mut timeout => return stop.stop(StopReason::Timeout(timeout_s.unwrap_or_default())),
             _ = tokio::time::sleep(every) => {}
         }
         match leases::heartbeat(&worker.pool, &server, generation, lease_s).await {
             Ok(true) => last_ok = Instant::now(),
             Ok(false) => {
                 tracing::warn!(%server, generation, "lease lost");
-                stop.stop(StopReason::LeaseLost);
-                return;
+                return stop.stop(StopReason::LeaseLost);
             }
             Err(e) if last_ok.elapsed().as_secs_f64() < lease_s => {
                 tracing::warn!(%server, error = %e, "heartbeat failed, retrying");
             }
             Err(e) => {
                 tracing::warn!(%server, error = %e, "no heartbeat for a whole lease: giving up");
-                stop.stop(StopReason::LeaseLost);
-                return;
+                return stop.stop(StopReason::LeaseLost);
             }
         }
     }

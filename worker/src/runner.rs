@@ -94,30 +94,15 @@ async fn execute(
     let log = writer.sink();
     let stop = Arc::new(Stop::default());
     let done = CancellationToken::new();
-    tokio::spawn(lease::heartbeat(
+    tokio::spawn(lease::watch(
         worker.clone(),
         action.server.clone(),
         generation,
+        action.timeout_s.map(|t| t as u32),
         stop.clone(),
         done.clone(),
+        shutdown,
     ));
-    {
-        let (stop, done) = (stop.clone(), done.clone());
-        let timeout = action.timeout_s;
-        tokio::spawn(async move {
-            let timer = async {
-                match timeout {
-                    Some(t) => tokio::time::sleep(std::time::Duration::from_secs(t as u64)).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = done.cancelled() => {}
-                _ = shutdown.cancelled() => stop.stop(StopReason::Shutdown),
-                _ = timer => stop.stop(StopReason::Timeout(timeout.unwrap_or_default() as u32)),
-            }
-        });
-    }
 
     let result = match action.kind.parse::<ActionKind>() {
         Err(e) => Err(ActionError::Failed(e)),

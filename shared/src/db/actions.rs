@@ -62,9 +62,10 @@ pub async fn insert(pool: &PgPool, a: &NewAction) -> Result<(Action, bool), Subm
         .ok_or_else(|| SubmitError::UnknownServer(a.server.clone()))
 }
 
-pub async fn mark_published(pool: &PgPool, id: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE actions SET published_at = now() WHERE id = $1 AND published_at IS NULL")
-        .bind(id)
+/// Record that the broker confirmed these actions' messages.
+pub async fn mark_published(pool: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query("UPDATE actions SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL")
+        .bind(ids)
         .execute(pool)
         .await?;
     Ok(())

@@ -42,9 +42,9 @@ pub struct Started {
 #[derive(Debug)]
 pub enum StartOutcome {
     Started(Box<Started>),
-    /// The server is busy or an earlier action goes first; the action is `waiting`.
-    /// `kick`: an action that should be (re)published so the server makes progress.
-    Waiting { holder: Option<Lease>, kick: Option<i64> },
+    /// The server is busy (held by action `holder`) or an earlier action goes first; the
+    /// action is `waiting`. `kick`: an action to (re)publish so the server makes progress.
+    Waiting { holder: Option<i64>, kick: Option<i64> },
     /// The action is already running or finished (a duplicate message): nothing to do.
     AlreadyHandled(Status),
     /// No such action (or its server is gone).
@@ -59,6 +59,21 @@ struct ServerState {
     head_status: Option<String>,
     head_kind: Option<String>,
     head_urgent: Option<bool>,
+    head_waited_s: Option<f64>,
+    head_waiting_on: Option<i64>,
+}
+
+impl ServerState {
+    /// The log header of the head action, with a note of how long it waited if it was parked.
+    fn header(&self, server: &str, taker: &Taker<'_>) -> Vec<String> {
+        let mut lines = (taker.header)(self.head_kind.as_deref().unwrap_or_default(), self.head_urgent == Some(true));
+        if self.head_status.as_deref() == Some("waiting") {
+            let held = self.head_waiting_on.map(|h| format!(" (held by action {h})")).unwrap_or_default();
+            let note = format!("Waited {:.1} s for the lock on {server}{held}.", self.head_waited_s.unwrap_or_default());
+            lines.insert(1.min(lines.len()), note);
+        }
+        lines
+    }
 }
 
 /// Lock the server row; returns it.
@@ -69,16 +84,20 @@ async fn lock_server(c: &mut PgConnection, server: &str) -> sqlx::Result<Option<
         .await
 }
 
-/// The lease and the head of the line (urgent first, then submission order), in one query.
+/// The head of the line on server `$1` (urgent first, then submission order), as the columns
+/// of [`ServerState`]; for a `FROM (SELECT 1) one LEFT JOIN LATERAL` clause.
+const HEAD: &str = "(SELECT id, status, kind, urgent, created_at, waiting_on FROM actions
+        WHERE server = $1 AND status IN ('queued','waiting') ORDER BY urgent DESC, id LIMIT 1) h ON true";
+const HEAD_COLUMNS: &str = "h.id AS head_id, h.status AS head_status, h.kind AS head_kind,
+        h.urgent AS head_urgent, EXTRACT(EPOCH FROM now() - h.created_at)::float8 AS head_waited_s,
+        h.waiting_on AS head_waiting_on";
+
+/// The lease and the head of the line, in one query.
 async fn state(c: &mut PgConnection, server: &str) -> sqlx::Result<ServerState> {
-    sqlx::query_as(
-        "SELECT (SELECT to_jsonb(l) FROM server_leases l WHERE l.server = $1) AS lease,
-                h.id AS head_id, h.status AS head_status, h.kind AS head_kind, h.urgent AS head_urgent
-         FROM (SELECT 1) one LEFT JOIN LATERAL (
-             SELECT id, status, kind, urgent FROM actions
-             WHERE server = $1 AND status IN ('queued','waiting')
-             ORDER BY urgent DESC, id LIMIT 1) h ON true",
-    )
+    sqlx::query_as(&format!(
+        "SELECT (SELECT to_jsonb(l) FROM server_leases l WHERE l.server = $1) AS lease, {HEAD_COLUMNS}
+         FROM (SELECT 1) one LEFT JOIN LATERAL {HEAD}"
+    ))
     .bind(server)
     .fetch_one(&mut *c)
     .await
@@ -91,18 +110,51 @@ pub async fn get(pool: &PgPool, server: &str) -> sqlx::Result<Option<Lease>> {
         .await
 }
 
-/// Try to take the lease of action `id`'s server and start it.
+/// Park action `id` as `waiting` if its server is visibly busy or another action goes first:
+/// one statement, no lock (the common case under load). `None`: it may start now.
+/// Safe without the server lock: parking does not change which action is the head, and a
+/// finishing worker hands the lease to the head whether it is `queued` or `waiting`.
+async fn park(c: &mut PgConnection, id: i64) -> sqlx::Result<Option<StartOutcome>> {
+    let row: Option<(Option<i64>, Option<i64>, Option<String>)> = sqlx::query_as(
+        "WITH a AS (SELECT server FROM actions WHERE id = $1),
+              l AS (SELECT l.action_id FROM server_leases l, a WHERE l.server = a.server),
+              h AS (SELECT x.id, x.status FROM actions x, a
+                    WHERE x.server = a.server AND x.status IN ('queued','waiting')
+                    ORDER BY x.urgent DESC, x.id LIMIT 1)
+         UPDATE actions SET status = 'waiting', waiting_on = (SELECT action_id FROM l)
+         WHERE id = $1 AND status IN ('queued','waiting')
+           AND (EXISTS (SELECT 1 FROM l) OR (SELECT id FROM h) IS DISTINCT FROM $1)
+         RETURNING waiting_on, (SELECT id FROM h), (SELECT status FROM h)",
+    )
+    .bind(id)
+    .fetch_optional(&mut *c)
+    .await?;
+    Ok(row.map(|(holder, head, head_status)| StartOutcome::Waiting {
+        holder,
+        // A free server whose head is parked has no message in flight: kick it.
+        kick: match (holder, head, head_status.as_deref()) {
+            (None, Some(h), Some("waiting")) if h != id => Some(h),
+            _ => None,
+        },
+    }))
+}
+
+/// Start action `id` if its server is free and it is next in line; park it otherwise.
 pub async fn try_start(pool: &PgPool, id: i64, taker: &Taker<'_>) -> sqlx::Result<StartOutcome> {
-    let mut tx = pool.begin().await?;
+    let mut conn = pool.acquire().await?;
+    if let Some(parked) = park(&mut conn, id).await? {
+        return Ok(parked);
+    }
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     // Lock the server row first (the order every transaction here follows), reading the action.
-    let row: Option<(String, String, Option<i64>, Json<Server>)> = sqlx::query_as(
-        "SELECT a.status, a.server, a.waiting_on, to_jsonb(s) FROM actions a
+    let row: Option<(String, String, Json<Server>)> = sqlx::query_as(
+        "SELECT a.status, a.server, to_jsonb(s) FROM actions a
          JOIN servers s ON s.name = a.server WHERE a.id = $1 FOR UPDATE OF s",
     )
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((status, server, waiting_on, Json(server_row))) = row else {
+    let Some((status, server, Json(server_row))) = row else {
         return Ok(StartOutcome::Missing);
     };
     let status: Status = status.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?;
@@ -110,44 +162,16 @@ pub async fn try_start(pool: &PgPool, id: i64, taker: &Taker<'_>) -> sqlx::Resul
         return Ok(StartOutcome::AlreadyHandled(status));
     }
     let st = state(&mut tx, &server).await?;
-    let holder = st.lease.map(|Json(l)| l);
-    if holder.is_none() && st.head_id == Some(id) {
-        let kind = st.head_kind.unwrap_or_default();
-        let header = (taker.header)(&kind, st.head_urgent.unwrap_or(false));
+    if st.lease.is_none() && st.head_id == Some(id) {
+        let header = st.header(&server, taker);
         let started = start_in_tx(&mut tx, id, server_row, taker, &header).await?;
         tx.commit().await?;
         return Ok(StartOutcome::Started(Box::new(started)));
     }
-    // Park it; say why in its log when that changes.
-    let new_waiting_on = holder.as_ref().map(|l| l.action_id);
-    let note = (status == Status::Queued || waiting_on != new_waiting_on).then(|| match &holder {
-        Some(l) => format!(
-            "Waiting for the lock on {server}: held by action {} (worker {}).",
-            l.action_id, l.holder
-        ),
-        None => format!(
-            "Waiting for the lock on {server}: action {} goes first.",
-            st.head_id.unwrap_or_default()
-        ),
-    });
-    sqlx::query(
-        "WITH u AS (UPDATE actions SET status = 'waiting', waiting_on = $2 WHERE id = $1)
-         INSERT INTO action_log (action_id, seq, ts, stream, line)
-         SELECT $1, COALESCE(max(seq), 0) + 1, now(), 0, $3 FROM action_log
-         WHERE action_id = $1 HAVING $3::text IS NOT NULL",
-    )
-    .bind(id)
-    .bind(new_waiting_on)
-    .bind(note)
-    .execute(&mut *tx)
-    .await?;
+    // It became busy in between: park it after all.
+    let parked = park(&mut tx, id).await?;
     tx.commit().await?;
-    // A free server whose head is parked as `waiting` has no message in flight: kick it.
-    let kick = match (&holder, st.head_id, st.head_status.as_deref()) {
-        (None, Some(h), Some("waiting")) if h != id => Some(h),
-        _ => None,
-    };
-    Ok(StartOutcome::Waiting { holder, kick })
+    Ok(parked.unwrap_or(StartOutcome::Waiting { holder: None, kick: None }))
 }
 
 #[derive(sqlx::FromRow)]
@@ -245,15 +269,25 @@ pub async fn finish(
     let Some(server_row) = lock_server(&mut tx, server).await? else {
         return Ok(Finished::LeaseLost);
     };
-    let released: i64 = sqlx::query_scalar(
+    // Release, record, and read the next in line in one statement. The statement's snapshot
+    // predates its own changes, which is fine: the finished action was `running`, not a
+    // candidate, and the deleted lease was ours.
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        released: i64,
+        #[sqlx(flatten)]
+        st: ServerState,
+    }
+    let Row { released, st } = sqlx::query_as(&format!(
         "WITH d AS (DELETE FROM server_leases WHERE server = $1 AND generation = $2 RETURNING 1),
               u AS (UPDATE actions SET status = $4, exit_code = $5, error = $6, finished_at = now()
                     WHERE id = $3 AND EXISTS (SELECT 1 FROM d)),
               g AS (INSERT INTO action_log (action_id, seq, ts, stream, line)
                     SELECT $3, COALESCE(max(seq), 0) + 1, now(), 0, $7 FROM action_log
                     WHERE action_id = $3 HAVING EXISTS (SELECT 1 FROM d))
-         SELECT count(*) FROM d",
-    )
+         SELECT (SELECT count(*) FROM d) AS released, NULL::jsonb AS lease, {HEAD_COLUMNS}
+         FROM (SELECT 1) one LEFT JOIN LATERAL {HEAD}"
+    ))
     .bind(server)
     .bind(generation)
     .bind(action_id)
@@ -266,10 +300,9 @@ pub async fn finish(
     if released != 1 {
         return Ok(Finished::LeaseLost);
     }
-    let st = state(&mut tx, server).await?;
     let (next, kick) = match (st.head_id, hand_off) {
         (Some(id), Some(taker)) => {
-            let header = (taker.header)(&st.head_kind.unwrap_or_default(), st.head_urgent.unwrap_or(false));
+            let header = st.header(server, taker);
             let started = start_in_tx(&mut tx, id, server_row, taker, &header).await?;
             (Some(Box::new(started)), None)
         }

@@ -2,9 +2,10 @@
 //!
 //! The remote command (read by the login shell, which must be POSIX: sh, dash, bash, ksh, zsh)
 //! records `PGID ACTION_ID` in the server's pid file (sshd makes every non-PTY session its own
-//! process group, so the shell's pid is the group id), runs the script as
-//! `NAME='value' ... sh -c 'script'` (every piece shell-quoted, names validated as
-//! identifiers), then empties the pid file with a shell builtin: no extra process per action.
+//! process group, so the shell's pid is the group id), exports the environment as
+//! `export NAME='value' ...` (values shell-quoted, names validated as identifiers) and runs the
+//! script with `eval 'script'`; an EXIT trap empties the pid file. Only shell builtins: no
+//! process is started beyond what the script itself runs.
 //! Stop (timeout, lost lease, shutdown) kills the whole group: TERM, then KILL after a grace
 //! period, and only if the pid file still names this action.
 
@@ -27,7 +28,8 @@ fn quote(s: &str) -> String {
         .into_owned()
 }
 
-/// One pid file per server record: actions on a server never overlap.
+/// One pid file per server record: actions on a server never overlap. Server names are
+/// `[A-Za-z0-9._-]` (validated), so the path needs no quoting.
 pub fn pidfile(server: &str) -> String {
     format!("/tmp/sa-{server}.pid")
 }
@@ -38,10 +40,11 @@ pub fn remote_command(server: &str, action_id: i64, p: &validate::RunScriptParam
     let env: String = p
         .env
         .iter()
-        .map(|(k, v)| format!("{k}={} ", quote(v)))
+        .map(|(k, v)| format!(" {k}={}", quote(v)))
         .collect();
+    let export = if env.is_empty() { String::new() } else { format!("export{env}; ") };
     format!(
-        "echo \"$$ {action_id}\" > {pid}; {env}sh -c {script}; rc=$?; : > {pid}; exit $rc",
+        "trap \": > {pid}\" EXIT; echo \"$$ {action_id}\" > {pid}; {export}eval {script}",
         script = quote(&p.script)
     )
 }
