@@ -49,7 +49,11 @@ pub async fn relay(state: Arc<AppState>, every: Duration, shutdown: Cancellation
 
 /// Mark confirmed actions as published, many per statement. An unmarked action is at worst
 /// published twice by the relay, which workers ignore.
-pub async fn mark(state: Arc<AppState>, mut confirmed: mpsc::Receiver<i64>, shutdown: CancellationToken) {
+pub async fn mark(
+    state: Arc<AppState>,
+    mut confirmed: mpsc::Receiver<i64>,
+    shutdown: CancellationToken,
+) {
     let mut ids = Vec::with_capacity(1024);
     loop {
         tokio::select! {

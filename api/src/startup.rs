@@ -72,7 +72,11 @@ impl Application {
             Duration::from_secs(1),
             shutdown.clone(),
         ));
-        tracker.spawn(outbox::mark(self.state.clone(), self.confirmed, shutdown.clone()));
+        tracker.spawn(outbox::mark(
+            self.state.clone(),
+            self.confirmed,
+            shutdown.clone(),
+        ));
         tracker.close();
         let app = Self::router(self.state);
         axum::serve(self.listener, app)

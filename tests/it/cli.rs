@@ -29,22 +29,54 @@ async fn sactl_and_sa_worker_process_end_to_end() {
     cfg.worker_name = Some("proc-worker".into());
     cfg.metrics_listen = ([127, 0, 0, 1], free_port()).into();
     cfg.ssh_control_dir = Some(format!("/tmp/sa-ssh-cli{}", std::process::id()).into());
-    let _worker = Proc::spawn("sa-worker", &format!("sa-test-worker-{}", std::process::id()), &cfg).unwrap();
+    let _worker = Proc::spawn(
+        "sa-worker",
+        &format!("sa-test-worker-{}", std::process::id()),
+        &cfg,
+    )
+    .unwrap();
 
     let keyfile = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(keyfile.path(), host.host_key()).unwrap();
     let addr = host.address.to_string();
     let key = keyfile.path().to_str().unwrap();
-    let (code, out, err) = sactl(&app, &["servers", "add", "web1", "--address", &addr, "--user", "satest", "--host-key-file", key]);
+    let (code, out, err) = sactl(
+        &app,
+        &[
+            "servers",
+            "add",
+            "web1",
+            "--address",
+            &addr,
+            "--user",
+            "satest",
+            "--host-key-file",
+            key,
+        ],
+    );
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, _) = sactl(&app, &["servers", "list"]);
     assert_eq!(code, 0);
     assert!(out.contains("web1") && out.contains(&addr), "{out}");
 
     // --wait follows the log and exits with the script's exit code.
-    let (code, out, err) = sactl(&app, &["run", "web1", "--wait", "-e", "WHO=it's me", "--", "echo \"hi $WHO\"; exit 4"]);
+    let (code, out, err) = sactl(
+        &app,
+        &[
+            "run",
+            "web1",
+            "--wait",
+            "-e",
+            "WHO=it's me",
+            "--",
+            "echo \"hi $WHO\"; exit 4",
+        ],
+    );
     assert_eq!(code, 4, "{out}{err}");
-    assert!(out.contains("] : Executing: 'Executing action: run script'"), "{out}");
+    assert!(
+        out.contains("] : Executing: 'Executing action: run script'"),
+        "{out}"
+    );
     assert!(out.contains("\nhi it's me\n"), "{out}");
     assert!(out.contains("Server action failed: exit code 4"), "{out}");
     let (code, out, _) = sactl(&app, &["run", "web1", "--wait", "--", "true"]);
@@ -60,7 +92,11 @@ async fn sactl_and_sa_worker_process_end_to_end() {
     assert!(out.contains("\nfrom-sactl\n"), "{out}");
     let (code, out, _) = sactl(&app, &["actions", "list", "--server", "web1"]);
     assert_eq!(code, 0);
-    assert_eq!(out.lines().filter(|l| l.contains("run_script")).count(), 3, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("run_script")).count(),
+        3,
+        "{out}"
+    );
     assert!(out.contains("succeeded") && out.contains("failed"), "{out}");
 
     // Bad input: errors name the field, exit code 2, nothing submitted.
@@ -80,11 +116,25 @@ async fn sactl_and_sa_worker_process_end_to_end() {
     assert_eq!(app.action_count().await, before);
 
     // Metrics: the api's and the worker process's.
-    let api_metrics = reqwest::get(app.client.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(api_metrics.contains("sa_actions_submitted_total{kind=\"run_script\"} 3"), "{api_metrics}");
-    assert!(api_metrics.contains("sa_actions{kind=\"run_script\",status=\"succeeded\"} 2"), "{api_metrics}");
+    let api_metrics = reqwest::get(app.client.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        api_metrics.contains("sa_actions_submitted_total{kind=\"run_script\"} 3"),
+        "{api_metrics}"
+    );
+    assert!(
+        api_metrics.contains("sa_actions{kind=\"run_script\",status=\"succeeded\"} 2"),
+        "{api_metrics}"
+    );
     let url = format!("http://{}/metrics", cfg.metrics_listen);
-    let got = eventually(std::time::Duration::from_secs(5), async || reqwest::get(&url).await.is_ok()).await;
+    let got = eventually(std::time::Duration::from_secs(5), async || {
+        reqwest::get(&url).await.is_ok()
+    })
+    .await;
     assert!(got, "worker metrics not served");
     let m = reqwest::get(&url).await.unwrap().text().await.unwrap();
     for needle in [
@@ -107,5 +157,9 @@ async fn sactl_and_sa_worker_process_end_to_end() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -139,9 +139,8 @@ async fn large_output_is_stored_whole_and_in_order() {
     let n = 200_000;
     // Tabs and backslashes on every line (batches this large are stored with COPY), a NUL
     // byte, a carriage return inside a line.
-    let script = format!(
-        r"seq {n} | sed 's/$/\tx\\y/'; seq 3 >&2; printf 'n\000ul\n'; printf 'a\rb\n'"
-    );
+    let script =
+        format!(r"seq {n} | sed 's/$/\tx\\y/'; seq 3 >&2; printf 'n\000ul\n'; printf 'a\rb\n'");
     let a = app.client.run_script("web1", &script, &[]).await.unwrap();
     let a = app
         .client

@@ -36,8 +36,14 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ("SA_METRICS_LISTEN", cfg.metrics_listen.to_string()),
         ("SA_QUEUE_PREFIX", cfg.queue_prefix.clone()),
         ("SA_LEASE_S", cfg.lease_s.to_string()),
-        ("SA_SSH_CONNECT_TIMEOUT_S", cfg.ssh_connect_timeout_s.to_string()),
-        ("SA_SSH_SESSIONS_PER_HOST", cfg.ssh_sessions_per_host.to_string()),
+        (
+            "SA_SSH_CONNECT_TIMEOUT_S",
+            cfg.ssh_connect_timeout_s.to_string(),
+        ),
+        (
+            "SA_SSH_SESSIONS_PER_HOST",
+            cfg.ssh_sessions_per_host.to_string(),
+        ),
         ("SA_DB_MAX_CONNECTIONS", cfg.db_max_connections.to_string()),
     ];
     let opt = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string());
@@ -46,7 +52,10 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ("SA_KNOWN_HOSTS", opt(&cfg.known_hosts)),
         ("SA_SSH_CONTROL_DIR", opt(&cfg.ssh_control_dir)),
         ("SA_WORKER_NAME", cfg.worker_name.clone()),
-        ("SA_QUEUE_EXPIRES_MS", cfg.queue_expires_ms.map(|v| v.to_string())),
+        (
+            "SA_QUEUE_EXPIRES_MS",
+            cfg.queue_expires_ms.map(|v| v.to_string()),
+        ),
     ] {
         if let Some(v) = v {
             env.push((k, v));
@@ -65,13 +74,19 @@ impl Proc {
     pub fn spawn(bin: &str, name: &str, cfg: &Config) -> anyhow::Result<Self> {
         let path = bin_dir().join(bin);
         if !path.exists() {
-            bail!("{} not found: build it first (cargo build --bins)", path.display());
+            bail!(
+                "{} not found: build it first (cargo build --bins)",
+                path.display()
+            );
         }
         let log = std::fs::File::create(format!("/tmp/{name}.log"))?;
         let child = Command::new(&path)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .envs(env_of(cfg))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -101,7 +116,10 @@ impl Proc {
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
     }
 
     /// SIGTERM, then SIGKILL after `grace`.

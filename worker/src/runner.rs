@@ -33,16 +33,32 @@ async fn run_one(
     started: Started,
     shutdown: &CancellationToken,
 ) -> Option<Box<Started>> {
-    let Started { action, server, generation, last_seq } = started;
+    let Started {
+        action,
+        server,
+        generation,
+        last_seq,
+    } = started;
     let id = action.id;
     let clock = std::time::Instant::now();
     if let Some(s) = action.started_at {
-        worker
-            .metrics
-            .lock_wait
-            .observe((s - action.created_at).to_std().unwrap_or_default().as_secs_f64());
+        worker.metrics.lock_wait.observe(
+            (s - action.created_at)
+                .to_std()
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
     }
-    let outcome = match execute(worker, &action, &server, generation, last_seq, shutdown.clone()).await {
+    let outcome = match execute(
+        worker,
+        &action,
+        &server,
+        generation,
+        last_seq,
+        shutdown.clone(),
+    )
+    .await
+    {
         Ok(outcome) => outcome,
         Err(e) => {
             // The store failed under us; the lease will expire and the reaper will interrupt it.
@@ -53,15 +69,30 @@ async fn run_one(
     let status = outcome.status;
     let taker = worker.taker();
     let hand_off = (!shutdown.is_cancelled()).then_some(&taker);
-    let next = match leases::finish(&worker.pool, &action.server, id, generation, &outcome, hand_off).await {
+    let next = match leases::finish(
+        &worker.pool,
+        &action.server,
+        id,
+        generation,
+        &outcome,
+        hand_off,
+    )
+    .await
+    {
         Ok(Finished::Done { next, kick }) => {
             // The header (written when the lease was taken) and the closing line.
-            worker.metrics.log_lines.inc_by(shared::log::HEADER_LINES + 1);
+            worker
+                .metrics
+                .log_lines
+                .inc_by(shared::log::HEADER_LINES + 1);
             worker.kick(kick).await;
             next
         }
         Ok(Finished::LeaseLost) => {
-            tracing::warn!(action = id, "lease lost before the end: final status not written");
+            tracing::warn!(
+                action = id,
+                "lease lost before the end: final status not written"
+            );
             return None;
         }
         Err(e) => {
@@ -90,7 +121,12 @@ async fn execute(
     last_seq: i32,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Outcome> {
-    let writer = LogWriter::start(worker.pool.clone(), action.id, last_seq, worker.metrics.log_lines.clone());
+    let writer = LogWriter::start(
+        worker.pool.clone(),
+        action.id,
+        last_seq,
+        worker.metrics.log_lines.clone(),
+    );
     let log = writer.sink();
     let stop = Arc::new(Stop::default());
     let done = CancellationToken::new();

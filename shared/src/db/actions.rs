@@ -50,10 +50,12 @@ pub async fn insert(pool: &PgPool, a: &NewAction) -> Result<(Action, bool), Subm
     // Nothing inserted: an unknown server, or the idempotency key's first action.
     let existing: Option<Action> = match &a.idempotency_key {
         Some(key) => {
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM actions WHERE idempotency_key = $1"))
-                .bind(key)
-                .fetch_optional(pool)
-                .await?
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM actions WHERE idempotency_key = $1"
+            ))
+            .bind(key)
+            .fetch_optional(pool)
+            .await?
         }
         None => None,
     };
@@ -64,10 +66,12 @@ pub async fn insert(pool: &PgPool, a: &NewAction) -> Result<(Action, bool), Subm
 
 /// Record that the broker confirmed these actions' messages.
 pub async fn mark_published(pool: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
-    sqlx::query("UPDATE actions SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL")
-        .bind(ids)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE actions SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL",
+    )
+    .bind(ids)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -44,7 +44,10 @@ pub enum StartOutcome {
     Started(Box<Started>),
     /// The server is busy (held by action `holder`) or an earlier action goes first; the
     /// action is `waiting`. `kick`: an action to (re)publish so the server makes progress.
-    Waiting { holder: Option<i64>, kick: Option<i64> },
+    Waiting {
+        holder: Option<i64>,
+        kick: Option<i64>,
+    },
     /// The action is already running or finished (a duplicate message): nothing to do.
     AlreadyHandled(Status),
     /// No such action (or its server is gone).
@@ -66,10 +69,19 @@ struct ServerState {
 impl ServerState {
     /// The log header of the head action, with a note of how long it waited if it was parked.
     fn header(&self, server: &str, taker: &Taker<'_>) -> Vec<String> {
-        let mut lines = (taker.header)(self.head_kind.as_deref().unwrap_or_default(), self.head_urgent == Some(true));
+        let mut lines = (taker.header)(
+            self.head_kind.as_deref().unwrap_or_default(),
+            self.head_urgent == Some(true),
+        );
         if self.head_status.as_deref() == Some("waiting") {
-            let held = self.head_waiting_on.map(|h| format!(" (held by action {h})")).unwrap_or_default();
-            let note = format!("Waited {:.1} s for the lock on {server}{held}.", self.head_waited_s.unwrap_or_default());
+            let held = self
+                .head_waiting_on
+                .map(|h| format!(" (held by action {h} when it arrived)"))
+                .unwrap_or_default();
+            let note = format!(
+                "Waited {:.1} s for the lock on {server}{held}.",
+                self.head_waited_s.unwrap_or_default()
+            );
             lines.insert(1.min(lines.len()), note);
         }
         lines
@@ -129,14 +141,16 @@ async fn park(c: &mut PgConnection, id: i64) -> sqlx::Result<Option<StartOutcome
     .bind(id)
     .fetch_optional(&mut *c)
     .await?;
-    Ok(row.map(|(holder, head, head_status)| StartOutcome::Waiting {
-        holder,
-        // A free server whose head is parked has no message in flight: kick it.
-        kick: match (holder, head, head_status.as_deref()) {
-            (None, Some(h), Some("waiting")) if h != id => Some(h),
-            _ => None,
-        },
-    }))
+    Ok(
+        row.map(|(holder, head, head_status)| StartOutcome::Waiting {
+            holder,
+            // A free server whose head is parked has no message in flight: kick it.
+            kick: match (holder, head, head_status.as_deref()) {
+                (None, Some(h), Some("waiting")) if h != id => Some(h),
+                _ => None,
+            },
+        }),
+    )
 }
 
 /// Start action `id` if its server is free and it is next in line; park it otherwise.
@@ -157,7 +171,9 @@ pub async fn try_start(pool: &PgPool, id: i64, taker: &Taker<'_>) -> sqlx::Resul
     let Some((status, server, Json(server_row))) = row else {
         return Ok(StartOutcome::Missing);
     };
-    let status: Status = status.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?;
+    let status: Status = status
+        .parse()
+        .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
     if !matches!(status, Status::Queued | Status::Waiting) {
         return Ok(StartOutcome::AlreadyHandled(status));
     }
@@ -171,7 +187,10 @@ pub async fn try_start(pool: &PgPool, id: i64, taker: &Taker<'_>) -> sqlx::Resul
     // It became busy in between: park it after all.
     let parked = park(&mut tx, id).await?;
     tx.commit().await?;
-    Ok(parked.unwrap_or(StartOutcome::Waiting { holder: None, kick: None }))
+    Ok(parked.unwrap_or(StartOutcome::Waiting {
+        holder: None,
+        kick: None,
+    }))
 }
 
 #[derive(sqlx::FromRow)]
@@ -220,7 +239,12 @@ async fn start_in_tx(
 }
 
 /// Extend the lease. `false`: the lease is no longer ours (expired and taken, or reaped).
-pub async fn heartbeat(pool: &PgPool, server: &str, generation: i64, lease_s: f64) -> sqlx::Result<bool> {
+pub async fn heartbeat(
+    pool: &PgPool,
+    server: &str,
+    generation: i64,
+    lease_s: f64,
+) -> sqlx::Result<bool> {
     let r = sqlx::query(
         "UPDATE server_leases SET expires_at = now() + make_interval(secs => $3)
          WHERE server = $1 AND generation = $2",

@@ -49,16 +49,26 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let key = client_key()?;
-    let hosts: Vec<TestHost> = (0..args.hosts).map(|_| TestHost::start()).collect::<Result<_, _>>()?;
-    println!("sa-bench: {} test hosts, concurrency C = {}", hosts.len(), args.concurrency);
+    let hosts: Vec<TestHost> = (0..args.hosts)
+        .map(|_| TestHost::start())
+        .collect::<Result<_, _>>()?;
+    println!(
+        "sa-bench: {} test hosts, concurrency C = {}",
+        hosts.len(),
+        args.concurrency
+    );
     let kh = tempfile::NamedTempFile::new()?;
-    let lines: String = hosts.iter().map(|h| format!("{} {}\n", h.address, h.host_key())).collect();
+    let lines: String = hosts
+        .iter()
+        .map(|h| format!("{} {}\n", h.address, h.host_key()))
+        .collect();
     std::fs::write(kh.path(), lines)?;
 
     let mut a_rate = None;
     let mut b_rate = None;
     if args.parts.contains('a') {
-        let r = bench_ssh_controlmaster(&hosts, &key, kh.path(), args.concurrency, args.execs).await?;
+        let r =
+            bench_ssh_controlmaster(&hosts, &key, kh.path(), args.concurrency, args.execs).await?;
         println!("(a) ssh ControlMaster `true`:        {r:8.1} execs/s");
         a_rate = Some(r);
     }
@@ -70,9 +80,18 @@ async fn main() -> anyhow::Result<()> {
     if args.parts.contains('c') || args.parts.contains('d') {
         let stack = Stack::start(&hosts, args.concurrency).await?;
         if args.parts.contains('c') {
-            let (rate, p50, p99) = stack.throughput(&hosts, args.actions, args.concurrency).await?;
-            println!("(c) no-op run_script actions:       {rate:8.1} actions/s  (N = {})", args.actions);
-            println!("    finished_at - created_at:        p50 {:.1} ms, p99 {:.1} ms", p50 * 1e3, p99 * 1e3);
+            let (rate, p50, p99) = stack
+                .throughput(&hosts, args.actions, args.concurrency)
+                .await?;
+            println!(
+                "(c) no-op run_script actions:       {rate:8.1} actions/s  (N = {})",
+                args.actions
+            );
+            println!(
+                "    finished_at - created_at:        p50 {:.1} ms, p99 {:.1} ms",
+                p50 * 1e3,
+                p99 * 1e3
+            );
             if let Some(a) = a_rate {
                 println!("    (c)/(a) = {:.2}", rate / a);
             }
@@ -128,17 +147,27 @@ async fn bench_ssh_controlmaster(
     c: usize,
     n: usize,
 ) -> anyhow::Result<f64> {
-    let dir = tempfile::Builder::new().prefix("sa-cm-").tempdir_in("/tmp")?;
+    let dir = tempfile::Builder::new()
+        .prefix("sa-cm-")
+        .tempdir_in("/tmp")?;
     let base_args = |i: usize| -> Vec<String> {
         vec![
-            "-o".into(), "BatchMode=yes".into(),
-            "-o".into(), "StrictHostKeyChecking=yes".into(),
-            "-o".into(), format!("UserKnownHostsFile={}", known_hosts.display()),
-            "-o".into(), "ControlMaster=auto".into(),
-            "-o".into(), "ControlPersist=60".into(),
-            "-o".into(), format!("ControlPath={}/cm{i}", dir.path().display()),
-            "-i".into(), key.display().to_string(),
-            "-l".into(), LOGIN_USER.into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", known_hosts.display()),
+            "-o".into(),
+            "ControlMaster=auto".into(),
+            "-o".into(),
+            "ControlPersist=60".into(),
+            "-o".into(),
+            format!("ControlPath={}/cm{i}", dir.path().display()),
+            "-i".into(),
+            key.display().to_string(),
+            "-l".into(),
+            LOGIN_USER.into(),
         ]
     };
     // Open the masters first, so that (a) like (b) measures reuse, not handshakes.
@@ -182,7 +211,9 @@ async fn bench_native_mux(
     c: usize,
     n: usize,
 ) -> anyhow::Result<f64> {
-    let dir = tempfile::Builder::new().prefix("sa-mux-").tempdir_in("/tmp")?;
+    let dir = tempfile::Builder::new()
+        .prefix("sa-mux-")
+        .tempdir_in("/tmp")?;
     let mut sessions = Vec::new();
     for h in hosts {
         let s = openssh::SessionBuilder::default()
@@ -232,7 +263,10 @@ impl Stack {
         let client = Client::new(&cfg.api_url);
         let deadline = Instant::now() + Duration::from_secs(60);
         while !client.healthy().await {
-            anyhow::ensure!(Instant::now() < deadline, "sa-api did not start: see /tmp/sa-bench-api-{id}.log");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "sa-api did not start: see /tmp/sa-bench-api-{id}.log"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut workers = Vec::new();
@@ -241,33 +275,63 @@ impl Stack {
             wc.worker_concurrency = (c / 2).max(1);
             wc.worker_name = Some(format!("bench-w{w}"));
             wc.metrics_listen = ([127, 0, 0, 1], free_port()?).into();
-            workers.push(Proc::spawn("sa-worker", &format!("sa-bench-worker{w}-{id}"), &wc)?);
+            workers.push(Proc::spawn(
+                "sa-worker",
+                &format!("sa-bench-worker{w}-{id}"),
+                &wc,
+            )?);
         }
         for (i, h) in hosts.iter().enumerate() {
-            client.add_server(&h.server_json(&format!("bench{i}"))).await?;
+            client
+                .add_server(&h.server_json(&format!("bench{i}")))
+                .await?;
         }
         let pool = sqlx::PgPool::connect(&cfg.database_url).await?;
         // Warm up: one action per server opens the SSH masters.
         let mut ids = Vec::new();
         for i in 0..hosts.len() {
-            ids.push(client.run_script(&format!("bench{i}"), "true", &[]).await?.id);
+            ids.push(
+                client
+                    .run_script(&format!("bench{i}"), "true", &[])
+                    .await?
+                    .id,
+            );
         }
         for id in ids {
             let a = client.wait(id, Duration::from_secs(60)).await?;
-            anyhow::ensure!(a.status == Status::Succeeded, "warm-up action {id} {}", a.status);
+            anyhow::ensure!(
+                a.status == Status::Succeeded,
+                "warm-up action {id} {}",
+                a.status
+            );
         }
-        Ok(Self { client, pool, workers, _api: api, db_name })
+        Ok(Self {
+            client,
+            pool,
+            workers,
+            _api: api,
+            db_name,
+        })
     }
 
-    async fn throughput(&self, hosts: &[TestHost], n: usize, c: usize) -> anyhow::Result<(f64, f64, f64)> {
-        let first: i64 = sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM actions").fetch_one(&self.pool).await?;
+    async fn throughput(
+        &self,
+        hosts: &[TestHost],
+        n: usize,
+        c: usize,
+    ) -> anyhow::Result<(f64, f64, f64)> {
+        let first: i64 = sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM actions")
+            .fetch_one(&self.pool)
+            .await?;
         let client = self.client.clone();
         let servers = hosts.len();
         let submitted = Instant::now();
         parallel(c, n, move |i| {
             let client = client.clone();
             async move {
-                client.run_script(&format!("bench{}", i % servers), "true", &[]).await?;
+                client
+                    .run_script(&format!("bench{}", i % servers), "true", &[])
+                    .await?;
                 Ok(())
             }
         })
@@ -302,23 +366,41 @@ impl Stack {
 
     async fn big_log(&self, n: usize) -> anyhow::Result<()> {
         let started = Instant::now();
-        let a = self.client.run_script("bench0", &format!("seq {n}"), &[]).await?;
+        let a = self
+            .client
+            .run_script("bench0", &format!("seq {n}"), &[])
+            .await?;
         let a = self.client.wait(a.id, Duration::from_secs(600)).await?;
         let took = started.elapsed().as_secs_f64();
         anyhow::ensure!(a.status == Status::Succeeded, "seq action {}", a.status);
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM action_log WHERE action_id = $1 AND stream = 1")
-            .bind(a.id)
-            .fetch_one(&self.pool)
-            .await?;
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM action_log WHERE action_id = $1 AND stream = 1",
+        )
+        .bind(a.id)
+        .fetch_one(&self.pool)
+        .await?;
         anyhow::ensure!(stored as usize == n, "{stored} of {n} lines stored");
         let copy = copy_floor(&self.pool, n).await?;
-        let rss: Vec<u64> = self.workers.iter().filter_map(|w| w.peak_rss_kib()).collect();
-        println!("(d) `seq {n}` to succeeded, all lines stored: {took:.2} s ({:.0} lines/s)", n as f64 / took);
-        println!("    PostgreSQL COPY of the same lines:  {copy:.2} s ({:.0} lines/s)", n as f64 / copy);
+        let rss: Vec<u64> = self
+            .workers
+            .iter()
+            .filter_map(|w| w.peak_rss_kib())
+            .collect();
+        println!(
+            "(d) `seq {n}` to succeeded, all lines stored: {took:.2} s ({:.0} lines/s)",
+            n as f64 / took
+        );
+        println!(
+            "    PostgreSQL COPY of the same lines:  {copy:.2} s ({:.0} lines/s)",
+            n as f64 / copy
+        );
         println!("    ratio (d)/COPY = {:.2}", took / copy);
         println!(
             "    worker peak RSS: {} MiB",
-            rss.iter().map(|k| format!("{:.1}", *k as f64 / 1024.0)).collect::<Vec<_>>().join(" / ")
+            rss.iter()
+                .map(|k| format!("{:.1}", *k as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(" / ")
         );
         Ok(())
     }
@@ -329,7 +411,10 @@ impl Drop for Stack {
         self.workers.clear();
         let _ = std::process::Command::new("psql")
             .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-c"])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            ))
             .output();
     }
 }
@@ -354,10 +439,14 @@ async fn copy_floor(pool: &sqlx::PgPool, n: usize) -> anyhow::Result<f64> {
     copy.send(data.into_bytes()).await?;
     copy.finish().await?;
     let took = started.elapsed().as_secs_f64();
-    sqlx::query("DROP TABLE copy_floor").execute(&mut *conn).await?;
+    sqlx::query("DROP TABLE copy_floor")
+        .execute(&mut *conn)
+        .await?;
     Ok(took)
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

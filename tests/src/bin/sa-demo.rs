@@ -33,7 +33,10 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::new(&cfg.api_url);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !client.healthy().await {
-        anyhow::ensure!(Instant::now() < deadline, "sa-api did not start; see /tmp/sa-demo-api.log");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "sa-api did not start; see /tmp/sa-demo-api.log"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut workers = Vec::new();
@@ -41,9 +44,16 @@ async fn main() -> anyhow::Result<()> {
         let mut wc = cfg.clone();
         wc.worker_name = Some(format!("demo-worker-{w}"));
         wc.metrics_listen = ([127, 0, 0, 1], 9100 + w).into();
-        workers.push(Proc::spawn("sa-worker", &format!("sa-demo-worker{w}"), &wc)?);
+        workers.push(Proc::spawn(
+            "sa-worker",
+            &format!("sa-demo-worker{w}"),
+            &wc,
+        )?);
     }
-    println!("sa-api on {} and 2 workers started (logs in /tmp/sa-demo-*.log)\n", cfg.api_url);
+    println!(
+        "sa-api on {} and 2 workers started (logs in /tmp/sa-demo-*.log)\n",
+        cfg.api_url
+    );
 
     for (i, h) in hosts.iter().enumerate() {
         let name = format!("web{}", i + 1);
@@ -55,11 +65,31 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let jobs: [(&str, &str, &[(&str, &str)]); 5] = [
-        ("web1", "echo \"running on $(hostname) as $(id -un)\"; uptime", &[]),
-        ("web1", "for i in 1 2 3; do echo \"step $i\"; sleep 0.5; done", &[]),
-        ("web2", "echo \"Hello, $WHO\"", &[("WHO", "world'; $(echo injected)")]),
-        ("web2", "echo 'checking disk' && echo 'disk full' >&2 && exit 3", &[]),
-        ("web1", "echo 'runs after the steps: one action at a time per server'", &[]),
+        (
+            "web1",
+            "echo \"running on $(hostname) as $(id -un)\"; uptime",
+            &[],
+        ),
+        (
+            "web1",
+            "for i in 1 2 3; do echo \"step $i\"; sleep 0.5; done",
+            &[],
+        ),
+        (
+            "web2",
+            "echo \"Hello, $WHO\"",
+            &[("WHO", "world'; $(echo injected)")],
+        ),
+        (
+            "web2",
+            "echo 'checking disk' && echo 'disk full' >&2 && exit 3",
+            &[],
+        ),
+        (
+            "web1",
+            "echo 'runs after the steps: one action at a time per server'",
+            &[],
+        ),
     ];
     let mut ids = Vec::new();
     for (server, script, env) in jobs {
@@ -75,7 +105,9 @@ async fn main() -> anyhow::Result<()> {
             a.id,
             a.server,
             a.status,
-            a.exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default()
+            a.exit_code
+                .map(|c| format!(" (exit code {c})"))
+                .unwrap_or_default()
         );
         print!("{}", client.log(*id, 0).await?.text);
         println!();
@@ -83,11 +115,17 @@ async fn main() -> anyhow::Result<()> {
     let base = &cfg.api_url;
     println!("Look at:");
     println!("  {base}/v1/actions               actions, newest first");
-    println!("  {base}/v1/actions/{}/log         one action's log", ids[0]);
+    println!(
+        "  {base}/v1/actions/{}/log         one action's log",
+        ids[0]
+    );
     println!("  {base}/v1/servers/web1          a server and its lock");
     println!("  {base}/metrics                  api metrics");
     println!("  http://127.0.0.1:9101/metrics   worker metrics");
-    println!("  sactl actions list; sactl logs {}; sactl run web1 --wait -- 'uptime'", ids[0]);
+    println!(
+        "  sactl actions list; sactl logs {}; sactl run web1 --wait -- 'uptime'",
+        ids[0]
+    );
     if args.keep {
         println!("\nRunning until Ctrl-C.");
         tokio::signal::ctrl_c().await?;

@@ -42,7 +42,11 @@ pub fn remote_command(server: &str, action_id: i64, p: &validate::RunScriptParam
         .iter()
         .map(|(k, v)| format!(" {k}={}", quote(v)))
         .collect();
-    let export = if env.is_empty() { String::new() } else { format!("export{env}; ") };
+    let export = if env.is_empty() {
+        String::new()
+    } else {
+        format!("export{env}; ")
+    };
     format!(
         "trap \": > {pid}\" EXIT; echo \"$$ {action_id}\" > {pid}; {export}eval {script}",
         script = quote(&p.script)
