@@ -64,7 +64,8 @@ async fn main() -> anyhow::Result<()> {
         client.add_server(&h.server_json(&name)).await?;
     }
 
-    let jobs: [(&str, &str, &[(&str, &str)]); 5] = [
+    type Job<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let jobs: [Job; 5] = [
         (
             "web1",
             "echo \"running on $(hostname) as $(id -un)\"; uptime",
