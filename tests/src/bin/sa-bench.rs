@@ -252,8 +252,13 @@ impl Stack {
     async fn start(hosts: &[TestHost], c: usize) -> anyhow::Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
         let db_name = format!("sa_bench_{id}");
-        let mut cfg = Config::default();
-        cfg.database_url = format!("postgres://postgres@127.0.0.1:5432/{db_name}");
+        let mut cfg = Config::load(None)?;
+        let base = cfg
+            .database_url
+            .rsplit_once('/')
+            .map_or("", |(b, _)| b)
+            .to_string();
+        cfg.database_url = format!("{base}/{db_name}");
         cfg.queue_prefix = format!("sa-bench-{id}");
         cfg.ssh_key = Some(client_key()?);
         let port = free_port()?;
