@@ -130,6 +130,14 @@ impl Client {
         Ok(serde_json::from_value(v).expect("the api returns actions"))
     }
 
+    /// Cancel an action; returns it (status `cancelled` if it had not started).
+    pub async fn cancel(&self, id: i64) -> Result<Action, ClientError> {
+        let (_, v) = self
+            .post(&format!("/v1/actions/{id}/cancel"), &serde_json::json!({}))
+            .await?;
+        Ok(serde_json::from_value(v).expect("the api returns actions"))
+    }
+
     /// `query` is the raw query string, e.g. `server=web1&limit=10`.
     pub async fn actions(&self, query: &str) -> Result<(Vec<Action>, Option<i64>), ClientError> {
         let v = self.get(&format!("/v1/actions?{query}")).await?;

@@ -21,6 +21,13 @@ impl ActionKind {
         }
     }
 
+    /// Whether running it twice is harmless: then an interrupted run is retried by default.
+    pub fn retry_safe(self) -> bool {
+        match self {
+            ActionKind::RunScript => false,
+        }
+    }
+
     /// The human title used in the log's `Executing action: ...` line.
     pub fn title(self) -> &'static str {
         match self {
@@ -139,6 +146,27 @@ pub struct Action {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// 1 for the first run; retries count up.
+    pub attempt: i32,
+    /// `{"max": N, "backoff_s": S}`: how often a failed or interrupted run is retried.
+    pub retry: Option<serde_json::Value>,
+    /// Earliest start of the next attempt (retry backoff).
+    pub not_before: Option<DateTime<Utc>>,
+    /// Why the action was asked to stop while running (cancel, preemption).
+    pub cancel_requested: Option<String>,
+}
+
+impl Action {
+    /// `Some((next attempt, backoff in s))` when a failed or interrupted run is retried.
+    pub fn next_retry(&self) -> Option<(i32, f64)> {
+        let retry = self.retry.as_ref()?;
+        let max = retry.get("max")?.as_i64()?;
+        let backoff = retry
+            .get("backoff_s")
+            .and_then(|b| b.as_f64())
+            .unwrap_or(0.0);
+        (i64::from(self.attempt) <= max).then_some((self.attempt + 1, backoff))
+    }
 }
 
 /// The message body on the actions queue: only the id; the row in PostgreSQL is the truth.

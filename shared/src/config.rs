@@ -34,6 +34,8 @@ pub struct Config {
     pub queue_prefix: String,
     /// `x-expires` (ms) of the queues: unused queues vanish after it (tests); none in production.
     pub queue_expires_ms: Option<u32>,
+    /// Seconds running actions get to finish when a worker is asked to stop.
+    pub shutdown_grace_s: u64,
     /// Seconds without a heartbeat after which a server lease expires.
     pub lease_s: u64,
     /// Name this worker records as lease holder; defaults to `<hostname>-<pid>`.
@@ -66,6 +68,7 @@ impl Default for Config {
             queue_prefix: "sa".into(),
             queue_expires_ms: None,
             lease_s: 30,
+            shutdown_grace_s: 30,
             worker_name: None,
             ssh_control_dir: None,
             ssh_connect_timeout_s: 10,
@@ -114,6 +117,7 @@ impl Config {
         env.set("SA_QUEUE_PREFIX", &mut self.queue_prefix)?;
         env.set_opt("SA_QUEUE_EXPIRES_MS", &mut self.queue_expires_ms)?;
         env.set("SA_LEASE_S", &mut self.lease_s)?;
+        env.set("SA_SHUTDOWN_GRACE_S", &mut self.shutdown_grace_s)?;
         env.set_opt("SA_WORKER_NAME", &mut self.worker_name)?;
         env.set_opt("SA_SSH_CONTROL_DIR", &mut self.ssh_control_dir)?;
         env.set("SA_SSH_CONNECT_TIMEOUT_S", &mut self.ssh_connect_timeout_s)?;

@@ -36,6 +36,7 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ("SA_METRICS_LISTEN", cfg.metrics_listen.to_string()),
         ("SA_QUEUE_PREFIX", cfg.queue_prefix.clone()),
         ("SA_LEASE_S", cfg.lease_s.to_string()),
+        ("SA_SHUTDOWN_GRACE_S", cfg.shutdown_grace_s.to_string()),
         (
             "SA_SSH_CONNECT_TIMEOUT_S",
             cfg.ssh_connect_timeout_s.to_string(),

@@ -9,7 +9,8 @@ use futures::StreamExt;
 use lapin::{
     message::Delivery,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+        BasicQosOptions, BasicRejectOptions,
     },
     types::FieldTable,
 };
@@ -59,20 +60,33 @@ async fn consume_once(
     worker.topology.declare(&ch).await?;
     let prefetch = worker.cfg.worker_concurrency.min(u16::MAX as usize) as u16;
     ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
-    let mut consumer = ch
-        .basic_consume(
+    let consume = || {
+        ch.basic_consume(
             worker.topology.queue.as_str().into(),
             worker.name.as_str().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
-        .await?;
+    };
+    let mut consumer = consume().await?;
     tracing::info!(worker = %worker.name, queue = %worker.topology.queue, "consuming");
     loop {
         // A slot first: a delivery is only taken when it can be handled at once.
-        let slot = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            s = slots.clone().acquire_owned() => s.expect("never closed"),
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                // All slots busy (long actions): stop consuming, so that no delivery waits
+                // unacked here until RabbitMQ's acknowledgement timeout; resume when one frees.
+                ch.basic_cancel(worker.name.as_str().into(), BasicCancelOptions::default())
+                    .await?;
+                requeue_buffered(&mut consumer).await;
+                let slot = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    s = slots.clone().acquire_owned() => s.expect("never closed"),
+                };
+                consumer = consume().await?;
+                slot
+            }
         };
         let delivery = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -93,6 +107,19 @@ async fn consume_once(
     let _ = ch.close(200, "worker shutting down".into()).await;
     let _ = conn.close(200, "worker shutting down".into()).await;
     Ok(())
+}
+
+/// After a cancel: hand back what the broker had already sent us.
+async fn requeue_buffered(consumer: &mut lapin::Consumer) {
+    let requeue = BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    };
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await {
+        if let Ok(d) = d {
+            let _ = d.nack(requeue).await;
+        }
+    }
 }
 
 async fn handle(worker: Arc<Worker>, delivery: Delivery, stop: CancellationToken) {

@@ -6,17 +6,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shared::db::leases;
+use shared::db::{leases, leases::Heartbeat, servers};
 use tokio_util::sync::CancellationToken;
 
 use crate::Worker;
 
 /// Why a running action was told to stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopReason {
     Timeout(u32),
     LeaseLost,
     Shutdown,
+    /// Cancel request or preemption, with its reason.
+    Cancelled(String),
 }
 
 /// A stop signal with its first reason.
@@ -32,7 +34,7 @@ impl Stop {
         self.token.cancel();
     }
     pub fn reason(&self) -> Option<StopReason> {
-        self.reason.get().copied()
+        self.reason.get().cloned()
     }
     pub async fn stopped(&self) {
         self.token.cancelled().await
@@ -70,8 +72,14 @@ pub async fn watch(
             _ = tokio::time::sleep(every) => {}
         }
         match leases::heartbeat(&worker.pool, &server, generation, lease_s).await {
-            Ok(true) => last_ok = Instant::now(),
-            Ok(false) => {
+            Ok(Heartbeat::Held { cancel: None }) => last_ok = Instant::now(),
+            Ok(Heartbeat::Held {
+                cancel: Some(reason),
+            }) => {
+                last_ok = Instant::now();
+                stop.stop(StopReason::Cancelled(reason));
+            }
+            Ok(Heartbeat::Lost) => {
                 tracing::warn!(%server, generation, "lease lost");
                 return stop.stop(StopReason::LeaseLost);
             }
@@ -86,22 +94,107 @@ pub async fn watch(
     }
 }
 
-/// Every worker runs this: expired leases are reaped (their actions end `interrupted`) and
-/// free servers whose next action is parked get it published again.
+/// Every worker runs this: expired leases are reaped (their process groups killed, their
+/// actions `interrupted` or retried) and free servers whose next action is parked get it
+/// published again.
 pub async fn sweeper(worker: Arc<Worker>, shutdown: CancellationToken) {
-    let every = Duration::from_secs_f64((worker.lease_s() / 6.0).clamp(0.5, 5.0));
+    let every = Duration::from_secs_f64((worker.lease_s() / 10.0).clamp(0.2, 1.0));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        match leases::reap_expired(&worker.pool).await {
-            Ok(kicks) => worker.kick(kicks).await,
-            Err(e) => tracing::warn!(error = %e, "sweeper: cannot reap leases"),
+        match leases::expired(&worker.pool).await {
+            Ok(expired) => {
+                for lease in expired {
+                    reap(&worker, &lease).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sweeper: cannot read leases"),
         }
         match leases::stalled_heads(&worker.pool).await {
             Ok(kicks) => worker.kick(kicks).await,
             Err(e) => tracing::warn!(error = %e, "sweeper: cannot find parked actions"),
+        }
+    }
+}
+
+/// Kill what the dead holder left running on the server, then free the server.
+async fn reap(worker: &Worker, lease: &leases::Lease) {
+    let killed = match servers::get(&worker.pool, &lease.server).await {
+        Ok(Some(server)) => {
+            let kill = crate::ssh::kill_action_command(&server.name, lease.action_id, false);
+            match tokio::time::timeout(Duration::from_secs(20), worker.ssh.exec(&server, &kill))
+                .await
+            {
+                Ok(Ok((_, pg))) if !pg.trim().is_empty() => {
+                    format!("process group {} killed", pg.trim())
+                }
+                Ok(Ok(_)) => "no process left on the server".to_string(),
+                Ok(Err(e)) => format!("could not reach the server to kill its processes ({e})"),
+                Err(_) => {
+                    "could not reach the server to kill its processes (timed out)".to_string()
+                }
+            }
+        }
+        _ => "server record gone".to_string(),
+    };
+    match leases::reap(&worker.pool, lease, &killed).await {
+        Ok(kick) => {
+            tracing::warn!(action = lease.action_id, server = %lease.server, holder = %lease.holder, %killed, "reaped an expired lease");
+            worker.kick(kick).await;
+        }
+        Err(e) => tracing::warn!(error = %e, "sweeper: cannot reap a lease"),
+    }
+}
+
+/// Listen for cancel requests (`NOTIFY sa_cancel, 'ID'`) and stop the running action they
+/// name. Notifications sent while reconnecting are lost: the heartbeat re-reads the request.
+pub async fn cancel_listener(worker: Arc<Worker>, shutdown: CancellationToken) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&worker.pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cancel listener cannot connect; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if let Err(e) = listener.listen("sa_cancel").await {
+            tracing::warn!(error = %e, "cannot LISTEN sa_cancel; retrying");
+            continue;
+        }
+        loop {
+            let n = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                n = listener.recv() => n,
+            };
+            match n {
+                Ok(n) => {
+                    let Ok(id) = n.payload().parse::<i64>() else {
+                        continue;
+                    };
+                    let Some(stop) = worker.running(id) else {
+                        continue;
+                    };
+                    let reason = sqlx::query_scalar::<_, Option<String>>(
+                        "SELECT cancel_requested FROM actions WHERE id = $1",
+                    )
+                    .bind(id)
+                    .fetch_one(&worker.pool)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| "Cancelled by request".into());
+                    stop.stop(StopReason::Cancelled(reason));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cancel listener lost its connection");
+                    break;
+                }
+            }
         }
     }
 }

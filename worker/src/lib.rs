@@ -37,11 +37,16 @@ pub struct Worker {
     pub metrics: WorkerMetrics,
     /// How long running actions may take to finish after a shutdown request.
     pub shutdown_grace: Duration,
+    /// Stop signals of the actions running here, by action id (for cancel requests).
+    running: std::sync::Mutex<std::collections::HashMap<i64, Arc<lease::Stop>>>,
+    /// Cancelled when the worker is asked to stop: it takes no new action from then on.
+    pub draining: CancellationToken,
 }
 
 impl Worker {
     pub async fn build(cfg: Config, topology: Topology) -> anyhow::Result<Arc<Self>> {
         let name = cfg.worker_name();
+        let cfg_grace = cfg.shutdown_grace_s;
         let pool = shared::db::connect_and_migrate(
             &cfg.database_url,
             cfg.db_max_connections,
@@ -68,12 +73,25 @@ impl Worker {
             publisher,
             ssh,
             metrics,
-            shutdown_grace: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(cfg_grace),
+            running: Default::default(),
+            draining: CancellationToken::new(),
         }))
     }
 
     pub fn lease_s(&self) -> f64 {
         self.cfg.lease_s as f64
+    }
+
+    /// The stop signal of action `id` if it runs here.
+    pub fn running(&self, id: i64) -> Option<Arc<lease::Stop>> {
+        self.running.lock().expect("poisoned").get(&id).cloned()
+    }
+
+    /// Register a running action's stop signal until the guard drops.
+    pub fn register(&self, id: i64, stop: Arc<lease::Stop>) -> Registered<'_> {
+        self.running.lock().expect("poisoned").insert(id, stop);
+        Registered { worker: self, id }
     }
 
     /// This worker as a lease taker (for starting actions and taking hand-offs).
@@ -99,7 +117,15 @@ impl Worker {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
         let stop_actions = CancellationToken::new();
+        {
+            let (shutdown, draining) = (shutdown.clone(), self.draining.clone());
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                draining.cancel();
+            });
+        }
         tracker.spawn(lease::sweeper(self.clone(), shutdown.clone()));
+        tracker.spawn(lease::cancel_listener(self.clone(), shutdown.clone()));
         consumer::consume(
             self.clone(),
             &tracker,
@@ -118,5 +144,21 @@ impl Worker {
         }
         self.ssh.close_all().await;
         Ok(())
+    }
+}
+
+/// Removes a running action from [`Worker::running`] when dropped.
+pub struct Registered<'a> {
+    worker: &'a Worker,
+    id: i64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.worker
+            .running
+            .lock()
+            .expect("poisoned")
+            .remove(&self.id);
     }
 }

@@ -7,9 +7,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 use prometheus::IntCounter;
-use shared::{db::logs::NewLine, log::Stream};
+use shared::{
+    db::{logs, logs::NewLine},
+    log::Stream,
+};
 use sqlx::PgPool;
+use std::sync::Arc;
 use tokio::{sync::mpsc, task::JoinHandle};
+
+use crate::lease::{Stop, StopReason};
 
 const CHANNEL: usize = 16 * 1024;
 const BATCH: usize = 8 * 1024;
@@ -51,10 +57,25 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Start writing after line `last` (what the action's log already holds).
-    pub fn start(pool: PgPool, action_id: i64, last: i32, lines_written: IntCounter) -> Self {
+    /// Start writing after line `last` (what the action's log already holds), for as long as
+    /// the lease `(server, generation)` is held; when it is not, the action is stopped.
+    pub fn start(
+        pool: PgPool,
+        action_id: i64,
+        last: i32,
+        lease: (String, i64),
+        stop: Arc<Stop>,
+        lines_written: IntCounter,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL);
-        let task = tokio::spawn(write_loop(pool, action_id, last, rx, lines_written));
+        let w = Writer {
+            pool,
+            action_id,
+            lease,
+            stop,
+            lines_written,
+        };
+        let task = tokio::spawn(w.run(last, rx));
         Self {
             sink: LogSink { tx },
             task,
@@ -72,36 +93,51 @@ impl LogWriter {
     }
 }
 
-async fn write_loop(
+struct Writer {
     pool: PgPool,
     action_id: i64,
-    mut last: i32,
-    mut rx: mpsc::Receiver<NewLine>,
+    lease: (String, i64),
+    stop: Arc<Stop>,
     lines_written: IntCounter,
-) -> Result<i32, sqlx::Error> {
-    let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let mut attempt = 0;
-        loop {
-            let stored = if batch.len() >= COPY_FROM {
-                shared::db::logs::append_copy(&pool, action_id, last + 1, &batch).await
-            } else {
-                shared::db::logs::append(&pool, action_id, last + 1, &batch).await
-            };
-            match stored {
-                Ok(()) => break,
-                // The store restarting: keep the lines (bounded channel = backpressure) and retry.
-                Err(e) if attempt < 30 => {
-                    attempt += 1;
-                    tracing::warn!(action = action_id, error = %e, "log write failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+impl Writer {
+    async fn run(self, mut last: i32, mut rx: mpsc::Receiver<NewLine>) -> Result<i32, sqlx::Error> {
+        let mut batch = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut batch, BATCH).await > 0 {
+            let mut attempt = 0;
+            loop {
+                let lease = (self.lease.0.as_str(), self.lease.1);
+                match logs::append_fenced(
+                    &self.pool,
+                    lease,
+                    self.action_id,
+                    last + 1,
+                    &batch,
+                    COPY_FROM,
+                )
+                .await
+                {
+                    Ok(true) => break,
+                    Ok(false) => {
+                        // Fenced off: the lease is gone. Drop the lines, stop the action.
+                        self.stop.stop(StopReason::LeaseLost);
+                        while rx.recv().await.is_some() {}
+                        return Ok(last);
+                    }
+                    // The store restarting: keep the lines (bounded channel = backpressure) and retry.
+                    Err(e) if attempt < 30 => {
+                        attempt += 1;
+                        tracing::warn!(action = self.action_id, error = %e, "log write failed, retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
+            last += batch.len() as i32;
+            self.lines_written.inc_by(batch.len() as u64);
+            batch.clear();
         }
-        last += batch.len() as i32;
-        lines_written.inc_by(batch.len() as u64);
-        batch.clear();
+        Ok(last)
     }
-    Ok(last)
 }

@@ -68,7 +68,7 @@ async fn run_one(
     };
     let status = outcome.status;
     let taker = worker.taker();
-    let hand_off = (!shutdown.is_cancelled()).then_some(&taker);
+    let hand_off = (!worker.draining.is_cancelled()).then_some(&taker);
     let next = match leases::finish(
         &worker.pool,
         &action.server,
@@ -121,14 +121,18 @@ async fn execute(
     last_seq: i32,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Outcome> {
+    let stop = Arc::new(Stop::default());
+    let _registered = worker.register(action.id, stop.clone());
+    // The writer stops the action if it finds the lease gone (fencing).
     let writer = LogWriter::start(
         worker.pool.clone(),
         action.id,
         last_seq,
+        (action.server.clone(), generation),
+        stop.clone(),
         worker.metrics.log_lines.clone(),
     );
     let log = writer.sink();
-    let stop = Arc::new(Stop::default());
     let done = CancellationToken::new();
     tokio::spawn(lease::watch(
         worker.clone(),
@@ -154,7 +158,7 @@ async fn execute(
         }
     };
     done.cancel();
-    let outcome = outcome(result, stop.reason());
+    let outcome = outcome(result, stop.reason(), action);
     if let Some(err) = &outcome.error {
         log.system(err).await;
     }
@@ -163,41 +167,75 @@ async fn execute(
     Ok(outcome)
 }
 
-fn outcome(result: Result<i32, ActionError>, stop: Option<StopReason>) -> Outcome {
-    let fail = |status: Status, error: String, message: String| Outcome {
-        status,
-        exit_code: None,
-        error: Some(error),
-        message,
-    };
-    match (result, stop) {
-        (Ok(0), _) => Outcome {
-            status: Status::Succeeded,
-            exit_code: Some(0),
-            error: None,
-            message: "Server action successfully completed".into(),
-        },
-        (Ok(code), _) => Outcome {
-            status: Status::Failed,
-            exit_code: Some(code),
-            error: None,
-            message: format!("Server action failed: exit code {code}"),
-        },
-        (Err(ActionError::Stopped), Some(StopReason::Timeout(t))) => fail(
+fn outcome(result: Result<i32, ActionError>, stop: Option<StopReason>, action: &Action) -> Outcome {
+    let (status, exit_code, error, message) = match (result, stop) {
+        (Ok(0), _) => (
+            Status::Succeeded,
+            Some(0),
+            None,
+            "Server action successfully completed".to_string(),
+        ),
+        (Ok(code), _) => (
+            Status::Failed,
+            Some(code),
+            None,
+            format!("Server action failed: exit code {code}"),
+        ),
+        (Err(ActionError::Stopped), Some(StopReason::Timeout(t))) => (
             Status::TimedOut,
-            format!("Timed out after {t} s: the remote process group was killed."),
+            None,
+            Some(format!(
+                "Timed out after {t} s: the remote process group was killed."
+            )),
             "Server action timed out".into(),
         ),
-        (Err(ActionError::Stopped), Some(StopReason::Shutdown)) => fail(
+        (Err(ActionError::Stopped), Some(StopReason::Cancelled(why))) => (
+            Status::Cancelled,
+            None,
+            Some(format!("{why}: the remote process group was killed.")),
+            "Server action cancelled".into(),
+        ),
+        (Err(ActionError::Stopped), Some(StopReason::Shutdown)) => (
             Status::Interrupted,
-            "The worker is shutting down: the remote process group was killed.".into(),
+            None,
+            Some("The worker is shutting down: the remote process group was killed.".into()),
             "Server action interrupted".into(),
         ),
-        (Err(ActionError::Stopped), _) => fail(
+        (Err(ActionError::Stopped), _) => (
             Status::Interrupted,
-            "This worker lost the server's lock: the remote process group was killed.".into(),
+            None,
+            Some("This worker lost the server's lock: the remote process group was killed.".into()),
             "Server action interrupted".into(),
         ),
-        (Err(e), _) => fail(Status::Failed, e.to_string(), "Server action failed".into()),
+        (Err(e), _) => (
+            Status::Failed,
+            None,
+            Some(e.to_string()),
+            "Server action failed".into(),
+        ),
+    };
+    let mut message = vec![message];
+    // Failed and interrupted runs are retried when the action says so.
+    let retry_in = match (status, action.next_retry()) {
+        (Status::Failed | Status::Interrupted, Some((attempt, backoff))) => {
+            let max = action
+                .retry
+                .as_ref()
+                .and_then(|r| r["max"].as_i64())
+                .unwrap_or(0)
+                + 1;
+            message.push(format!(
+                "Retrying: attempt {attempt} of {max} in {backoff} s."
+            ));
+            Some(backoff)
+        }
+        _ => None,
+    };
+    Outcome {
+        status,
+        exit_code,
+        error,
+        message,
+        retry_in,
     }
 }

@@ -268,3 +268,26 @@ pub fn describe(e: &openssh::Error) -> String {
     }
     msg.replace('\n', " ").trim().to_string()
 }
+
+/// One pid file per server record: actions on a server never overlap. Server names are
+/// `[A-Za-z0-9._-]` (validated), so the path needs no quoting.
+pub fn pidfile(server: &str) -> String {
+    format!("/tmp/sa-{server}.pid")
+}
+
+/// TERM, then KILL after this many tenths of a second.
+const KILL_GRACE_TENTHS: u32 = 50;
+
+/// Kill the action's remote process group: TERM, wait up to the grace period, then KILL; only
+/// if the server's pid file names this action. `wait_start`: wait up to 2 s for it to do so
+/// (a stop right after the spawn).
+pub fn kill_action_command(server: &str, action_id: i64, wait_start: bool) -> String {
+    let tries = if wait_start { 20 } else { 0 };
+    format!(
+        "f={pid}; i=0; while :; do read pg id < \"$f\" 2>/dev/null; [ \"$id\" = {action_id} ] && break; \
+         [ $i -ge {tries} ] && exit 0; sleep 0.1; i=$((i+1)); done; kill -TERM -- \"-$pg\" 2>/dev/null; \
+         i=0; while kill -0 -- \"-$pg\" 2>/dev/null && [ $i -lt {KILL_GRACE_TENTHS} ]; do sleep 0.1; i=$((i+1)); done; \
+         kill -KILL -- \"-$pg\" 2>/dev/null; : > \"$f\"; echo \"$pg\"",
+        pid = pidfile(server)
+    )
+}

@@ -53,6 +53,8 @@ enum Cmd {
     /// List and show actions.
     #[command(subcommand)]
     Actions(ActionsCmd),
+    /// Cancel an action: a queued one never starts, a running one is killed.
+    Cancel { id: i64 },
     /// Print an action's log; `-f` follows it until the action ends.
     Logs {
         id: i64,
@@ -215,6 +217,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Actions(ActionsCmd::Show { id }) => {
             let v = client.get(&format!("/v1/actions/{id}")).await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Cmd::Cancel { id } => {
+            let a = client.cancel(id).await?;
+            match a.status {
+                Status::Cancelled => println!("action {id} cancelled"),
+                _ => println!("action {id}: cancel requested, its worker is stopping it"),
+            }
         }
         Cmd::Logs { id, follow: true } => {
             let done = follow(&client, id).await?;

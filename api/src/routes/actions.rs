@@ -89,7 +89,11 @@ fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
         timeout_s: r.timeout_s.map(|t| t as i32),
         urgent: r.urgent,
         idempotency_key: r.idempotency_key,
-        retry: r.retry.map(|r| json!(r)),
+        // Kinds that are safe to run twice are retried after an interruption by default.
+        retry: r
+            .retry
+            .map(|r| json!(r))
+            .or_else(|| kind.retry_safe().then(|| json!({"max": 3, "backoff_s": 5}))),
     })
 }
 
@@ -192,4 +196,33 @@ pub async fn list(
         .then(|| rows.last().map(|a| a.id))
         .flatten();
     Ok(Json(json!({ "actions": rows, "next_before": next_before })))
+}
+
+/// `POST /v1/actions/{id}/cancel`: a queued or waiting action never starts (200); a running
+/// one is stopped by its worker, which kills its process group (202); a finished one is 409.
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id = super::action_id(&id)?;
+    let status = match leases::cancel(&state.pool, id, "Cancelled by request").await? {
+        leases::Cancel::Missing => return Err(ApiError::not_found(format!("no action {id}"))),
+        leases::Cancel::Finished(s) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("action {id} already ended ({s}); nothing to cancel"),
+            ))
+        }
+        leases::Cancel::Cancelled { kick } => {
+            if let Some(next) = kick {
+                outbox::publish(&state, next).await;
+            }
+            StatusCode::OK
+        }
+        leases::Cancel::Requested => StatusCode::ACCEPTED,
+    };
+    let action = actions::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no action {id}")))?;
+    Ok((status, Json(view(&state, action).await?)))
 }

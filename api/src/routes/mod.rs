@@ -26,6 +26,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/actions", post(actions::submit).get(actions::list))
         .route("/v1/actions/{id}", get(actions::show))
         .route("/v1/actions/{id}/log", get(logs::show))
+        .route("/v1/actions/{id}/cancel", post(actions::cancel))
         .fallback(|| async { crate::error::ApiError::not_found("no such route") })
 }
 

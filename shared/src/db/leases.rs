@@ -64,6 +64,8 @@ struct ServerState {
     head_urgent: Option<bool>,
     head_waited_s: Option<f64>,
     head_waiting_on: Option<i64>,
+    /// False while the head waits out a retry backoff.
+    head_ready: Option<bool>,
 }
 
 impl ServerState {
@@ -98,11 +100,12 @@ async fn lock_server(c: &mut PgConnection, server: &str) -> sqlx::Result<Option<
 
 /// The head of the line on server `$1` (urgent first, then submission order), as the columns
 /// of [`ServerState`]; for a `FROM (SELECT 1) one LEFT JOIN LATERAL` clause.
-const HEAD: &str = "(SELECT id, status, kind, urgent, created_at, waiting_on FROM actions
+const HEAD: &str = "(SELECT id, status, kind, urgent, created_at, waiting_on, not_before FROM actions
         WHERE server = $1 AND status IN ('queued','waiting') ORDER BY urgent DESC, id LIMIT 1) h ON true";
 const HEAD_COLUMNS: &str = "h.id AS head_id, h.status AS head_status, h.kind AS head_kind,
         h.urgent AS head_urgent, EXTRACT(EPOCH FROM now() - h.created_at)::float8 AS head_waited_s,
-        h.waiting_on AS head_waiting_on";
+        h.waiting_on AS head_waiting_on,
+        (h.not_before IS NULL OR h.not_before <= now()) AS head_ready";
 
 /// The lease and the head of the line, in one query.
 async fn state(c: &mut PgConnection, server: &str) -> sqlx::Result<ServerState> {
@@ -127,30 +130,53 @@ pub async fn get(pool: &PgPool, server: &str) -> sqlx::Result<Option<Lease>> {
 /// Safe without the server lock: parking does not change which action is the head, and a
 /// finishing worker hands the lease to the head whether it is `queued` or `waiting`.
 async fn park(c: &mut PgConnection, id: i64) -> sqlx::Result<Option<StartOutcome>> {
-    let row: Option<(Option<i64>, Option<i64>, Option<String>)> = sqlx::query_as(
+    let row: Option<(Option<i64>, bool, Option<i64>, Option<String>)> = sqlx::query_as(
         "WITH a AS (SELECT server FROM actions WHERE id = $1),
               l AS (SELECT l.action_id FROM server_leases l, a WHERE l.server = a.server),
-              h AS (SELECT x.id, x.status FROM actions x, a
+              h AS (SELECT x.id, x.status, (x.not_before IS NULL OR x.not_before <= now()) AS ready
+                    FROM actions x, a
                     WHERE x.server = a.server AND x.status IN ('queued','waiting')
                     ORDER BY x.urgent DESC, x.id LIMIT 1)
          UPDATE actions SET status = 'waiting', waiting_on = (SELECT action_id FROM l)
          WHERE id = $1 AND status IN ('queued','waiting')
-           AND (EXISTS (SELECT 1 FROM l) OR (SELECT id FROM h) IS DISTINCT FROM $1)
-         RETURNING waiting_on, (SELECT id FROM h), (SELECT status FROM h)",
+           AND (EXISTS (SELECT 1 FROM l) OR (SELECT id FROM h) IS DISTINCT FROM $1
+                OR NOT (SELECT ready FROM h))
+         RETURNING waiting_on, urgent, (SELECT id FROM h), (SELECT status FROM h)",
     )
     .bind(id)
     .fetch_optional(&mut *c)
     .await?;
-    Ok(
-        row.map(|(holder, head, head_status)| StartOutcome::Waiting {
-            holder,
-            // A free server whose head is parked has no message in flight: kick it.
-            kick: match (holder, head, head_status.as_deref()) {
-                (None, Some(h), Some("waiting")) if h != id => Some(h),
-                _ => None,
-            },
-        }),
+    let Some((holder, urgent, head, head_status)) = row else {
+        return Ok(None);
+    };
+    if let (true, Some(h)) = (urgent, holder) {
+        // An urgent action preempts a running ordinary one.
+        request_cancel(c, h, &format!("Preempted by urgent action {id}")).await?;
+    }
+    Ok(Some(StartOutcome::Waiting {
+        holder,
+        // A free server whose head is parked has no message in flight: kick it.
+        kick: match (holder, head, head_status.as_deref()) {
+            (None, Some(h), Some("waiting")) if h != id => Some(h),
+            _ => None,
+        },
+    }))
+}
+
+/// Ask the worker running action `id` to stop it (unless it is urgent or already asked):
+/// recorded on the action and announced with `NOTIFY sa_cancel` (sent at commit).
+async fn request_cancel(c: &mut PgConnection, id: i64, reason: &str) -> sqlx::Result<bool> {
+    let asked: Option<i64> = sqlx::query_scalar(
+        "WITH u AS (UPDATE actions SET cancel_requested = $2
+                    WHERE id = $1 AND status = 'running' AND NOT urgent AND cancel_requested IS NULL
+                    RETURNING id)
+         SELECT u.id FROM u, LATERAL (SELECT pg_notify('sa_cancel', u.id::text)) n",
     )
+    .bind(id)
+    .bind(reason)
+    .fetch_optional(&mut *c)
+    .await?;
+    Ok(asked.is_some())
 }
 
 /// Start action `id` if its server is free and it is next in line; park it otherwise.
@@ -178,7 +204,7 @@ pub async fn try_start(pool: &PgPool, id: i64, taker: &Taker<'_>) -> sqlx::Resul
         return Ok(StartOutcome::AlreadyHandled(status));
     }
     let st = state(&mut tx, &server).await?;
-    if st.lease.is_none() && st.head_id == Some(id) {
+    if st.lease.is_none() && st.head_id == Some(id) && st.head_ready != Some(false) {
         let header = st.header(&server, taker);
         let started = start_in_tx(&mut tx, id, server_row, taker, &header).await?;
         tx.commit().await?;
@@ -238,23 +264,36 @@ async fn start_in_tx(
     })
 }
 
-/// Extend the lease. `false`: the lease is no longer ours (expired and taken, or reaped).
+/// What a heartbeat learns.
+#[derive(Debug, PartialEq)]
+pub enum Heartbeat {
+    /// Extended; `cancel`: the action was asked to stop (and why).
+    Held { cancel: Option<String> },
+    /// The lease is no longer ours (expired and reaped, or taken).
+    Lost,
+}
+
+/// Extend the lease, and read any cancel request for its action (NOTIFY can be missed).
 pub async fn heartbeat(
     pool: &PgPool,
     server: &str,
     generation: i64,
     lease_s: f64,
-) -> sqlx::Result<bool> {
-    let r = sqlx::query(
-        "UPDATE server_leases SET expires_at = now() + make_interval(secs => $3)
-         WHERE server = $1 AND generation = $2",
+) -> sqlx::Result<Heartbeat> {
+    let row: Option<(Option<String>,)> = sqlx::query_as(
+        "UPDATE server_leases l SET expires_at = now() + make_interval(secs => $3)
+         WHERE server = $1 AND generation = $2
+         RETURNING (SELECT cancel_requested FROM actions WHERE id = l.action_id)",
     )
     .bind(server)
     .bind(generation)
     .bind(lease_s)
-    .execute(pool)
+    .fetch_optional(pool)
     .await?;
-    Ok(r.rows_affected() == 1)
+    Ok(match row {
+        Some((cancel,)) => Heartbeat::Held { cancel },
+        None => Heartbeat::Lost,
+    })
 }
 
 #[derive(Debug)]
@@ -262,8 +301,10 @@ pub struct Outcome {
     pub status: Status,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
-    /// The closing system line of the log.
-    pub message: String,
+    /// The closing system lines of the log.
+    pub message: Vec<String>,
+    /// Retry after this many seconds instead of ending: the action goes back to `waiting`.
+    pub retry_in: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -304,11 +345,17 @@ pub async fn finish(
     }
     let Row { released, st } = sqlx::query_as(&format!(
         "WITH d AS (DELETE FROM server_leases WHERE server = $1 AND generation = $2 RETURNING 1),
-              u AS (UPDATE actions SET status = $4, exit_code = $5, error = $6, finished_at = now()
+              u AS (UPDATE actions SET exit_code = $5, error = $6, cancel_requested = NULL,
+                        status = CASE WHEN $8::float8 IS NULL THEN $4 ELSE 'waiting' END,
+                        finished_at = CASE WHEN $8::float8 IS NULL THEN now() END,
+                        attempt = attempt + CASE WHEN $8::float8 IS NULL THEN 0 ELSE 1 END,
+                        not_before = now() + make_interval(secs => $8::float8)
                     WHERE id = $3 AND EXISTS (SELECT 1 FROM d)),
+              m AS (SELECT COALESCE(max(seq), 0) AS s FROM action_log WHERE action_id = $3),
               g AS (INSERT INTO action_log (action_id, seq, ts, stream, line)
-                    SELECT $3, COALESCE(max(seq), 0) + 1, now(), 0, $7 FROM action_log
-                    WHERE action_id = $3 HAVING EXISTS (SELECT 1 FROM d))
+                    SELECT $3, m.s + u.o::int4, now(), 0, u.t
+                    FROM m, UNNEST($7::text[]) WITH ORDINALITY AS u(t, o)
+                    WHERE EXISTS (SELECT 1 FROM d))
          SELECT (SELECT count(*) FROM d) AS released, NULL::jsonb AS lease, {HEAD_COLUMNS}
          FROM (SELECT 1) one LEFT JOIN LATERAL {HEAD}"
     ))
@@ -319,78 +366,187 @@ pub async fn finish(
     .bind(out.exit_code)
     .bind(&out.error)
     .bind(&out.message)
+    .bind(out.retry_in)
     .fetch_one(&mut *tx)
     .await?;
     if released != 1 {
         return Ok(Finished::LeaseLost);
     }
+    let ready = st.head_ready != Some(false);
     let (next, kick) = match (st.head_id, hand_off) {
-        (Some(id), Some(taker)) => {
+        (Some(id), Some(taker)) if ready => {
             let header = st.header(server, taker);
             let started = start_in_tx(&mut tx, id, server_row, taker, &header).await?;
             (Some(Box::new(started)), None)
         }
-        (Some(id), None) if st.head_status.as_deref() == Some("waiting") => (None, Some(id)),
+        (Some(id), None) if ready && st.head_status.as_deref() == Some("waiting") => {
+            (None, Some(id))
+        }
         _ => (None, None),
     };
     tx.commit().await?;
     Ok(Finished::Done { next, kick })
 }
 
-/// Expired leases: mark their actions `interrupted` (with a log line), free the servers.
-/// Returns the parked actions to publish so that the servers make progress.
-pub async fn reap_expired(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
-    let expired: Vec<(String, i64)> =
-        sqlx::query_as("SELECT server, generation FROM server_leases WHERE expires_at < now()")
-            .fetch_all(pool)
-            .await?;
-    let mut kicks = Vec::new();
-    for (server, generation) in expired {
-        let mut tx = pool.begin().await?;
-        lock_server(&mut tx, &server).await?;
-        let gone: Option<(i64, String)> = sqlx::query_as(
-            "DELETE FROM server_leases WHERE server = $1 AND generation = $2 AND expires_at < now()
-             RETURNING action_id, holder",
-        )
-        .bind(&server)
-        .bind(generation)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((action_id, holder)) = gone else {
-            continue;
-        };
-        let running: Option<(i64,)> = sqlx::query_as(
-            "UPDATE actions SET status = 'interrupted', finished_at = now(),
-                    error = 'worker stopped renewing its lease'
-             WHERE id = $1 AND status = 'running' RETURNING id",
-        )
-        .bind(action_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if running.is_some() {
-            let msg = format!(
-                "Worker {holder} stopped renewing its lock on {server} (lease expired): action interrupted, lock released."
-            );
-            logs::append_system(&mut tx, action_id, &msg).await?;
-        }
-        let st = state(&mut tx, &server).await?;
-        if let (Some(id), Some("waiting")) = (st.head_id, st.head_status.as_deref()) {
-            kicks.push(id);
-        }
-        tx.commit().await?;
+/// Leases whose holder stopped renewing them.
+pub async fn expired(pool: &PgPool) -> sqlx::Result<Vec<Lease>> {
+    sqlx::query_as("SELECT * FROM server_leases WHERE expires_at < now()")
+        .fetch_all(pool)
+        .await
+}
+
+/// Free the server of an expired lease (once its process group was killed): its action ends
+/// `interrupted`, or goes back to `waiting` when it may be retried; a log line says which.
+/// Returns the server's next action to publish, if it is parked. `None` also when the lease
+/// was renewed or reaped meanwhile.
+pub async fn reap(pool: &PgPool, lease: &Lease, killed: &str) -> sqlx::Result<Option<i64>> {
+    let mut tx = pool.begin().await?;
+    lock_server(&mut tx, &lease.server).await?;
+    let gone: Option<i64> = sqlx::query_scalar(
+        "DELETE FROM server_leases WHERE server = $1 AND generation = $2 AND expires_at < now()
+         RETURNING action_id",
+    )
+    .bind(&lease.server)
+    .bind(lease.generation)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if gone.is_none() {
+        return Ok(None);
     }
-    Ok(kicks)
+    let action: Option<Action> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM actions WHERE id = $1 AND status = 'running'"
+    ))
+    .bind(lease.action_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(action) = action {
+        let mut msg = format!(
+            "Worker {} stopped renewing its lock on {} (lease expired at {}); {killed}.",
+            lease.holder,
+            lease.server,
+            lease.expires_at.format("%H:%M:%S")
+        );
+        let retry = action.next_retry();
+        match retry {
+            Some((attempt, backoff)) => {
+                msg.push_str(&format!("\nRetrying: attempt {attempt} in {backoff} s."));
+                sqlx::query(
+                    "UPDATE actions SET status = 'waiting', attempt = attempt + 1, cancel_requested = NULL,
+                            not_before = now() + make_interval(secs => $2),
+                            error = 'worker stopped renewing its lease'
+                     WHERE id = $1",
+                )
+                .bind(action.id)
+                .bind(backoff)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                msg.push_str("\nServer action interrupted");
+                sqlx::query(
+                    "UPDATE actions SET status = 'interrupted', finished_at = now(),
+                            error = 'worker stopped renewing its lease'
+                     WHERE id = $1",
+                )
+                .bind(action.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        logs::append_system(&mut tx, action.id, &msg).await?;
+    }
+    let st = state(&mut tx, &lease.server).await?;
+    tx.commit().await?;
+    Ok(
+        match (st.head_id, st.head_status.as_deref(), st.head_ready) {
+            (Some(id), Some("waiting"), Some(true)) => Some(id),
+            _ => None,
+        },
+    )
+}
+
+/// What a cancel request did.
+#[derive(Debug)]
+pub enum Cancel {
+    /// It had not started: it never will. `kick`: the server's next action, if parked.
+    Cancelled {
+        kick: Option<i64>,
+    },
+    /// It is running: its worker was asked to stop it.
+    Requested,
+    /// It had already ended with this status.
+    Finished(Status),
+    Missing,
+}
+
+pub async fn cancel(pool: &PgPool, id: i64, reason: &str) -> sqlx::Result<Cancel> {
+    let server: Option<String> = sqlx::query_scalar("SELECT server FROM actions WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    let Some(server) = server else {
+        return Ok(Cancel::Missing);
+    };
+    let mut tx = pool.begin().await?;
+    lock_server(&mut tx, &server).await?;
+    let status: String = sqlx::query_scalar("SELECT status FROM actions WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let status: Status = status
+        .parse()
+        .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
+    let out = match status {
+        Status::Queued | Status::Waiting => {
+            sqlx::query(
+                "UPDATE actions SET status = 'cancelled', finished_at = now(), error = $2 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(format!("{reason} before it started"))
+            .execute(&mut *tx)
+            .await?;
+            logs::append_system(
+                &mut tx,
+                id,
+                &format!("{reason} before it started.\nServer action cancelled"),
+            )
+            .await?;
+            let st = state(&mut tx, &server).await?;
+            Cancel::Cancelled {
+                kick: match (st.lease, st.head_id, st.head_status.as_deref()) {
+                    (None, Some(h), Some("waiting")) => Some(h),
+                    _ => None,
+                },
+            }
+        }
+        Status::Running => {
+            sqlx::query(
+                "WITH u AS (UPDATE actions SET cancel_requested = COALESCE(cancel_requested, $2)
+                            WHERE id = $1 RETURNING id)
+                 SELECT pg_notify('sa_cancel', u.id::text) FROM u",
+            )
+            .bind(id)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+            Cancel::Requested
+        }
+        done => Cancel::Finished(done),
+    };
+    tx.commit().await?;
+    Ok(out)
 }
 
 /// Parked heads of free servers (a lost wake-up, e.g. a worker died between release and
-/// publish): publish them again. Duplicates are harmless: `try_start` ignores handled actions.
+/// publish, or a retry whose backoff is over): publish them again. Duplicates are harmless:
+/// `try_start` ignores handled actions.
 pub async fn stalled_heads(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
     sqlx::query_scalar(
         "SELECT h.id FROM (
-            SELECT DISTINCT ON (server) id, server, status FROM actions
+            SELECT DISTINCT ON (server) id, server, status, not_before FROM actions
             WHERE status IN ('queued','waiting') ORDER BY server, urgent DESC, id
          ) h
-         WHERE h.status = 'waiting'
+         WHERE h.status = 'waiting' AND (h.not_before IS NULL OR h.not_before <= now())
            AND NOT EXISTS (SELECT 1 FROM server_leases l WHERE l.server = h.server)",
     )
     .fetch_all(pool)

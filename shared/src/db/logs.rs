@@ -41,10 +41,41 @@ pub async fn append(
     Ok(())
 }
 
+/// Append lines of a running action, fenced by its server's lease: nothing is written and
+/// `Ok(false)` comes back once the lease `(server, generation)` is gone. Large batches go
+/// through COPY. The lease row is share-locked until commit, so a reaper waits for the batch.
+pub async fn append_fenced(
+    pool: &PgPool,
+    lease: (&str, i64),
+    action_id: i64,
+    first_seq: i32,
+    lines: &[NewLine],
+    copy_from: usize,
+) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT generation FROM server_leases WHERE server = $1 AND generation = $2 FOR KEY SHARE",
+    )
+    .bind(lease.0)
+    .bind(lease.1)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if held.is_none() {
+        return Ok(false);
+    }
+    if lines.len() >= copy_from {
+        copy(&mut tx, action_id, first_seq, lines).await?;
+    } else {
+        append(&mut *tx, action_id, first_seq, lines).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// Append a large batch with `COPY ... FROM STDIN` (the store's fastest path; same result as
 /// [`append`]).
-pub async fn append_copy(
-    pool: &PgPool,
+async fn copy(
+    conn: &mut sqlx::PgConnection,
     action_id: i64,
     first_seq: i32,
     lines: &[NewLine],
@@ -62,7 +93,6 @@ pub async fn append_copy(
         escape_copy_text(&l.line, &mut data);
         data.push('\n');
     }
-    let mut conn = pool.acquire().await?;
     let mut copy = conn
         .copy_in_raw("COPY action_log (action_id, seq, ts, stream, line) FROM STDIN")
         .await?;

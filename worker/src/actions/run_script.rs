@@ -16,11 +16,13 @@ use shared::{log::Stream, validate};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use super::{ActionError, Ctx};
-use crate::{logwriter::LogSink, ssh::SshError};
+use crate::{
+    logwriter::LogSink,
+    ssh::{pidfile, SshError},
+};
 
 /// Longer output lines are stored as several lines (never truncated).
 const MAX_LINE: usize = 64 * 1024;
-const KILL_GRACE_TENTHS: u32 = 50;
 
 fn quote(s: &str) -> String {
     shlex::try_quote(s)
@@ -28,15 +30,9 @@ fn quote(s: &str) -> String {
         .into_owned()
 }
 
-/// One pid file per server record: actions on a server never overlap. Server names are
-/// `[A-Za-z0-9._-]` (validated), so the path needs no quoting.
-pub fn pidfile(server: &str) -> String {
-    format!("/tmp/sa-{server}.pid")
-}
-
 /// The remote command line for a script and its environment.
 pub fn remote_command(server: &str, action_id: i64, p: &validate::RunScriptParams) -> String {
-    let pid = quote(&pidfile(server));
+    let pid = pidfile(server);
     let env: String = p
         .env
         .iter()
@@ -50,18 +46,6 @@ pub fn remote_command(server: &str, action_id: i64, p: &validate::RunScriptParam
     format!(
         "trap \": > {pid}\" EXIT; echo \"$$ {action_id}\" > {pid}; {export}eval {script}",
         script = quote(&p.script)
-    )
-}
-
-/// Kill the action's remote process group: TERM, wait up to the grace period, then KILL.
-/// Waits up to 2 s for the pid file to name the action (a stop right after the spawn).
-pub fn kill_command(server: &str, action_id: i64) -> String {
-    format!(
-        "f={pid}; i=0; while :; do read pg id < \"$f\" 2>/dev/null; [ \"$id\" = {action_id} ] && break; \
-         [ $i -ge 20 ] && exit 0; sleep 0.1; i=$((i+1)); done; kill -TERM -- \"-$pg\" 2>/dev/null; \
-         i=0; while kill -0 -- \"-$pg\" 2>/dev/null && [ $i -lt {KILL_GRACE_TENTHS} ]; do sleep 0.1; i=$((i+1)); done; \
-         kill -KILL -- \"-$pg\" 2>/dev/null; : > \"$f\"; echo \"$pg\"",
-        pid = quote(&pidfile(server))
     )
 }
 
@@ -116,7 +100,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<i32, ActionError> {
         },
         _ = ctx.stop.stopped() => {
             ctx.log.system("Stopping: terminating the remote process group (TERM, then KILL).").await;
-            match ssh.exec(ctx.server, &kill_command(&ctx.server.name, ctx.action.id)).await {
+            match ssh.exec(ctx.server, &crate::ssh::kill_action_command(&ctx.server.name, ctx.action.id, true)).await {
                 Ok((_, pg)) if !pg.trim().is_empty() => ctx.log.system(format!("Process group {} terminated.", pg.trim())).await,
                 Ok(_) => {}
                 Err(e) => ctx.log.system(format!("Could not kill the remote process group: {e}")).await,
