@@ -2,8 +2,12 @@
 //! One binary; one module per scenario.
 
 mod bad_input;
+mod cancel;
 mod cli;
+mod crash;
 mod logs;
+mod ordering;
+mod poison;
 mod serialization;
 mod ssh_failures;
 

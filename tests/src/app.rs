@@ -57,6 +57,12 @@ fn short_id() -> String {
 impl TestApp {
     /// Start an api on 127.0.0.1:0 with a fresh database and queue names.
     pub async fn spawn() -> anyhow::Result<Self> {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Like [`TestApp::spawn`], with config changes (applied before the api starts; workers
+    /// started later inherit them).
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
         shared::telemetry::init();
         let id = short_id();
         let db_name = format!("sa_test_{id}");
@@ -73,6 +79,8 @@ impl TestApp {
         cfg.ssh_key = Some(client_key()?);
         cfg.lease_s = 10;
         cfg.db_max_connections = 10;
+        cfg.shutdown_grace_s = 5;
+        tweak(&mut cfg);
         cfg.queue_expires_ms = Some(120_000);
         let topology = Topology::from_config(&cfg);
         let app = api::Application::build(&cfg, topology.clone()).await?;
@@ -124,6 +132,16 @@ impl TestApp {
             shutdown,
             task: Some(task),
         })
+    }
+
+    /// Start an `sa-worker` process (the real binary) with this app's config.
+    pub fn start_worker_process(&self, name: &str) -> anyhow::Result<crate::procs::Proc> {
+        let mut cfg = self.cfg.clone();
+        cfg.worker_name = Some(name.to_string());
+        cfg.metrics_listen = ([127, 0, 0, 1], 0).into();
+        cfg.ssh_control_dir = Some(PathBuf::from(format!("/tmp/sa-ssh-{}", short_id())));
+        cfg.ssh_connect_timeout_s = 5;
+        crate::procs::Proc::spawn("sa-worker", &format!("sa-test-{name}-{}", short_id()), &cfg)
     }
 
     /// Register `host` as server `name` with its pinned host key.

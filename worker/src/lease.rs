@@ -64,11 +64,21 @@ pub async fn watch(
     };
     tokio::pin!(timeout);
     let mut last_ok = Instant::now();
+    // After a stop the lease is still renewed: the action is being killed and then finished.
+    let mut stopping = false;
     loop {
         tokio::select! {
             _ = done.cancelled() => return,
-            _ = shutdown.cancelled() => return stop.stop(StopReason::Shutdown),
-            _ = &mut timeout => return stop.stop(StopReason::Timeout(timeout_s.unwrap_or_default())),
+            _ = shutdown.cancelled(), if !stopping => {
+                stopping = true;
+                stop.stop(StopReason::Shutdown);
+                continue;
+            }
+            _ = &mut timeout, if !stopping => {
+                stopping = true;
+                stop.stop(StopReason::Timeout(timeout_s.unwrap_or_default()));
+                continue;
+            }
             _ = tokio::time::sleep(every) => {}
         }
         match leases::heartbeat(&worker.pool, &server, generation, lease_s).await {
@@ -77,6 +87,7 @@ pub async fn watch(
                 cancel: Some(reason),
             }) => {
                 last_ok = Instant::now();
+                stopping = true;
                 stop.stop(StopReason::Cancelled(reason));
             }
             Ok(Heartbeat::Lost) => {

@@ -285,9 +285,9 @@ pub fn kill_action_command(server: &str, action_id: i64, wait_start: bool) -> St
     let tries = if wait_start { 20 } else { 0 };
     format!(
         "f={pid}; i=0; while :; do read pg id < \"$f\" 2>/dev/null; [ \"$id\" = {action_id} ] && break; \
-         [ $i -ge {tries} ] && exit 0; sleep 0.1; i=$((i+1)); done; kill -TERM -- \"-$pg\" 2>/dev/null; \
-         i=0; while kill -0 -- \"-$pg\" 2>/dev/null && [ $i -lt {KILL_GRACE_TENTHS} ]; do sleep 0.1; i=$((i+1)); done; \
-         kill -KILL -- \"-$pg\" 2>/dev/null; : > \"$f\"; echo \"$pg\"",
+         [ $i -ge {tries} ] && exit 0; sleep 0.1; i=$((i+1)); done; kill -TERM \"-$pg\" 2>/dev/null; \
+         i=0; while kill -0 \"-$pg\" 2>/dev/null && [ $i -lt {KILL_GRACE_TENTHS} ]; do sleep 0.1; i=$((i+1)); done; \
+         kill -KILL \"-$pg\" 2>/dev/null; : > \"$f\"; echo \"$pg\"",
         pid = pidfile(server)
     )
 }

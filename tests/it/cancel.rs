@@ -1,0 +1,132 @@
+//! Cancel and timeout: a queued action never starts; a running one has its whole remote process
+//! tree killed (a child and a grandchild that would write files later never do).
+
+use std::time::Duration;
+
+use shared::Status;
+
+use crate::{eventually, TestApp, TestHost};
+
+/// Starts a child and a grandchild that would each write a file 2-3 s later, then sleeps.
+const TREE: &str = r#"(sleep 2; touch "$SA_HOST_DIR/child") &
+sh -c '(sleep 3; touch "$SA_HOST_DIR/grandchild") &'
+echo started
+sleep 30"#;
+
+async fn wait_for_line(app: &TestApp, id: i64, line: &str) {
+    let seen = eventually(Duration::from_secs(20), async || {
+        app.log(id).await.lines().any(|l| l == line)
+    })
+    .await;
+    assert!(
+        seen,
+        "no {line:?} in the log of {id}: {}",
+        app.log(id).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_kills_the_process_tree_and_queued_actions_never_start() {
+    let mut app = TestApp::spawn().await.unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    app.spawn_worker().await.unwrap();
+
+    let running = app.client.run_script("web1", TREE, &[]).await.unwrap();
+    let queued = app
+        .client
+        .run_script("web1", "touch \"$SA_HOST_DIR/queued-ran\"", &[])
+        .await
+        .unwrap();
+    wait_for_line(&app, running.id, "started").await;
+
+    // Queued: cancelled at once (200), never runs.
+    let q = app.client.cancel(queued.id).await.unwrap();
+    assert_eq!(q.status, Status::Cancelled);
+    // Running: cancel requested (202); the worker kills the group.
+    let (status, _) = app
+        .client
+        .post(
+            &format!("/v1/actions/{}/cancel", running.id),
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202);
+    let a = app
+        .client
+        .wait(running.id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let log = app.log(running.id).await;
+    assert_eq!(a.status, Status::Cancelled, "{log}");
+    assert!(
+        log.contains("Cancelled by request: the remote process group was killed."),
+        "{log}"
+    );
+    assert!(
+        log.contains("] : Process group ") && log.contains(" terminated."),
+        "{log}"
+    );
+    assert!(
+        log.trim_end().ends_with("] : Server action cancelled"),
+        "{log}"
+    );
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for f in ["child", "grandchild", "queued-ran"] {
+        assert!(
+            !host.dir.join(f).exists(),
+            "{f} exists: something kept running"
+        );
+    }
+    let q = app.client.action(queued.id).await.unwrap();
+    assert_eq!((q.status, q.started_at), (Status::Cancelled, None));
+    assert!(app
+        .log(queued.id)
+        .await
+        .contains("Cancelled by request before it started."));
+    // A finished action cannot be cancelled; the server is free again.
+    let err = app.client.cancel(running.id).await.unwrap_err();
+    assert_eq!(err.status(), Some(409));
+    let next = app
+        .client
+        .run_script("web1", "echo free", &[])
+        .await
+        .unwrap();
+    assert_eq!(app.wait(next.id).await.status, Status::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_kills_the_process_tree() {
+    let mut app = TestApp::spawn().await.unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let a = app
+        .client
+        .submit(
+            &serde_json::json!({"server": "web1", "kind": "run_script", "timeout_s": 1,
+                                    "params": {"script": TREE}}),
+        )
+        .await
+        .unwrap();
+    let a = app
+        .client
+        .wait(a.id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let log = app.log(a.id).await;
+    assert_eq!(a.status, Status::TimedOut, "{log}");
+    assert!(
+        log.contains("Timed out after 1 s: the remote process group was killed."),
+        "{log}"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for f in ["child", "grandchild"] {
+        assert!(
+            !host.dir.join(f).exists(),
+            "{f} exists: the timeout left processes running"
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! A worker killed mid-action: its lease expires, the reaper kills what it left running on the
+//! server, the action ends `interrupted` (or runs again when it may be retried), and the next
+//! action on the server starts.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shared::Status;
+
+use crate::{eventually, TestApp, TestHost};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkilled_worker_actions_are_interrupted_or_retried_and_servers_freed() {
+    let lease_s = 3;
+    let mut app = TestApp::spawn_with(|c| c.lease_s = lease_s).await.unwrap();
+    let web1 = TestHost::start().unwrap();
+    let web2 = TestHost::start().unwrap();
+    app.add_host("web1", &web1).await.unwrap();
+    app.add_host("web2", &web2).await.unwrap();
+    let victim = app.start_worker_process("victim").unwrap();
+
+    let long = r#"echo "start" >> "$SA_HOST_DIR/marks"; echo running; sleep 8; echo "end" >> "$SA_HOST_DIR/marks""#;
+    let a = app.client.run_script("web1", long, &[]).await.unwrap();
+    let b = app
+        .client
+        .run_script("web1", r#"echo "next" >> "$SA_HOST_DIR/marks""#, &[])
+        .await
+        .unwrap();
+    let again = r#"if [ -e "$SA_HOST_DIR/first" ]; then echo second run; else touch "$SA_HOST_DIR/first"; echo running; sleep 30; fi"#;
+    let c = app
+        .client
+        .submit(
+            &json!({"server": "web2", "kind": "run_script", "retry": {"max": 1, "backoff_s": 0},
+                        "params": {"script": again}}),
+        )
+        .await
+        .unwrap();
+    let both_running = eventually(Duration::from_secs(30), async || {
+        app.log(a.id).await.contains("\nrunning\n") && app.log(c.id).await.contains("\nrunning\n")
+    })
+    .await;
+    assert!(
+        both_running,
+        "{}\n{}",
+        app.log(a.id).await,
+        app.log(c.id).await
+    );
+
+    victim.signal("KILL");
+    let killed_at = Instant::now();
+    app.spawn_worker().await.unwrap(); // the survivor reaps
+
+    let a_end = app
+        .client
+        .wait(a.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let log = app.log(a.id).await;
+    assert_eq!(a_end.status, Status::Interrupted, "{log}");
+    assert!(
+        log.contains("Worker victim stopped renewing its lock on web1 (lease expired at "),
+        "{log}"
+    );
+    assert!(
+        log.contains("process group ") && log.contains(" killed."),
+        "{log}"
+    );
+    assert!(
+        log.trim_end().ends_with("] : Server action interrupted"),
+        "{log}"
+    );
+    let b_end = app
+        .client
+        .wait(b.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(b_end.status, Status::Succeeded);
+    let took = b_end.started_at.unwrap() - chrono::Utc::now()
+        + chrono::Duration::from_std(killed_at.elapsed()).unwrap();
+    let took = took.to_std().unwrap_or_default();
+    println!(
+        "SIGKILL to the next action starting: {:.2} s (lease {lease_s} s)",
+        took.as_secs_f64()
+    );
+    assert!(took <= Duration::from_secs(lease_s + 2), "took {took:?}");
+
+    // The retried one ran again and succeeded.
+    let c_end = app
+        .client
+        .wait(c.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let clog = app.log(c.id).await;
+    assert_eq!(
+        (c_end.status, c_end.attempt),
+        (Status::Succeeded, 2),
+        "{clog}"
+    );
+    assert!(
+        clog.contains("Retrying: attempt 2 in 0 s.") && clog.contains("\nsecond run\n"),
+        "{clog}"
+    );
+
+    // The killed action's script never finished on the server, and nothing overlapped.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(web1.read("marks"), "start\nnext\n");
+    for s in ["web1", "web2"] {
+        let v = app.client.get(&format!("/v1/servers/{s}")).await.unwrap();
+        assert!(v["lock"].is_null(), "{s} still locked: {v}");
+    }
+}
