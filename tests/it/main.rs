@@ -3,12 +3,15 @@
 
 mod bad_input;
 mod cancel;
+mod chaos;
 mod cli;
 mod crash;
+mod faults;
 mod logs;
 mod ordering;
 mod poison;
 mod serialization;
+mod shutdown;
 mod ssh_failures;
 
 use std::time::Duration;

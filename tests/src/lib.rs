@@ -5,6 +5,7 @@
 pub mod app;
 pub mod hosts;
 pub mod procs;
+pub mod services;
 
 pub use app::{TestApp, WorkerHandle};
 pub use hosts::TestHost;

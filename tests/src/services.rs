@@ -11,11 +11,16 @@ use std::{
 use anyhow::{bail, Context};
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn quiet(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("{cmd:?}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("{cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{cmd:?}: {}{}",
@@ -36,9 +41,16 @@ pub struct PrivateRabbit {
 
 impl PrivateRabbit {
     pub fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("sa-rmq-").tempdir_in("/tmp")?;
+        let dir = tempfile::Builder::new()
+            .prefix("sa-rmq-")
+            .tempdir_in("/tmp")?;
         let (port, dist_port) = (free_port()?, free_port()?);
-        let id = dir.path().file_name().unwrap().to_string_lossy().replace(['-', '.'], "");
+        let id = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(['-', '.'], "");
         let node = format!("{id}@localhost");
         std::fs::create_dir_all(dir.path().join("mnesia"))?;
         std::fs::create_dir_all(dir.path().join("log"))?;
@@ -47,8 +59,17 @@ impl PrivateRabbit {
             dir.path().join("rabbitmq.conf"),
             format!("listeners.tcp.1 = 127.0.0.1:{port}\n"),
         )?;
-        quiet(Command::new("chown").args(["-R", "rabbitmq:"]).arg(dir.path()))?;
-        let r = Self { port, dist_port, node, dir };
+        quiet(
+            Command::new("chown")
+                .args(["-R", "rabbitmq:"])
+                .arg(dir.path()),
+        )?;
+        let r = Self {
+            port,
+            dist_port,
+            node,
+            dir,
+        };
         r.start_again()?;
         Ok(r)
     }
@@ -74,7 +95,10 @@ impl PrivateRabbit {
                 .env("RABBITMQ_CONFIG_FILE", self.path("rabbitmq.conf"))
                 .env("RABBITMQ_MNESIA_BASE", self.path("mnesia"))
                 .env("RABBITMQ_LOG_BASE", self.path("log"))
-                .env("RABBITMQ_ENABLED_PLUGINS_FILE", self.path("enabled_plugins"))
+                .env(
+                    "RABBITMQ_ENABLED_PLUGINS_FILE",
+                    self.path("enabled_plugins"),
+                )
                 .env("RABBITMQ_PID_FILE", self.path("pid")),
         )?;
         quiet(
@@ -131,9 +155,14 @@ pub struct PrivatePostgres {
 
 impl PrivatePostgres {
     pub fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("sa-pg-").tempdir_in("/tmp")?;
+        let dir = tempfile::Builder::new()
+            .prefix("sa-pg-")
+            .tempdir_in("/tmp")?;
         quiet(Command::new("chown").args(["postgres:"]).arg(dir.path()))?;
-        let pg = Self { port: free_port()?, dir };
+        let pg = Self {
+            port: free_port()?,
+            dir,
+        };
         pg.as_postgres(&format!(
             "{} -A trust -U postgres -D {}/data",
             pg_bin("initdb").display(),

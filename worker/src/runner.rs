@@ -69,16 +69,27 @@ async fn run_one(
     let status = outcome.status;
     let taker = worker.taker();
     let hand_off = (!worker.draining.is_cancelled()).then_some(&taker);
-    let next = match leases::finish(
-        &worker.pool,
-        &action.server,
-        id,
-        generation,
-        &outcome,
-        hand_off,
-    )
-    .await
-    {
+    // The store may be restarting: keep trying while the lease can still be ours.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(worker.lease_s());
+    let finished = loop {
+        match leases::finish(
+            &worker.pool,
+            &action.server,
+            id,
+            generation,
+            &outcome,
+            hand_off,
+        )
+        .await
+        {
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::warn!(action = id, error = %e, "cannot record the final status yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            r => break r,
+        }
+    };
+    let next = match finished {
         Ok(Finished::Done { next, kick }) => {
             // The header (written when the lease was taken) and the closing line.
             worker
