@@ -23,6 +23,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{runner, Worker};
 
+/// How long deliveries may wait here for a free slot before consuming pauses.
+const HOLD: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn consume(
     worker: Arc<Worker>,
     tracker: &TaskTracker,
@@ -72,11 +75,12 @@ async fn consume_once(
     tracing::info!(worker = %worker.name, queue = %worker.topology.queue, "consuming");
     loop {
         // A slot first: a delivery is only taken when it can be handled at once.
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
+        let slot = match tokio::time::timeout(HOLD, slots.clone().acquire_owned()).await {
+            Ok(slot) => slot.expect("never closed"),
             Err(_) => {
-                // All slots busy (long actions): stop consuming, so that no delivery waits
-                // unacked here until RabbitMQ's acknowledgement timeout; resume when one frees.
+                // All slots stay busy (long actions): stop consuming, so that no delivery
+                // waits unacked here until RabbitMQ's acknowledgement timeout; resume when a
+                // slot frees.
                 ch.basic_cancel(worker.name.as_str().into(), BasicCancelOptions::default())
                     .await?;
                 requeue_buffered(&mut consumer).await;

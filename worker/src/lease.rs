@@ -134,7 +134,7 @@ pub async fn sweeper(worker: Arc<Worker>, shutdown: CancellationToken) {
 async fn reap(worker: &Worker, lease: &leases::Lease) {
     let killed = match servers::get(&worker.pool, &lease.server).await {
         Ok(Some(server)) => {
-            let kill = crate::ssh::kill_action_command(&server.name, lease.action_id, false);
+            let kill = crate::ssh::kill_action_command(&server, lease.action_id, false);
             match tokio::time::timeout(Duration::from_secs(20), worker.ssh.exec(&server, &kill))
                 .await
             {

@@ -269,10 +269,11 @@ pub fn describe(e: &openssh::Error) -> String {
     msg.replace('\n', " ").trim().to_string()
 }
 
-/// One pid file per server record: actions on a server never overlap. Server names are
-/// `[A-Za-z0-9._-]` (validated), so the path needs no quoting.
-pub fn pidfile(server: &str) -> String {
-    format!("/tmp/sa-{server}.pid")
+/// One pid file per server record (name and address: hosts that share a file system, like the
+/// test bed's, do not mix up their files): actions on a server never overlap. Names and
+/// addresses are validated (letters, digits, `.`, `_`, `-`, `:`), so the path needs no quoting.
+pub fn pidfile(server: &Server) -> String {
+    format!("/tmp/sa-{}-{}.pid", server.name, server.address)
 }
 
 /// TERM, then KILL after this many tenths of a second.
@@ -281,7 +282,7 @@ const KILL_GRACE_TENTHS: u32 = 50;
 /// Kill the action's remote process group: TERM, wait up to the grace period, then KILL; only
 /// if the server's pid file names this action. `wait_start`: wait up to 2 s for it to do so
 /// (a stop right after the spawn).
-pub fn kill_action_command(server: &str, action_id: i64, wait_start: bool) -> String {
+pub fn kill_action_command(server: &Server, action_id: i64, wait_start: bool) -> String {
     let tries = if wait_start { 20 } else { 0 };
     format!(
         "f={pid}; i=0; while :; do read pg id < \"$f\" 2>/dev/null; [ \"$id\" = {action_id} ] && break; \

@@ -130,7 +130,9 @@ pub async fn get(pool: &PgPool, server: &str) -> sqlx::Result<Option<Lease>> {
 /// Safe without the server lock: parking does not change which action is the head, and a
 /// finishing worker hands the lease to the head whether it is `queued` or `waiting`.
 async fn park(c: &mut PgConnection, id: i64) -> sqlx::Result<Option<StartOutcome>> {
-    let row: Option<(Option<i64>, bool, Option<i64>, Option<String>)> = sqlx::query_as(
+    // (holder, urgent, head, head status)
+    type Parked = (Option<i64>, bool, Option<i64>, Option<String>);
+    let row: Option<Parked> = sqlx::query_as(
         "WITH a AS (SELECT server FROM actions WHERE id = $1),
               l AS (SELECT l.action_id FROM server_leases l, a WHERE l.server = a.server),
               h AS (SELECT x.id, x.status, (x.not_before IS NULL OR x.not_before <= now()) AS ready

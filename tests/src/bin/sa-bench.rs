@@ -40,8 +40,11 @@ struct Args {
     /// Lines in (d).
     #[arg(long, default_value_t = 1_000_000)]
     lines: usize,
-    /// Only run these parts (a, b, c, d).
-    #[arg(long, default_value = "abcd")]
+    /// Lease length of the stack's workers, in seconds (part e measures recovery against it).
+    #[arg(long, default_value_t = 10)]
+    lease_s: u64,
+    /// Only run these parts (a, b, c, d, e).
+    #[arg(long, default_value = "abcde")]
     parts: String,
 }
 
@@ -77,8 +80,8 @@ async fn main() -> anyhow::Result<()> {
         println!("(b) openssh native-mux `true`:       {r:8.1} execs/s");
         b_rate = Some(r);
     }
-    if args.parts.contains('c') || args.parts.contains('d') {
-        let stack = Stack::start(&hosts, args.concurrency).await?;
+    if args.parts.contains('c') || args.parts.contains('d') || args.parts.contains('e') {
+        let mut stack = Stack::start(&hosts, args.concurrency, args.lease_s).await?;
         if args.parts.contains('c') {
             let (rate, p50, p99) = stack
                 .throughput(&hosts, args.actions, args.concurrency)
@@ -106,6 +109,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if args.parts.contains('d') {
             stack.big_log(args.lines).await?;
+        }
+        if args.parts.contains('e') {
+            stack.recovery(args.lease_s).await?;
         }
     }
     Ok(())
@@ -249,7 +255,7 @@ struct Stack {
 }
 
 impl Stack {
-    async fn start(hosts: &[TestHost], c: usize) -> anyhow::Result<Self> {
+    async fn start(hosts: &[TestHost], c: usize, lease_s: u64) -> anyhow::Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
         let db_name = format!("sa_bench_{id}");
         let mut cfg = Config::load(None)?;
@@ -261,6 +267,7 @@ impl Stack {
         cfg.database_url = format!("{base}/{db_name}");
         cfg.queue_prefix = format!("sa-bench-{id}");
         cfg.ssh_key = Some(client_key()?);
+        cfg.lease_s = lease_s;
         let port = free_port()?;
         cfg.listen = ([127, 0, 0, 1], port).into();
         cfg.api_url = format!("http://127.0.0.1:{port}");
@@ -367,6 +374,41 @@ impl Stack {
         anyhow::ensure!(ok as usize == n, "only {ok} of {n} actions succeeded");
         println!("    (submission alone: {submit_rate:.0} actions/s over HTTP)");
         Ok((n as f64 / span, p50, p99))
+    }
+
+    /// SIGKILL the worker running an action; time until the next action on that server starts.
+    async fn recovery(&mut self, lease_s: u64) -> anyhow::Result<()> {
+        let long = self.client.run_script("bench1", "sleep 120", &[]).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let holder = loop {
+            let a = self.client.action(long.id).await?;
+            if let (Status::Running, Some(w)) = (a.status, a.worker) {
+                break w;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the long action did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let idx: usize = holder.trim_start_matches("bench-w").parse()?;
+        let next = self.client.run_script("bench1", "echo next", &[]).await?;
+        self.workers[idx].signal("KILL");
+        let killed_at = chrono::Utc::now();
+        let next = self
+            .client
+            .wait(next.id, Duration::from_secs(lease_s * 3 + 30))
+            .await?;
+        anyhow::ensure!(
+            next.status == Status::Succeeded,
+            "next action {}",
+            next.status
+        );
+        let took = (next.started_at.unwrap_or(killed_at) - killed_at).as_seconds_f64();
+        println!(
+            "(e) SIGKILL of the worker to the next action starting on its server: {took:.2} s \
+             (lease {lease_s} s; target lease + 2 s = {} s; ratio {:.2})",
+            lease_s + 2,
+            took / (lease_s + 2) as f64
+        );
+        Ok(())
     }
 
     async fn big_log(&self, n: usize) -> anyhow::Result<()> {

@@ -12,7 +12,7 @@
 use std::{io, time::Duration};
 
 use openssh::Stdio;
-use shared::{log::Stream, validate};
+use shared::{db::servers::Server, log::Stream, validate};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use super::{ActionError, Ctx};
@@ -31,7 +31,7 @@ fn quote(s: &str) -> String {
 }
 
 /// The remote command line for a script and its environment.
-pub fn remote_command(server: &str, action_id: i64, p: &validate::RunScriptParams) -> String {
+pub fn remote_command(server: &Server, action_id: i64, p: &validate::RunScriptParams) -> String {
     let pid = pidfile(server);
     let env: String = p
         .env
@@ -64,7 +64,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<i32, ActionError> {
     let mut child = lease
         .session
         .clone()
-        .arc_raw_command(remote_command(&ctx.server.name, ctx.action.id, &params))
+        .arc_raw_command(remote_command(ctx.server, ctx.action.id, &params))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -100,7 +100,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<i32, ActionError> {
         },
         _ = ctx.stop.stopped() => {
             ctx.log.system("Stopping: terminating the remote process group (TERM, then KILL).").await;
-            match ssh.exec(ctx.server, &crate::ssh::kill_action_command(&ctx.server.name, ctx.action.id, true)).await {
+            match ssh.exec(ctx.server, &crate::ssh::kill_action_command(ctx.server, ctx.action.id, true)).await {
                 Ok((_, pg)) if !pg.trim().is_empty() => ctx.log.system(format!("Process group {} terminated.", pg.trim())).await,
                 Ok(_) => {}
                 Err(e) => ctx.log.system(format!("Could not kill the remote process group: {e}")).await,
@@ -167,7 +167,12 @@ mod tests {
                 "x'; touch /tmp/pwned; '$(id)\n".to_string(),
             )]),
         };
-        let cmd = remote_command("unit-test", 7, &p);
+        let server: Server = serde_json::from_value(serde_json::json!({
+            "id": 1, "name": "unit-test", "address": "127.0.0.1", "ssh_port": 22, "ssh_user": "u",
+            "host_key": null, "db_port": 3306, "tags": {}, "created_at": "2026-11-28T00:00:00Z"
+        }))
+        .unwrap();
+        let cmd = remote_command(&server, 7, &p);
         // Run the wrapper locally with sh and check the value arrives verbatim.
         let out = std::process::Command::new("sh")
             .arg("-c")
@@ -179,6 +184,6 @@ mod tests {
             "x'; touch /tmp/pwned; '$(id)\n\n"
         );
         // The pid file is emptied at the end.
-        assert_eq!(std::fs::read_to_string(pidfile("unit-test")).unwrap(), "");
+        assert_eq!(std::fs::read_to_string(pidfile(&server)).unwrap(), "");
     }
 }
