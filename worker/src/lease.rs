@@ -130,8 +130,15 @@ pub async fn sweeper(worker: Arc<Worker>, shutdown: CancellationToken) {
     }
 }
 
-/// Kill what the dead holder left running on the server, then free the server.
+/// Take over the expired lease (fencing the old holder), kill what it left running on the
+/// server, then free the server.
 async fn reap(worker: &Worker, lease: &leases::Lease) {
+    let reaper = format!("{} (reaping)", worker.name);
+    let claimed = match leases::claim_expired(&worker.pool, lease, &reaper).await {
+        Ok(Some(g)) => g,
+        Ok(None) => return, // renewed, or another worker is reaping it
+        Err(e) => return tracing::warn!(error = %e, "sweeper: cannot claim a lease"),
+    };
     let killed = match servers::get(&worker.pool, &lease.server).await {
         Ok(Some(server)) => {
             let kill = crate::ssh::kill_action_command(&server, lease.action_id, false);
@@ -150,7 +157,7 @@ async fn reap(worker: &Worker, lease: &leases::Lease) {
         }
         _ => "server record gone".to_string(),
     };
-    match leases::reap(&worker.pool, lease, &killed).await {
+    match leases::reap(&worker.pool, lease, claimed, &killed).await {
         Ok(kick) => {
             tracing::warn!(action = lease.action_id, server = %lease.server, holder = %lease.holder, %killed, "reaped an expired lease");
             worker.kick(kick).await;

@@ -397,19 +397,42 @@ pub async fn expired(pool: &PgPool) -> sqlx::Result<Vec<Lease>> {
         .await
 }
 
-/// Free the server of an expired lease (once its process group was killed): its action ends
-/// `interrupted`, or goes back to `waiting` when it may be retried; a log line says which.
-/// Returns the server's next action to publish, if it is parked. `None` also when the lease
-/// was renewed or reaped meanwhile.
-pub async fn reap(pool: &PgPool, lease: &Lease, killed: &str) -> sqlx::Result<Option<i64>> {
-    let mut tx = pool.begin().await?;
-    lock_server(&mut tx, &lease.server).await?;
-    let gone: Option<i64> = sqlx::query_scalar(
-        "DELETE FROM server_leases WHERE server = $1 AND generation = $2 AND expires_at < now()
-         RETURNING action_id",
+/// Take over an expired lease for the reaper `reaper` (new generation, 60 s to kill what the
+/// dead holder left and record it). The old holder is fenced off from then on; the server stays
+/// locked until [`reap`]. `None`: the lease was renewed or taken meanwhile.
+pub async fn claim_expired(
+    pool: &PgPool,
+    lease: &Lease,
+    reaper: &str,
+) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "UPDATE server_leases SET holder = $3, generation = nextval('lease_generation'),
+                expires_at = now() + interval '60 seconds'
+         WHERE server = $1 AND generation = $2 AND expires_at < now() RETURNING generation",
     )
     .bind(&lease.server)
     .bind(lease.generation)
+    .bind(reaper)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Free the server of a lease claimed by [`claim_expired`] (once the dead holder's process
+/// group was killed): its action ends `interrupted`, or goes back to `waiting` when it may be
+/// retried; a log line says which. Returns the server's next action to publish, if parked.
+pub async fn reap(
+    pool: &PgPool,
+    lease: &Lease,
+    claimed: i64,
+    killed: &str,
+) -> sqlx::Result<Option<i64>> {
+    let mut tx = pool.begin().await?;
+    lock_server(&mut tx, &lease.server).await?;
+    let gone: Option<i64> = sqlx::query_scalar(
+        "DELETE FROM server_leases WHERE server = $1 AND generation = $2 RETURNING action_id",
+    )
+    .bind(&lease.server)
+    .bind(claimed)
     .fetch_optional(&mut *tx)
     .await?;
     if gone.is_none() {
@@ -539,16 +562,18 @@ pub async fn cancel(pool: &PgPool, id: i64, reason: &str) -> sqlx::Result<Cancel
     Ok(out)
 }
 
-/// Parked heads of free servers (a lost wake-up, e.g. a worker died between release and
-/// publish, or a retry whose backoff is over): publish them again. Duplicates are harmless:
-/// `try_start` ignores handled actions.
+/// Heads of free servers that nothing is about to start: parked ones (a lost wake-up, e.g. a
+/// worker died between release and publish, or a retry whose backoff is over) and queued ones
+/// published more than 5 s ago (their message may sit with a stalled worker). Publish them
+/// again: duplicates are harmless, `try_start` ignores handled actions.
 pub async fn stalled_heads(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
     sqlx::query_scalar(
         "SELECT h.id FROM (
-            SELECT DISTINCT ON (server) id, server, status, not_before FROM actions
+            SELECT DISTINCT ON (server) id, server, status, not_before, published_at FROM actions
             WHERE status IN ('queued','waiting') ORDER BY server, urgent DESC, id
          ) h
-         WHERE h.status = 'waiting' AND (h.not_before IS NULL OR h.not_before <= now())
+         WHERE (h.status = 'waiting' OR h.published_at < now() - interval '5 seconds')
+           AND (h.not_before IS NULL OR h.not_before <= now())
            AND NOT EXISTS (SELECT 1 FROM server_leases l WHERE l.server = h.server)",
     )
     .fetch_all(pool)
