@@ -8,5 +8,6 @@ pub mod metrics;
 pub mod outbox;
 pub mod routes;
 pub mod startup;
+pub mod ui;
 
 pub use startup::Application;

@@ -60,7 +60,9 @@ impl Application {
 
     pub fn router(state: Arc<AppState>) -> Router {
         routes::router()
+            .merge(crate::ui::router())
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(axum::middleware::from_fn(crate::ui::security_headers))
             .with_state(state)
     }
 

@@ -13,6 +13,7 @@ mod poison;
 mod serialization;
 mod shutdown;
 mod ssh_failures;
+mod viewer;
 
 use std::time::Duration;
 

@@ -3,6 +3,7 @@
 //! PostgreSQL and RabbitMQ. Used by the integration tests, the demo and the benchmark.
 
 pub mod app;
+pub mod browser;
 pub mod hosts;
 pub mod procs;
 pub mod services;

@@ -183,10 +183,27 @@ pub async fn list(
                     })?
             }
             "before" => f.before = Some(super::action_id(value).map_err(|e| e.field("before"))?),
+            "since" | "until" => {
+                let t = chrono::DateTime::parse_from_rfc3339(value)
+                    .map_err(|_| {
+                        ApiError::bad(
+                            key,
+                            format!("{key}: must be an RFC 3339 time such as 2026-11-28T16:00:00Z"),
+                        )
+                    })?
+                    .with_timezone(&chrono::Utc);
+                if key == "since" {
+                    f.since = Some(t)
+                } else {
+                    f.until = Some(t)
+                }
+            }
             other => {
                 return Err(ApiError::bad(
                     other,
-                    format!("{other}: unknown filter (server, kind, status, limit, before)"),
+                    format!(
+                    "{other}: unknown filter (server, kind, status, since, until, limit, before)"
+                ),
                 ))
             }
         }

@@ -1,16 +1,30 @@
-//! `GET /v1/actions/{id}/log`: the rendered log as text, streamed in pages. `?after=SEQ` returns
-//! only later lines; the `X-Last-Seq` header gives the last sequence number included.
+//! Action logs.
+//! - `GET /v1/actions/{id}/log`: the rendered log as `text/plain`, streamed in pages; `?after=SEQ`
+//!   for the rest (header `X-Last-Seq`); `?download=1` as an attachment. With
+//!   `Accept: text/event-stream` it follows the action live: one event per line (`id` = seq),
+//!   then an `end` event once the action is over and every line was sent.
+//! - `GET /v1/actions/{id}/lines`: JSON pages for the viewer: `?after=SEQ&limit=N`, `?tail=N`
+//!   (the last N), `?q=TEXT` (case-insensitive search, after `after`).
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
     extract::{Path, Query, State},
-    http::header,
-    response::{IntoResponse, Response},
+    http::{header, HeaderMap},
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        IntoResponse, Response,
+    },
+    Json,
 };
 use serde::Deserialize;
-use shared::db::{actions, logs};
+use serde_json::{json, Value};
+use shared::{
+    db::{actions, logs},
+    log::LogLine,
+};
+use sqlx::PgPool;
 
 use crate::{
     error::{ApiError, ApiResult},
@@ -18,26 +32,52 @@ use crate::{
 };
 
 const PAGE: i64 = 10_000;
+const MAX_LIMIT: i64 = 10_000;
 
 #[derive(Deserialize)]
 pub struct LogQuery {
     after: Option<String>,
+    download: Option<String>,
+}
+
+fn parse_seq(field: &str, v: Option<&str>) -> ApiResult<i32> {
+    match v {
+        None => Ok(0),
+        Some(s) => s.parse().ok().filter(|n: &i32| *n >= 0).ok_or_else(|| {
+            ApiError::bad(
+                field,
+                format!("{field}: must be a non-negative sequence number"),
+            )
+        }),
+    }
+}
+
+async fn existing(pool: &PgPool, id: &str) -> ApiResult<shared::Action> {
+    let id = super::action_id(id)?;
+    actions::get(pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no action {id}")))
 }
 
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let id = super::action_id(&id)?;
-    let after: i32 = match q.after.as_deref() {
-        None => 0,
-        Some(s) => s.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
-            ApiError::bad("after", "after: must be a non-negative sequence number")
-        })?,
-    };
-    if actions::get(&state.pool, id).await?.is_none() {
-        return Err(ApiError::not_found(format!("no action {id}")));
+    let action = existing(&state.pool, &id).await?;
+    let id = action.id;
+    let mut after = parse_seq("after", q.after.as_deref())?;
+    let wants_events = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if wants_events {
+        // EventSource resumes with Last-Event-ID after a reconnect.
+        if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+            after = parse_seq("Last-Event-ID", Some(last))?;
+        }
+        return Ok(follow(state.pool.clone(), id, after).into_response());
     }
     let upto = logs::last_seq(&state.pool, id).await?.max(after);
     let pool = state.pool.clone();
@@ -59,7 +99,7 @@ pub async fn show(
             Ok(Some((text, last)))
         }
     });
-    Ok((
+    let mut resp = (
         [
             (
                 header::CONTENT_TYPE,
@@ -72,5 +112,111 @@ pub async fn show(
         ],
         Body::from_stream(pages),
     )
-        .into_response())
+        .into_response();
+    if q.download.is_some() {
+        let value = format!("attachment; filename=\"action-{id}.log\"");
+        resp.headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value.parse().expect("ascii"));
+    }
+    Ok(resp)
+}
+
+/// Server-sent events: new lines as they are stored, then `end`.
+fn follow(
+    pool: PgPool,
+    id: i64,
+    after: i32,
+) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    struct S {
+        pool: PgPool,
+        after: i32,
+        pending: std::collections::VecDeque<LogLine>,
+        done: bool,
+    }
+    let state = S {
+        pool,
+        after,
+        pending: Default::default(),
+        done: false,
+    };
+    let stream = futures::stream::unfold(state, move |mut s| async move {
+        loop {
+            if let Some(l) = s.pending.pop_front() {
+                let ev = Event::default().id(l.seq.to_string()).data(l.render());
+                return Some((Ok(ev), s));
+            }
+            if s.done {
+                return None;
+            }
+            // Read the status before the lines: lines stored before it ended are all fetched.
+            let terminal =
+                matches!(actions::get(&s.pool, id).await, Ok(Some(a)) if a.status.is_terminal());
+            match logs::fetch(&s.pool, id, s.after, i32::MAX, 1000).await {
+                Ok(lines) if !lines.is_empty() => {
+                    s.after = lines.last().map_or(s.after, |l| l.seq);
+                    s.pending.extend(lines);
+                }
+                Ok(_) if terminal => {
+                    s.done = true;
+                    return Some((Ok(Event::default().event("end").data("end")), s));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[derive(Deserialize)]
+pub struct LinesQuery {
+    after: Option<String>,
+    limit: Option<String>,
+    tail: Option<String>,
+    q: Option<String>,
+}
+
+fn parse_limit(field: &str, v: Option<&str>, default: i64) -> ApiResult<i64> {
+    match v {
+        None => Ok(default),
+        Some(s) => s
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad(
+                    field,
+                    format!("{field}: must be an integer from 1 to {MAX_LIMIT}"),
+                )
+            }),
+    }
+}
+
+/// `GET /v1/actions/{id}/lines`: JSON pages and search for the viewer.
+pub async fn lines(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<LinesQuery>,
+) -> ApiResult<Json<Value>> {
+    let action = existing(&state.pool, &id).await?;
+    let after = parse_seq("after", q.after.as_deref())?;
+    let limit = parse_limit("limit", q.limit.as_deref(), 1000)?;
+    let lines = match (&q.q, &q.tail) {
+        (Some(needle), _) if needle.is_empty() || needle.len() > 500 => {
+            return Err(ApiError::bad("q", "q: must be 1-500 characters"))
+        }
+        (Some(needle), _) => logs::search(&state.pool, action.id, needle, after, limit).await?,
+        (None, Some(t)) => {
+            let n = parse_limit("tail", Some(t), 1000)?;
+            logs::tail(&state.pool, action.id, n).await?
+        }
+        (None, None) => logs::fetch(&state.pool, action.id, after, i32::MAX, limit).await?,
+    };
+    let last_seq = logs::last_seq(&state.pool, action.id).await?;
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|l| json!({"seq": l.seq, "ts": l.ts, "stream": l.stream, "text": l.render()}))
+        .collect();
+    Ok(Json(
+        json!({"lines": lines, "last_seq": last_seq, "status": action.status}),
+    ))
 }

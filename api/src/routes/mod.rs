@@ -27,6 +27,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/actions/{id}", get(actions::show))
         .route("/v1/actions/{id}/log", get(logs::show))
         .route("/v1/actions/{id}/cancel", post(actions::cancel))
+        .route("/v1/actions/{id}/lines", get(logs::lines))
         .fallback(|| async { crate::error::ApiError::not_found("no such route") })
 }
 

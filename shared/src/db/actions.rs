@@ -103,6 +103,9 @@ pub struct Filter {
     pub status: Option<Status>,
     /// Cursor: only actions with a smaller id.
     pub before: Option<i64>,
+    /// Created at or after / before these times.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
     pub limit: i64,
 }
 
@@ -121,6 +124,12 @@ pub async fn list(pool: &PgPool, f: &Filter) -> sqlx::Result<Vec<Action>> {
     }
     if let Some(before) = f.before {
         q.push(" AND id < ").push_bind(before);
+    }
+    if let Some(since) = f.since {
+        q.push(" AND created_at >= ").push_bind(since);
+    }
+    if let Some(until) = f.until {
+        q.push(" AND created_at < ").push_bind(until);
     }
     q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit);
     q.build_query_as().fetch_all(pool).await

@@ -171,3 +171,50 @@ pub async fn fetch(
         })
         .collect())
 }
+
+fn to_lines(rows: Vec<(i32, DateTime<Utc>, i16, String)>) -> Vec<LogLine> {
+    rows.into_iter()
+        .map(|(seq, ts, stream, line)| LogLine {
+            seq,
+            ts,
+            stream: Stream::from_i16(stream),
+            line,
+        })
+        .collect()
+}
+
+/// The last `limit` lines, in order (for "jump to the end").
+pub async fn tail(pool: &PgPool, action_id: i64, limit: i64) -> sqlx::Result<Vec<LogLine>> {
+    let mut rows: Vec<(i32, DateTime<Utc>, i16, String)> = sqlx::query_as(
+        "SELECT seq, ts, stream, line FROM action_log WHERE action_id = $1 ORDER BY seq DESC LIMIT $2",
+    )
+    .bind(action_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.reverse();
+    Ok(to_lines(rows))
+}
+
+/// Lines after `after` containing `needle` (case-insensitive), at most `limit`, in order.
+pub async fn search(
+    pool: &PgPool,
+    action_id: i64,
+    needle: &str,
+    after: i32,
+    limit: i64,
+) -> sqlx::Result<Vec<LogLine>> {
+    // strpos on lower(): a plain substring, no LIKE wildcards to escape.
+    let rows = sqlx::query_as(
+        "SELECT seq, ts, stream, line FROM action_log
+         WHERE action_id = $1 AND seq > $2 AND strpos(lower(line), lower($3)) > 0
+         ORDER BY seq LIMIT $4",
+    )
+    .bind(action_id)
+    .bind(after)
+    .bind(needle)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(to_lines(rows))
+}

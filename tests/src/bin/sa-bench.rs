@@ -43,8 +43,8 @@ struct Args {
     /// Lease length of the stack's workers, in seconds (part e measures recovery against it).
     #[arg(long, default_value_t = 10)]
     lease_s: u64,
-    /// Only run these parts (a, b, c, d, e).
-    #[arg(long, default_value = "abcde")]
+    /// Only run these parts (a, b, c, d, e, f).
+    #[arg(long, default_value = "abcdef")]
     parts: String,
 }
 
@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
         println!("(b) openssh native-mux `true`:       {r:8.1} execs/s");
         b_rate = Some(r);
     }
-    if args.parts.contains('c') || args.parts.contains('d') || args.parts.contains('e') {
+    if ["c", "d", "e", "f"].iter().any(|p| args.parts.contains(p)) {
         let mut stack = Stack::start(&hosts, args.concurrency, args.lease_s).await?;
         if args.parts.contains('c') {
             let (rate, p50, p99) = stack
@@ -107,8 +107,12 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        let mut big = None;
         if args.parts.contains('d') {
-            stack.big_log(args.lines).await?;
+            big = Some(stack.big_log(args.lines).await?);
+        }
+        if args.parts.contains('f') {
+            stack.viewer(big).await?;
         }
         if args.parts.contains('e') {
             stack.recovery(args.lease_s).await?;
@@ -411,7 +415,70 @@ impl Stack {
         Ok(())
     }
 
-    async fn big_log(&self, n: usize) -> anyhow::Result<()> {
+    /// Server-side times the viewer depends on: the actions list over 100,000 actions, and the
+    /// first page, the end and a search of the 1,000,000-line log of part (d).
+    async fn viewer(&self, big: Option<i64>) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO actions (server, kind, params, status, exit_code, created_at, started_at, finished_at, published_at)
+             SELECT 'bench' || (g % 10), 'run_script', '{\"script\": \"true\"}',
+                    CASE WHEN g % 7 = 0 THEN 'failed' ELSE 'succeeded' END, CASE WHEN g % 7 = 0 THEN 1 ELSE 0 END,
+                    now() - g * interval '1 second', now() - g * interval '1 second', now() - g * interval '1 second', now()
+             FROM generate_series(1, 100000) g",
+        )
+        .execute(&self.pool)
+        .await?;
+        // What autovacuum does within a minute of such bulk loads.
+        sqlx::query("ANALYZE actions").execute(&self.pool).await?;
+        sqlx::query("ANALYZE action_log")
+            .execute(&self.pool)
+            .await?;
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM actions")
+            .fetch_one(&self.pool)
+            .await?;
+        let middle: i64 =
+            sqlx::query_scalar("SELECT id FROM actions ORDER BY id LIMIT 1 OFFSET 50000")
+                .fetch_one(&self.pool)
+                .await?;
+        let list = [
+            "/v1/actions?limit=50".to_string(),
+            "/v1/actions?status=failed&limit=50".to_string(),
+            "/v1/actions?server=bench3&limit=50".to_string(),
+            format!("/v1/actions?limit=50&before={middle}"),
+            "/v1/actions?server=bench3&status=failed&limit=50".to_string(),
+        ];
+        let (p50, p99) = self.time_gets(&list, 200).await?;
+        println!("(f) actions list over {total} actions: p50 {:.1} ms, p99 {:.1} ms (target p99 <= 100 ms)", p50, p99);
+        if let Some(id) = big {
+            let (p50, p99) = self
+                .time_gets(&[format!("/v1/actions/{id}/lines?after=0&limit=1000")], 50)
+                .await?;
+            println!("    first page of the 1M-line log: p50 {p50:.1} ms, p99 {p99:.1} ms (target <= 100 ms)");
+            let (p50, p99) = self
+                .time_gets(&[format!("/v1/actions/{id}/lines?tail=1000")], 50)
+                .await?;
+            println!("    its last page: p50 {p50:.1} ms, p99 {p99:.1} ms");
+            let (p50, p99) = self
+                .time_gets(&[format!("/v1/actions/{id}/lines?q=999990&limit=200")], 20)
+                .await?;
+            println!("    search in it: p50 {p50:.1} ms, p99 {p99:.1} ms (target <= 500 ms)");
+        }
+        Ok(())
+    }
+
+    /// Time `n` GETs cycling over `paths`; (p50, p99) in ms.
+    async fn time_gets(&self, paths: &[String], n: usize) -> anyhow::Result<(f64, f64)> {
+        let mut ms = Vec::with_capacity(n);
+        for i in 0..n {
+            let started = Instant::now();
+            self.client.get(&paths[i % paths.len()]).await?;
+            ms.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
+        Ok((at(0.5), at(0.99)))
+    }
+
+    async fn big_log(&self, n: usize) -> anyhow::Result<i64> {
         let started = Instant::now();
         let a = self
             .client
@@ -449,7 +516,7 @@ impl Stack {
                 .collect::<Vec<_>>()
                 .join(" / ")
         );
-        Ok(())
+        Ok(a.id)
     }
 }
 

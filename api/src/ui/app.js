@@ -1,0 +1,202 @@
+// ServerActions log viewer. Every value from the API goes into the page through textContent or
+// attribute setters: never as HTML.
+"use strict";
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+async function api(path, opts) {
+  const r = await fetch(path, opts);
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(body.error || r.statusText);
+  return body;
+}
+
+function statusBadge(s) { return el("span", { class: "status status-" + s, text: s }); }
+function when(t) { return t ? new Date(t).toISOString().replace("T", " ").slice(0, 19) : ""; }
+function duration(a) {
+  if (!a.started_at) return "";
+  const end = a.finished_at ? new Date(a.finished_at) : new Date();
+  const s = (end - new Date(a.started_at)) / 1000;
+  return s < 60 ? s.toFixed(1) + " s" : Math.floor(s / 60) + " min " + Math.round(s % 60) + " s";
+}
+function app() { return document.getElementById("app"); }
+function link(href, text) { return el("a", { href, text }); }
+
+// ---- /ui/actions ----------------------------------------------------------------------------
+async function actionsPage() {
+  const params = new URLSearchParams(location.search);
+  const form = el("form", { class: "filters", id: "filters" });
+  const field = (name, input) => { input.name = name; input.value = params.get(name) || ""; form.append(input); };
+  field("server", el("input", { placeholder: "server" }));
+  const kind = el("select"); for (const k of ["", "run_script"]) kind.append(el("option", { value: k, text: k || "any kind" }));
+  field("kind", kind);
+  const status = el("select");
+  for (const s of ["", "queued", "waiting", "running", "succeeded", "failed", "cancelled", "timed_out", "interrupted"])
+    status.append(el("option", { value: s, text: s || "any status" }));
+  field("status", status);
+  // Time range, in the browser's time zone; sent as UTC.
+  const since = el("input", { type: "datetime-local", title: "created since" });
+  const until = el("input", { type: "datetime-local", title: "created before" });
+  since.value = params.get("since_local") || ""; until.value = params.get("until_local") || "";
+  since.name = "since_local"; until.name = "until_local";
+  form.append(since, until, el("button", { type: "submit", text: "Filter" }));
+  const table = el("table", { id: "actions" });
+  const more = el("button", { id: "older", text: "Older", hidden: "" });
+  app().replaceChildren(el("h1", { text: "Actions" }), form, table, el("div", { class: "bar" }, more));
+
+  let before = params.get("before");
+  const query = () => {
+    const q = new URLSearchParams();
+    for (const k of ["server", "kind", "status"]) if (params.get(k)) q.set(k, params.get(k));
+    for (const k of ["since", "until"]) {
+      const v = params.get(k + "_local");
+      if (v) q.set(k, new Date(v).toISOString());
+    }
+    q.set("limit", "50");
+    return q;
+  };
+  const head = el("tr"); for (const h of ["ID", "Server", "Kind", "Status", "Exit", "Created", "Duration", "Worker"]) head.append(el("th", { text: h }));
+  const render = (actions, append) => {
+    if (!append) table.replaceChildren(head);
+    for (const a of actions) {
+      table.append(el("tr", { "data-id": a.id },
+        el("td", {}, link("/ui/actions/" + a.id, String(a.id))),
+        el("td", {}, link("/ui/servers/" + encodeURIComponent(a.server), a.server)),
+        el("td", { text: a.kind }), el("td", {}, statusBadge(a.status)),
+        el("td", { text: a.exit_code ?? "" }), el("td", { text: when(a.created_at) }),
+        el("td", { text: duration(a) }), el("td", { text: a.worker || "" })));
+    }
+  };
+  const load = async (append) => {
+    const q = query(); if (append && before) q.set("before", before);
+    const r = await api("/v1/actions?" + q);
+    render(r.actions, append);
+    if (!append || r.next_before) before = r.next_before;
+    more.hidden = !r.next_before;
+  };
+  more.onclick = () => load(true);
+  await load(false);
+  // The first page refreshes itself while actions run.
+  setInterval(() => { if (table.rows.length <= 51) load(false); }, 2000);
+}
+
+// ---- /ui/actions/{id} -----------------------------------------------------------------------
+async function actionPage(id) {
+  const facts = el("dl", { class: "facts", id: "facts" });
+  const log = el("pre", { class: "log", id: "log" });
+  const cancel = el("button", { id: "cancel", text: "Cancel" });
+  const search = el("input", { id: "search", placeholder: "search the log" });
+  const searchForm = el("form", { class: "bar", id: "search-form" }, search, el("button", { type: "submit", text: "Search" }));
+  const results = el("div", { class: "results", id: "results", hidden: "" });
+  const more = el("button", { id: "more", text: "More", hidden: "" });
+  const end = el("button", { id: "end", text: "Jump to end" });
+  const download = el("a", { href: "/v1/actions/" + id + "/log?download=1", text: "Download" });
+  app().replaceChildren(el("h1", { id: "title", text: "Action " + id }), facts,
+    el("div", { class: "bar" }, cancel, end, download), searchForm, results, log, el("div", { class: "bar" }, more));
+
+  let action = await api("/v1/actions/" + id);
+  const showFacts = () => {
+    const rows = [["Server", link("/ui/servers/" + encodeURIComponent(action.server), action.server)],
+      ["Kind", action.kind], ["Status", statusBadge(action.status)], ["Exit code", action.exit_code ?? ""],
+      ["Created", when(action.created_at)], ["Started", when(action.started_at)], ["Finished", when(action.finished_at)],
+      ["Duration", duration(action)], ["Worker", action.worker || ""], ["Attempt", String(action.attempt)]];
+    facts.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
+    cancel.hidden = ["succeeded", "failed", "cancelled", "timed_out", "interrupted"].includes(action.status);
+  };
+  showFacts();
+
+  let last = 0;
+  const line = (l) => el("div", { class: l.stream === "system" ? "sys" : l.stream === "stderr" ? "err" : "", "data-seq": l.seq, text: l.text });
+  const page = async () => {
+    const r = await api(`/v1/actions/${id}/lines?after=${last}&limit=1000`);
+    for (const l of r.lines) { log.append(line(l)); last = l.seq; }
+    more.hidden = last >= r.last_seq;
+    return r;
+  };
+  more.onclick = page;
+  end.onclick = async () => {
+    const r = await api(`/v1/actions/${id}/lines?tail=1000`);
+    log.replaceChildren(...r.lines.map(line));
+    last = r.last_seq; more.hidden = true;
+    log.scrollTop = log.scrollHeight;
+  };
+  cancel.onclick = async () => {
+    action = await api(`/v1/actions/${id}/cancel`, { method: "POST" }).catch((e) => { cancel.textContent = "Cancel failed: " + e.message; return action; });
+    showFacts();
+  };
+  searchForm.onsubmit = async (ev) => {
+    ev.preventDefault();
+    if (!search.value) return;
+    const r = await api(`/v1/actions/${id}/lines?limit=200&q=${encodeURIComponent(search.value)}`);
+    results.hidden = false;
+    results.replaceChildren(el("div", { class: "muted", text: r.lines.length + " matching lines" + (r.lines.length === 200 ? " (first 200)" : "") }),
+      ...r.lines.map((l) => el("div", { "data-seq": l.seq, text: l.seq + ": " + l.text })));
+  };
+
+  const first = await page();
+  // Live tail while it runs (server-sent events resume after `last`).
+  if (!["succeeded", "failed", "cancelled", "timed_out", "interrupted"].includes(first.status) && last >= first.last_seq) {
+    const es = new EventSource(`/v1/actions/${id}/log?after=${last}`);
+    es.onmessage = (ev) => {
+      const seq = Number(ev.lastEventId);
+      if (seq <= last) return;
+      const text = ev.data;
+      log.append(el("div", { class: text.includes("] [ServerActionsWorker] : ") ? "sys" : "", "data-seq": seq, text }));
+      last = seq;
+      if (log.scrollHeight - log.scrollTop - log.clientHeight < 80) log.scrollTop = log.scrollHeight;
+    };
+    es.addEventListener("end", async () => { es.close(); action = await api("/v1/actions/" + id); showFacts(); });
+    setInterval(async () => { if (es.readyState !== 2) { action = await api("/v1/actions/" + id); showFacts(); } }, 3000);
+  }
+}
+
+// ---- /ui/servers and /ui/servers/{name} -----------------------------------------------------
+async function serversPage() {
+  const r = await api("/v1/servers");
+  const table = el("table", { id: "servers" }, el("tr", {}, ...["Name", "Address", "User"].map((h) => el("th", { text: h }))));
+  for (const s of r.servers)
+    table.append(el("tr", {}, el("td", {}, link("/ui/servers/" + encodeURIComponent(s.name), s.name)),
+      el("td", { text: s.address + ":" + s.ssh_port }), el("td", { text: s.ssh_user })));
+  app().replaceChildren(el("h1", { text: "Servers" }), table);
+}
+
+async function serverPage(name) {
+  const s = await api("/v1/servers/" + encodeURIComponent(name));
+  const lock = s.lock
+    ? el("span", {}, "held by ", link("/ui/actions/" + s.lock.action_id, "action " + s.lock.action_id), " (worker " + s.lock.holder + ", until " + when(s.lock.expires_at) + ")")
+    : "free";
+  const facts = el("dl", { class: "facts" }, el("dt", { text: "Address" }), el("dd", { text: s.address + ":" + s.ssh_port }),
+    el("dt", { text: "User" }), el("dd", { text: s.ssh_user }), el("dt", { text: "Lock" }), el("dd", { id: "lock" }, lock));
+  const list = async (q) => (await api("/v1/actions?server=" + encodeURIComponent(name) + "&" + q)).actions;
+  const table = (actions, id) => {
+    const t = el("table", { id }, el("tr", {}, ...["ID", "Kind", "Status", "Created"].map((h) => el("th", { text: h }))));
+    for (const a of actions) t.append(el("tr", {}, el("td", {}, link("/ui/actions/" + a.id, String(a.id))),
+      el("td", { text: a.kind }), el("td", {}, statusBadge(a.status)), el("td", { text: when(a.created_at) })));
+    return t;
+  };
+  app().replaceChildren(el("h1", { text: "Server " + s.name }), facts,
+    el("h2", { text: "Waiting for the lock" }), table(await list("status=waiting&limit=50"), "waiting"),
+    el("h2", { text: "Last actions" }), table(await list("limit=20"), "recent"));
+}
+
+// ---- routing --------------------------------------------------------------------------------
+(async () => {
+  const p = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+  try {
+    if (p[1] === "actions" && p[2]) await actionPage(p[2]);
+    else if (p[1] === "servers" && p[2]) await serverPage(p[2]);
+    else if (p[1] === "servers") await serversPage();
+    else await actionsPage();
+  } catch (e) {
+    app().replaceChildren(el("p", { class: "error", text: "Error: " + e.message }));
+  }
+})();

@@ -1,0 +1,203 @@
+//! The log viewer in a real (headless) Chromium: live tail without reloading, hostile output
+//! shown as text, filters, a 1,000,000-line log that opens at once and is searched on the
+//! server. Screenshots of the action page and the list are saved under the target directory.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde_json::Value;
+use shared::Status;
+use testbed::browser::Browser;
+
+use crate::{TestApp, TestHost};
+
+fn artifact(name: &str) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    PathBuf::from(target).join("ui-screenshots").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn viewer_tails_live_escapes_output_filters_and_opens_big_logs() {
+    let mut app = TestApp::spawn().await.unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let browser = Browser::start().await.unwrap();
+
+    let failing = app
+        .client
+        .run_script("web1", "echo broken >&2; exit 2", &[])
+        .await
+        .unwrap();
+    app.wait(failing.id).await;
+    let slow = app
+        .client
+        .run_script(
+            "web1",
+            r#"echo '<script>alert(1)</script>'; echo '<img src=x onerror=alert(2)>'; for i in 1 2 3 4 5 6 7 8; do echo "tick $i"; sleep 0.5; done"#,
+            &[],
+        )
+        .await
+        .unwrap();
+
+    // The action page: lines appear while it runs, without a reload.
+    browser
+        .goto(&format!("{}/ui/actions/{}", app.api_url, slow.id))
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for(
+                "return !!document.getElementById('log')",
+                Duration::from_secs(10)
+            )
+            .await
+    );
+    browser
+        .eval("window.__same_page = 'yes'; return true")
+        .await
+        .unwrap();
+    let log_has =
+        |s: &str| format!("return document.getElementById('log').textContent.includes({s:?})");
+    assert!(
+        browser
+            .wait_for(&log_has("tick 1"), Duration::from_secs(20))
+            .await,
+        "no live lines"
+    );
+    assert!(
+        browser
+            .wait_for(&log_has("tick 6"), Duration::from_secs(20))
+            .await,
+        "live tail stalled"
+    );
+    assert_eq!(
+        browser.eval("return window.__same_page").await.unwrap(),
+        "yes",
+        "the page reloaded"
+    );
+    assert!(
+        browser
+            .wait_for(
+                "return document.getElementById('facts').textContent.includes('succeeded')",
+                Duration::from_secs(20)
+            )
+            .await
+    );
+    // Hostile output is text: no element was created from it, no dialog opened.
+    assert!(browser
+        .eval(&log_has("<script>alert(1)</script>"))
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap());
+    assert!(browser
+        .eval(&log_has("<img src=x onerror=alert(2)>"))
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap());
+    let injected = browser
+        .eval("return document.querySelectorAll('#log img, #log script').length")
+        .await
+        .unwrap();
+    assert_eq!(injected, 0);
+    assert_eq!(browser.alert_text().await, None, "an alert opened");
+    let lines = browser
+        .eval("return document.querySelectorAll('#log div').length")
+        .await
+        .unwrap();
+    assert_eq!(
+        lines.as_u64().unwrap() as usize,
+        app.log(slow.id).await.lines().count(),
+        "line count differs"
+    );
+    browser.screenshot(&artifact("action.png")).await.unwrap();
+
+    // The list: both actions, then only the failed one with the status filter.
+    browser
+        .goto(&format!("{}/ui/actions", app.api_url))
+        .await
+        .unwrap();
+    let rows = "return document.querySelectorAll('#actions tr[data-id]').length";
+    assert!(
+        browser
+            .wait_for(&format!("{rows} === 2"), Duration::from_secs(10))
+            .await
+    );
+    browser.screenshot(&artifact("actions.png")).await.unwrap();
+    browser
+        .goto(&format!("{}/ui/actions?status=failed", app.api_url))
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for(&format!("{rows} === 1"), Duration::from_secs(10))
+            .await
+    );
+    let id = browser
+        .eval("return document.querySelector('#actions tr[data-id]').dataset.id")
+        .await
+        .unwrap();
+    assert_eq!(id, Value::String(failing.id.to_string()));
+
+    // A 1,000,000-line log opens with its first page and is searched on the server.
+    let big = app
+        .client
+        .run_script("web1", "seq 1000000", &[])
+        .await
+        .unwrap();
+    let big = app
+        .client
+        .wait(big.id, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(big.status, Status::Succeeded);
+    let opened = std::time::Instant::now();
+    browser
+        .goto(&format!("{}/ui/actions/{}", app.api_url, big.id))
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for(
+                "return document.querySelectorAll('#log div').length >= 1000",
+                Duration::from_secs(20)
+            )
+            .await
+    );
+    println!("1M-line log page shown in {:?}", opened.elapsed());
+    browser
+        .eval("document.getElementById('search').value = '999990'; document.getElementById('search-form').requestSubmit(); return true")
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for(
+                "return document.getElementById('results').textContent.includes(': 999990')",
+                Duration::from_secs(20)
+            )
+            .await
+    );
+    browser
+        .eval("document.getElementById('end').click(); return true")
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for(
+                &log_has("Server action successfully completed"),
+                Duration::from_secs(20)
+            )
+            .await
+    );
+
+    // The pages carry a Content-Security-Policy.
+    let resp = reqwest::get(format!("{}/ui/actions", app.api_url))
+        .await
+        .unwrap();
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+}
