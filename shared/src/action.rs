@@ -10,14 +10,16 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     RunScript,
+    DbStatus,
 }
 
 impl ActionKind {
-    pub const ALL: &'static [ActionKind] = &[ActionKind::RunScript];
+    pub const ALL: &'static [ActionKind] = &[ActionKind::RunScript, ActionKind::DbStatus];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ActionKind::RunScript => "run_script",
+            ActionKind::DbStatus => "db_status",
         }
     }
 
@@ -25,6 +27,8 @@ impl ActionKind {
     pub fn retry_safe(self) -> bool {
         match self {
             ActionKind::RunScript => false,
+            // Read-only.
+            ActionKind::DbStatus => true,
         }
     }
 
@@ -32,6 +36,7 @@ impl ActionKind {
     pub fn title(self) -> &'static str {
         match self {
             ActionKind::RunScript => "run script",
+            ActionKind::DbStatus => "DB status",
         }
     }
 }
@@ -154,12 +159,22 @@ pub struct Action {
     pub not_before: Option<DateTime<Utc>>,
     /// Why the action was asked to stop while running (cancel, preemption).
     pub cancel_requested: Option<String>,
+    /// What the action found out (`db_status`: replication state...).
+    pub result: Option<serde_json::Value>,
 }
 
 impl Action {
-    /// `Some((next attempt, backoff in s))` when a failed or interrupted run is retried.
-    pub fn next_retry(&self) -> Option<(i32, f64)> {
+    /// `Some((next attempt, backoff in s))` when a run that ended `status` is retried: failed
+    /// and interrupted runs, or only interrupted ones when the policy says `"on": "interrupted"`
+    /// (the default of retry-safe kinds).
+    pub fn next_retry(&self, status: Status) -> Option<(i32, f64)> {
         let retry = self.retry.as_ref()?;
+        let interrupted_only = retry.get("on").and_then(|o| o.as_str()) == Some("interrupted");
+        match status {
+            Status::Interrupted => {}
+            Status::Failed if !interrupted_only => {}
+            _ => return None,
+        }
         let max = retry.get("max")?.as_i64()?;
         let backoff = retry
             .get("backoff_s")

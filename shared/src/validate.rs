@@ -94,6 +94,18 @@ pub fn run_script_params(params: &Value) -> Result<RunScriptParams, FieldError> 
     Ok(RunScriptParams { script, env })
 }
 
+/// Parameters of kinds that take none.
+pub fn no_params(kind: &str, params: &Value) -> Result<(), FieldError> {
+    match params.as_object() {
+        Some(o) if o.is_empty() => Ok(()),
+        Some(o) => Err(FieldError::new(
+            format!("params.{}", o.keys().next().expect("not empty")),
+            format!("unknown parameter: {kind} takes none"),
+        )),
+        None => Err(FieldError::new("params", "must be an object")),
+    }
+}
+
 pub fn is_shell_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())

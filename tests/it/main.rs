@@ -6,6 +6,7 @@ mod cancel;
 mod chaos;
 mod cli;
 mod crash;
+mod db;
 mod faults;
 mod logs;
 mod ordering;

@@ -79,6 +79,7 @@ pub struct TestHost {
     pub dir: PathBuf,
     root: tempfile::TempDir,
     sshd: Option<Child>,
+    mariadbd: Option<Child>,
 }
 
 impl TestHost {
@@ -140,6 +141,7 @@ impl TestHost {
             dir,
             root,
             sshd: Some(sshd),
+            mariadbd: None,
         };
         host.wait_listening()?;
         Ok(host)
@@ -183,8 +185,81 @@ impl TestHost {
         fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }
 
-    /// "Kill the server": SIGKILL its sshd and every process under it (connections, sessions).
+    /// Also run a MariaDB on this host: its own datadir, `server_id`, binary log (ROW, GTID
+    /// strict mode), listening on port 3306 of the host's address, as the login user.
+    pub fn with_mariadb(mut self, server_id: u32) -> anyhow::Result<Self> {
+        let uid: u32 = run(Command::new("id").args(["-u", LOGIN_USER]))?
+            .trim()
+            .parse()?;
+        let gid: u32 = run(Command::new("id").args(["-g", LOGIN_USER]))?
+            .trim()
+            .parse()?;
+        let db = self.root.path().join("mysql");
+        fs::create_dir(&db)?;
+        run(Command::new("chown").arg(format!("{LOGIN_USER}:")).arg(&db))?;
+        run(Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .arg(format!("--datadir={}/data", db.display()))
+            .uid(uid)
+            .gid(gid))?;
+        let mut cmd = Command::new("/usr/sbin/mariadbd");
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}/data", db.display()))
+            .arg(format!("--bind-address={}", self.address))
+            .arg("--port=3306")
+            .arg(format!("--socket={}/mysqld.sock", db.display()))
+            .arg(format!("--pid-file={}/mysqld.pid", db.display()))
+            .arg(format!("--log-error={}/error.log", db.display()))
+            .arg(format!("--log-bin={}/data/bin", db.display()))
+            .arg(format!("--server-id={server_id}"))
+            .args([
+                "--binlog-format=ROW",
+                "--gtid-strict-mode=1",
+                "--skip-name-resolve",
+            ])
+            .uid(uid)
+            .gid(gid)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: as for sshd above.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        self.mariadbd = Some(cmd.spawn().context("starting mariadbd")?);
+        let addr = SocketAddr::from((self.address, 3306));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline {
+                let log = fs::read_to_string(db.join("error.log")).unwrap_or_default();
+                bail!("mariadbd on {} did not start: {log}", self.address);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(self)
+    }
+
+    /// The server registration body for a DB host: mysqld is reached on the host's address.
+    pub fn db_server_json(&self, name: &str) -> serde_json::Value {
+        let mut v = self.server_json(name);
+        v["db_host"] = serde_json::json!(self.address.to_string());
+        v
+    }
+
+    /// "Kill the server": SIGKILL its sshd and every process under it (connections, sessions),
+    /// and its mariadbd.
     pub fn kill(&mut self) {
+        if let Some(mut m) = self.mariadbd.take() {
+            let _ = m.kill();
+            let _ = m.wait();
+        }
         if let Some(mut c) = self.sshd.take() {
             kill_tree(c.id());
             let _ = c.wait();

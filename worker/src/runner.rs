@@ -13,7 +13,7 @@ use shared::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    actions::{self, ActionError, Ctx},
+    actions::{self, ActionError, Ctx, Done},
     lease::{self, Stop, StopReason},
     logwriter::LogWriter,
     Worker,
@@ -178,7 +178,13 @@ async fn execute(
     Ok(outcome)
 }
 
-fn outcome(result: Result<i32, ActionError>, stop: Option<StopReason>, action: &Action) -> Outcome {
+fn outcome(
+    result: Result<Done, ActionError>,
+    stop: Option<StopReason>,
+    action: &Action,
+) -> Outcome {
+    let found = result.as_ref().ok().and_then(|d| d.result.clone());
+    let result = result.map(|d| d.exit_code);
     let (status, exit_code, error, message) = match (result, stop) {
         (Ok(0), _) => (
             Status::Succeeded,
@@ -227,8 +233,8 @@ fn outcome(result: Result<i32, ActionError>, stop: Option<StopReason>, action: &
     };
     let mut message = vec![message];
     // Failed and interrupted runs are retried when the action says so.
-    let retry_in = match (status, action.next_retry()) {
-        (Status::Failed | Status::Interrupted, Some((attempt, backoff))) => {
+    let retry_in = match action.next_retry(status) {
+        Some((attempt, backoff)) => {
             let max = action
                 .retry
                 .as_ref()
@@ -248,5 +254,6 @@ fn outcome(result: Result<i32, ActionError>, stop: Option<StopReason>, action: &
         error,
         message,
         retry_in,
+        result: found,
     }
 }

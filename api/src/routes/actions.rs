@@ -57,6 +57,10 @@ fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
     let params = r.params.unwrap_or_else(|| json!({}));
     let params = match kind {
         ActionKind::RunScript => json!(validate::run_script_params(&params)?),
+        ActionKind::DbStatus => {
+            validate::no_params(kind.as_str(), &params)?;
+            params
+        }
     };
     if let Some(t) = r.timeout_s {
         if t == 0 || t > MAX_TIMEOUT_S {
@@ -90,10 +94,10 @@ fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
         urgent: r.urgent,
         idempotency_key: r.idempotency_key,
         // Kinds that are safe to run twice are retried after an interruption by default.
-        retry: r
-            .retry
-            .map(|r| json!(r))
-            .or_else(|| kind.retry_safe().then(|| json!({"max": 3, "backoff_s": 5}))),
+        retry: r.retry.map(|r| json!(r)).or_else(|| {
+            kind.retry_safe()
+                .then(|| json!({"max": 3, "backoff_s": 5, "on": "interrupted"}))
+        }),
     })
 }
 

@@ -31,6 +31,7 @@ struct ServerRequest {
     ssh_user: String,
     host_key: Option<String>,
     db_port: Option<u16>,
+    db_host: Option<String>,
     tags: Option<serde_json::Map<String, Value>>,
 }
 
@@ -40,6 +41,11 @@ fn validate_request(r: ServerRequest) -> ApiResult<NewServer> {
     validate::ssh_user(&r.ssh_user)?;
     if let Some(k) = &r.host_key {
         validate::host_key(k)?;
+    }
+    if let Some(h) = &r.db_host {
+        validate::address(h).map_err(|_| {
+            ApiError::bad("db_host", "db_host: must be an IP address or a host name")
+        })?;
     }
     for (field, port) in [("ssh_port", r.ssh_port), ("db_port", r.db_port)] {
         if port == Some(0) {
@@ -53,6 +59,7 @@ fn validate_request(r: ServerRequest) -> ApiResult<NewServer> {
         ssh_user: r.ssh_user,
         host_key: r.host_key,
         db_port: r.db_port.unwrap_or(3306),
+        db_host: r.db_host,
         tags: Value::Object(r.tags.unwrap_or_default()),
     })
 }

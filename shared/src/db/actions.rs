@@ -6,7 +6,7 @@ use crate::action::{Action, ActionKind, Status};
 
 pub const COLUMNS: &str = "id, server, kind, params, status, exit_code, error, timeout_s, urgent, \
     idempotency_key, worker, waiting_on, created_at, started_at, finished_at, attempt, retry, \
-    not_before, cancel_requested";
+    not_before, cancel_requested, result";
 
 #[derive(Clone, Debug)]
 pub struct NewAction {

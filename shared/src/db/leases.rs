@@ -307,6 +307,8 @@ pub struct Outcome {
     pub message: Vec<String>,
     /// Retry after this many seconds instead of ending: the action goes back to `waiting`.
     pub retry_in: Option<f64>,
+    /// What the action found out (kept on the action).
+    pub result: Option<serde_json::Value>,
 }
 
 #[derive(Debug)]
@@ -347,7 +349,7 @@ pub async fn finish(
     }
     let Row { released, st } = sqlx::query_as(&format!(
         "WITH d AS (DELETE FROM server_leases WHERE server = $1 AND generation = $2 RETURNING 1),
-              u AS (UPDATE actions SET exit_code = $5, error = $6, cancel_requested = NULL,
+              u AS (UPDATE actions SET exit_code = $5, error = $6, cancel_requested = NULL, result = $9,
                         status = CASE WHEN $8::float8 IS NULL THEN $4 ELSE 'waiting' END,
                         finished_at = CASE WHEN $8::float8 IS NULL THEN now() END,
                         attempt = attempt + CASE WHEN $8::float8 IS NULL THEN 0 ELSE 1 END,
@@ -369,6 +371,7 @@ pub async fn finish(
     .bind(&out.error)
     .bind(&out.message)
     .bind(out.retry_in)
+    .bind(out.result.as_ref().map(Json))
     .fetch_one(&mut *tx)
     .await?;
     if released != 1 {
@@ -451,7 +454,7 @@ pub async fn reap(
             lease.server,
             lease.expires_at.format("%H:%M:%S")
         );
-        let retry = action.next_retry();
+        let retry = action.next_retry(Status::Interrupted);
         match retry {
             Some((attempt, backoff)) => {
                 msg.push_str(&format!("\nRetrying: attempt {attempt} in {backoff} s."));

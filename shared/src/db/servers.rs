@@ -15,6 +15,8 @@ pub struct Server {
     pub db_port: i32,
     pub tags: Json<serde_json::Value>,
     pub created_at: DateTime<Utc>,
+    /// Where mysqld listens, seen from the server (default 127.0.0.1).
+    pub db_host: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -25,6 +27,7 @@ pub struct NewServer {
     pub ssh_user: String,
     pub host_key: Option<String>,
     pub db_port: u16,
+    pub db_host: Option<String>,
     pub tags: serde_json::Value,
 }
 
@@ -40,8 +43,8 @@ pub enum ServerError {
 
 pub async fn insert(pool: &PgPool, s: &NewServer) -> Result<Server, ServerError> {
     sqlx::query_as(
-        "INSERT INTO servers (name, address, ssh_port, ssh_user, host_key, db_port, tags)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+        "INSERT INTO servers (name, address, ssh_port, ssh_user, host_key, db_port, tags, db_host)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
     )
     .bind(&s.name)
     .bind(&s.address)
@@ -50,6 +53,7 @@ pub async fn insert(pool: &PgPool, s: &NewServer) -> Result<Server, ServerError>
     .bind(&s.host_key)
     .bind(i32::from(s.db_port))
     .bind(Json(&s.tags))
+    .bind(&s.db_host)
     .fetch_one(pool)
     .await
     .map_err(|e| match e {

@@ -1,5 +1,6 @@
 //! Action kinds, one module each, registered in `run`.
 
+mod db_status;
 mod run_script;
 
 use std::sync::Arc;
@@ -21,6 +22,8 @@ pub struct Ctx<'a> {
 pub enum ActionError {
     #[error(transparent)]
     Ssh(#[from] SshError),
+    #[error(transparent)]
+    Db(#[from] crate::mysql::DbError),
     #[error("invalid parameters: {0}")]
     Invalid(#[from] FieldError),
     /// Stopped by timeout, lost lease or shutdown; the runner knows which.
@@ -30,9 +33,20 @@ pub enum ActionError {
     Failed(String),
 }
 
-/// Run the action; `Ok(exit code)`.
-pub async fn run(kind: ActionKind, ctx: &Ctx<'_>) -> Result<i32, ActionError> {
+/// How an action ended when it ran to its end.
+pub struct Done {
+    pub exit_code: i32,
+    /// What it found out, kept on the action.
+    pub result: Option<serde_json::Value>,
+}
+
+/// Run the action.
+pub async fn run(kind: ActionKind, ctx: &Ctx<'_>) -> Result<Done, ActionError> {
     match kind {
-        ActionKind::RunScript => run_script::run(ctx).await,
+        ActionKind::RunScript => run_script::run(ctx).await.map(|exit_code| Done {
+            exit_code,
+            result: None,
+        }),
+        ActionKind::DbStatus => db_status::run(ctx).await,
     }
 }

@@ -1,0 +1,197 @@
+//! MySQL/MariaDB through a port forwarded over the server's SSH master connection: the worker
+//! listens on a Unix socket in its private control directory, the server's sshd connects to
+//! mysqld on `db_host:db_port` (127.0.0.1 by default), so the database port never needs to be
+//! reachable from the workers' network. Credentials come from `SA_MYSQL_USER`/`SA_MYSQL_PASSWORD`
+//! and never appear in a log line or an error.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use mysql_async::{prelude::Queryable, Conn, OptsBuilder};
+use openssh::{ForwardType, Session, Socket};
+use shared::db::servers::Server;
+
+use crate::{ssh::SshError, Worker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("cannot forward a port to {target} over SSH: {reason}")]
+    Forward { target: String, reason: String },
+    #[error("MySQL at {target}: {reason}")]
+    Mysql { target: String, reason: String },
+    #[error("MySQL at {target} did not answer within {secs} s")]
+    Timeout { target: String, secs: u64 },
+}
+
+/// A connection to a server's mysqld, with the SSH forward it runs through.
+pub struct Db {
+    pub conn: Conn,
+    pub target: String,
+    session: Arc<Session>,
+    path: PathBuf,
+    host: String,
+    port: u16,
+}
+
+impl Db {
+    pub async fn connect(worker: &Worker, server: &Server) -> Result<Db, DbError> {
+        let host = server.db_host.clone().unwrap_or_else(|| "127.0.0.1".into());
+        let port = server.db_port as u16;
+        let target = format!("{}:{port} on {}", host, server.name);
+        let session = worker.ssh.session(server).await?.session;
+        let nonce: u32 = rand_u32();
+        let path = worker
+            .ssh
+            .control_dir()
+            .join(format!("db-{}-{nonce:08x}.sock", server.id));
+        session
+            .request_port_forward(
+                ForwardType::Local,
+                Socket::UnixSocket {
+                    path: path.clone().into(),
+                },
+                Socket::TcpSocket {
+                    host: host.clone().into(),
+                    port,
+                },
+            )
+            .await
+            .map_err(|e| DbError::Forward {
+                target: target.clone(),
+                reason: crate::ssh::describe(&e),
+            })?;
+        let opts = OptsBuilder::default()
+            .socket(Some(path.to_string_lossy().into_owned()))
+            .prefer_socket(false)
+            .user(Some(worker.cfg.mysql_user.clone()))
+            .pass(
+                (!worker.cfg.mysql_password.is_empty()).then(|| worker.cfg.mysql_password.clone()),
+            );
+        let limit = Duration::from_secs(10);
+        let forward = Forward {
+            session: session.clone(),
+            path: path.clone(),
+            host: host.clone(),
+            port,
+        };
+        let conn = match tokio::time::timeout(limit, Conn::new(opts)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                forward.close().await;
+                let hint = if matches!(e, mysql_async::Error::Io(_)) {
+                    " (is mysqld listening there?)"
+                } else {
+                    ""
+                };
+                return Err(DbError::Mysql {
+                    target,
+                    reason: format!("{e}{hint}"),
+                });
+            }
+            Err(_) => {
+                forward.close().await;
+                return Err(DbError::Timeout {
+                    target,
+                    secs: limit.as_secs(),
+                });
+            }
+        };
+        Ok(Db {
+            conn,
+            target,
+            session,
+            path,
+            host,
+            port,
+        })
+    }
+
+    pub fn error(&self, e: mysql_async::Error) -> DbError {
+        DbError::Mysql {
+            target: self.target.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Disconnect and close the forward.
+    pub async fn close(self) {
+        let _ = self.conn.disconnect().await;
+        Forward {
+            session: self.session,
+            path: self.path,
+            host: self.host,
+            port: self.port,
+        }
+        .close()
+        .await;
+    }
+
+    pub async fn query_first_row(
+        &mut self,
+        sql: &str,
+    ) -> Result<Option<mysql_async::Row>, DbError> {
+        self.conn
+            .query_first(sql)
+            .await
+            .map_err(|e| DbError::Mysql {
+                target: self.target.clone(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+struct Forward {
+    session: Arc<Session>,
+    path: PathBuf,
+    host: String,
+    port: u16,
+}
+
+impl Forward {
+    async fn close(self) {
+        let _ = self
+            .session
+            .close_port_forward(
+                ForwardType::Local,
+                Socket::UnixSocket {
+                    path: self.path.clone().into(),
+                },
+                Socket::TcpSocket {
+                    host: self.host.into(),
+                    port: self.port,
+                },
+            )
+            .await;
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    t.subsec_nanos() ^ std::process::id().rotate_left(16)
+}
+
+/// A column of a row as JSON (NULL → null, numbers as numbers, the rest as text).
+pub fn column(row: &mysql_async::Row, name: &str) -> serde_json::Value {
+    use mysql_async::Value as V;
+    let Some(idx) = row.columns_ref().iter().position(|c| c.name_str() == name) else {
+        return serde_json::Value::Null;
+    };
+    match row.as_ref(idx) {
+        None | Some(V::NULL) => serde_json::Value::Null,
+        Some(V::Int(i)) => (*i).into(),
+        Some(V::UInt(u)) => (*u).into(),
+        Some(V::Float(f)) => (*f).into(),
+        Some(V::Double(d)) => (*d).into(),
+        Some(V::Bytes(b)) => {
+            let s = String::from_utf8_lossy(b);
+            s.parse::<i64>()
+                .map(Into::into)
+                .unwrap_or_else(|_| s.into_owned().into())
+        }
+        Some(other) => other.as_sql(true).into(),
+    }
+}
