@@ -10,6 +10,7 @@ need_pkgs=()
 command -v ssh-keygen >/dev/null || need_pkgs+=(openssh-client)
 command -v psql >/dev/null || need_pkgs+=(postgresql-client)
 command -v pgrep >/dev/null || need_pkgs+=(procps)
+[ -x /usr/sbin/mariadbd ] && command -v mariadb-install-db >/dev/null || need_pkgs+=(mariadb-server)  # test hosts' own mariadbd
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)          # the viewer's browser tests
 command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
