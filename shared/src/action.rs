@@ -11,15 +11,24 @@ use serde::{Deserialize, Serialize};
 pub enum ActionKind {
     RunScript,
     DbStatus,
+    DbConfigureMaster,
+    DbConfigureSlave,
 }
 
 impl ActionKind {
-    pub const ALL: &'static [ActionKind] = &[ActionKind::RunScript, ActionKind::DbStatus];
+    pub const ALL: &'static [ActionKind] = &[
+        ActionKind::RunScript,
+        ActionKind::DbStatus,
+        ActionKind::DbConfigureMaster,
+        ActionKind::DbConfigureSlave,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ActionKind::RunScript => "run_script",
             ActionKind::DbStatus => "db_status",
+            ActionKind::DbConfigureMaster => "db_configure_master",
+            ActionKind::DbConfigureSlave => "db_configure_slave",
         }
     }
 
@@ -29,6 +38,7 @@ impl ActionKind {
             ActionKind::RunScript => false,
             // Read-only.
             ActionKind::DbStatus => true,
+            ActionKind::DbConfigureMaster | ActionKind::DbConfigureSlave => false,
         }
     }
 
@@ -37,6 +47,8 @@ impl ActionKind {
         match self {
             ActionKind::RunScript => "run script",
             ActionKind::DbStatus => "DB status",
+            ActionKind::DbConfigureMaster => "DB configure master",
+            ActionKind::DbConfigureSlave => "DB configure slave",
         }
     }
 }

@@ -94,6 +94,76 @@ pub fn run_script_params(params: &Value) -> Result<RunScriptParams, FieldError> 
     Ok(RunScriptParams { script, env })
 }
 
+/// `db_configure_master` / `db_configure_slave` parameters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterParams {
+    pub cluster: String,
+    /// The master's DNS record (db_configure_master).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
+    /// Switch binlog_format to ROW (db_configure_master).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fix: bool,
+}
+
+pub fn cluster_params(
+    kind: &str,
+    params: &Value,
+    master: bool,
+) -> Result<ClusterParams, FieldError> {
+    let obj = params
+        .as_object()
+        .ok_or_else(|| FieldError::new("params", "must be an object"))?;
+    let allowed: &[&str] = if master {
+        &["cluster", "dns_name", "fix"]
+    } else {
+        &["cluster", "from"]
+    };
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(FieldError::new(
+            format!("params.{k}"),
+            format!(
+                "unknown parameter for {kind} (expected {})",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    let cluster = match obj.get("cluster") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => return Err(FieldError::new("params.cluster", "is required")),
+        Some(_) => return Err(FieldError::new("params.cluster", "must be a string")),
+    };
+    server_name("params.cluster", &cluster)?;
+    let dns_name = match obj.get("dns_name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            address(s).map_err(|_| FieldError::new("params.dns_name", "must be a DNS name"))?;
+            Some(s.clone())
+        }
+        Some(_) => return Err(FieldError::new("params.dns_name", "must be a string")),
+    };
+    let fix = match obj.get("fix") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(FieldError::new("params.fix", "must be true or false")),
+    };
+    match obj.get("from") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == "master" => {}
+        Some(_) => {
+            return Err(FieldError::new(
+                "params.from",
+                "must be \"master\" (copying from a backup comes with the backup actions)",
+            ))
+        }
+    }
+    Ok(ClusterParams {
+        cluster,
+        dns_name,
+        fix,
+    })
+}
+
 /// Parameters of kinds that take none.
 pub fn no_params(kind: &str, params: &Value) -> Result<(), FieldError> {
     match params.as_object() {

@@ -114,3 +114,153 @@ async fn wrong_db_credentials_fail_without_showing_the_password() {
     );
     assert!(!shown.contains("s3cret-never-shown"), "the password leaked");
 }
+
+/// Run SQL on a test host's mariadbd directly (the test's own view of the data).
+fn sql(host: &TestHost, q: &str) -> String {
+    let out = std::process::Command::new("mariadb")
+        .args([
+            "-h",
+            &host.address.to_string(),
+            "-P",
+            "3306",
+            "-u",
+            "root",
+            "-N",
+            "-B",
+            "-e",
+            q,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{q}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn configure_master_then_slave_replicates_everything() {
+    let mut app = TestApp::spawn().await.unwrap();
+    let a = TestHost::start().unwrap().with_mariadb(31).unwrap();
+    let b = TestHost::start().unwrap().with_mariadb(32).unwrap();
+    app.client
+        .add_server(&a.db_server_json("dba"))
+        .await
+        .unwrap();
+    app.client
+        .add_server(&b.db_server_json("dbb"))
+        .await
+        .unwrap();
+    app.spawn_worker().await.unwrap();
+
+    let m = app
+        .client
+        .submit(&json!({"server": "dba", "kind": "db_configure_master",
+                        "params": {"cluster": "shop", "dns_name": "db-master.shop.test"}}))
+        .await
+        .unwrap();
+    let m = app.wait(m.id).await;
+    let log = app.log(m.id).await;
+    assert_eq!(m.status, Status::Succeeded, "{log}");
+    assert!(
+        log.contains("] : Executing: 'Executing action: DB configure master'"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "OK. Result: db-master.shop.test set to this instance IP: {}",
+            a.address
+        )),
+        "{log}"
+    );
+    let c = app.client.get("/v1/clusters/shop").await.unwrap();
+    assert_eq!(c["master"], "dba", "{c}");
+    assert_eq!(c["dns"]["address"], a.address.to_string(), "{c}");
+    assert!(!c.to_string().contains("password"), "{c}");
+
+    // Rows on the master, then the slave is seeded from it.
+    sql(&a, "CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB;
+             INSERT INTO shop.orders SELECT seq, CONCAT('v', seq) FROM mysql.seq_1_to_1000");
+    let s = app
+        .client
+        .submit(
+            &json!({"server": "dbb", "kind": "db_configure_slave", "params": {"cluster": "shop"}}),
+        )
+        .await
+        .unwrap();
+    let s = app
+        .client
+        .wait(s.id, std::time::Duration::from_secs(120))
+        .await
+        .unwrap();
+    let log = app.log(s.id).await;
+    assert_eq!(s.status, Status::Succeeded, "{log}");
+    assert!(
+        log.contains("Copying shop from dba (mysqldump --single-transaction --gtid"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Slave running: IO thread Yes, SQL thread Yes"),
+        "{log}"
+    );
+    assert_eq!(sql(&b, "SELECT count(*) FROM shop.orders"), "1000");
+    assert_eq!(sql(&b, "SELECT @@read_only"), "1");
+
+    // Writes on the master after the copy reach the slave.
+    sql(
+        &a,
+        "INSERT INTO shop.orders SELECT seq, 'later' FROM mysql.seq_1001_to_1500",
+    );
+    let caught_up = crate::eventually(std::time::Duration::from_secs(30), async || {
+        sql(&b, "SELECT count(*) FROM shop.orders") == "1500"
+    })
+    .await;
+    assert!(caught_up, "the slave did not receive the later rows");
+    let c = app.client.get("/v1/clusters/shop").await.unwrap();
+    assert_eq!(c["slaves"], json!(["dbb"]), "{c}");
+
+    // db_status on the slave shows its replication.
+    let st = app
+        .client
+        .submit(&json!({"server": "dbb", "kind": "db_status"}))
+        .await
+        .unwrap();
+    let st = app.wait(st.id).await;
+    let r = st.result.unwrap();
+    assert_eq!(
+        (
+            r["slave"]["io_running"].clone(),
+            r["slave"]["sql_running"].clone()
+        ),
+        (json!("Yes"), json!("Yes")),
+        "{r}"
+    );
+    assert_eq!(r["slave"]["master_host"], a.address.to_string());
+
+    // Refusals: a slave of an unknown cluster; a second master for the cluster.
+    let bad = app
+        .client
+        .submit(
+            &json!({"server": "dbb", "kind": "db_configure_slave", "params": {"cluster": "nope"}}),
+        )
+        .await
+        .unwrap();
+    let bad = app.wait(bad.id).await;
+    assert_eq!(bad.status, Status::Failed);
+    assert!(app.log(bad.id).await.contains("no cluster named nope"));
+    let two = app
+        .client
+        .submit(
+            &json!({"server": "dbb", "kind": "db_configure_master", "params": {"cluster": "shop"}}),
+        )
+        .await
+        .unwrap();
+    let two = app.wait(two.id).await;
+    assert_eq!(two.status, Status::Failed);
+    assert!(app
+        .log(two.id)
+        .await
+        .contains("already has master dba: promote a slave instead"));
+}

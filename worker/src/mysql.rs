@@ -195,3 +195,88 @@ pub fn column(row: &mysql_async::Row, name: &str) -> serde_json::Value {
         Some(other) => other.as_sql(true).into(),
     }
 }
+
+impl Db {
+    /// Run statements whose results do not matter (`SET`, `CHANGE MASTER`...).
+    pub async fn exec(&mut self, sql: &str) -> Result<(), DbError> {
+        self.conn.query_drop(sql).await.map_err(|e| DbError::Mysql {
+            target: self.target.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    pub async fn strings(&mut self, sql: &str) -> Result<Vec<String>, DbError> {
+        self.conn.query(sql).await.map_err(|e| DbError::Mysql {
+            target: self.target.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Options for the `mysql`/`mysqldump` clients run on `server` itself: TCP to its mysqld, our
+/// user. A password never goes on a command line: it is written to a private temporary file
+/// on the server (`--defaults-extra-file`), removed by [`ClientOpts::cleanup`].
+pub struct ClientOpts {
+    pub args: String,
+    file: Option<String>,
+}
+
+impl ClientOpts {
+    pub async fn new(worker: &Worker, server: &Server) -> Result<Self, DbError> {
+        let host = server.db_host.clone().unwrap_or_else(|| "127.0.0.1".into());
+        let user = shlex::try_quote(&worker.cfg.mysql_user)
+            .map_err(|_| DbError::Forward {
+                target: server.name.clone(),
+                reason: "bad SA_MYSQL_USER".into(),
+            })?
+            .into_owned();
+        let file = if worker.cfg.mysql_password.is_empty() {
+            None
+        } else {
+            let lease = worker.ssh.session(server).await?;
+            let mut child = lease
+                .session
+                .clone()
+                .arc_raw_command("umask 077; f=$(mktemp); cat > \"$f\"; echo \"$f\"")
+                .stdin(openssh::Stdio::piped())
+                .stdout(openssh::Stdio::piped())
+                .stderr(openssh::Stdio::null())
+                .spawn()
+                .await
+                .map_err(|e| DbError::Forward {
+                    target: server.name.clone(),
+                    reason: crate::ssh::describe(&e),
+                })?;
+            let mut stdin = child.stdin().take().expect("piped");
+            let body = format!("[client]\npassword={}\n", worker.cfg.mysql_password);
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.write_all(body.as_bytes()).await;
+            drop(stdin);
+            let out = child
+                .wait_with_output()
+                .await
+                .map_err(|e| DbError::Forward {
+                    target: server.name.clone(),
+                    reason: crate::ssh::describe(&e),
+                })?;
+            Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
+        let defaults = file
+            .as_ref()
+            .map(|f| format!("--defaults-extra-file={f} "))
+            .unwrap_or_default();
+        Ok(Self {
+            args: format!(
+                "{defaults}--protocol=TCP -h {host} -P {} -u {user}",
+                server.db_port
+            ),
+            file,
+        })
+    }
+
+    pub async fn cleanup(self, worker: &Worker, server: &Server) {
+        if let Some(f) = self.file {
+            let _ = worker.ssh.exec(server, &format!("rm -f {f}")).await;
+        }
+    }
+}

@@ -61,6 +61,10 @@ fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
             validate::no_params(kind.as_str(), &params)?;
             params
         }
+        ActionKind::DbConfigureMaster | ActionKind::DbConfigureSlave => {
+            let master = kind == ActionKind::DbConfigureMaster;
+            json!(validate::cluster_params(kind.as_str(), &params, master)?)
+        }
     };
     if let Some(t) = r.timeout_s {
         if t == 0 || t > MAX_TIMEOUT_S {

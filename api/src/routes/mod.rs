@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per resource.
 
 mod actions;
+mod clusters;
 mod health;
 mod logs;
 mod servers;
@@ -24,6 +25,7 @@ pub fn router() -> Router<Arc<AppState>> {
             get(servers::show).delete(servers::delete),
         )
         .route("/v1/actions", post(actions::submit).get(actions::list))
+        .route("/v1/clusters/{name}", get(clusters::show))
         .route("/v1/actions/{id}", get(actions::show))
         .route("/v1/actions/{id}/log", get(logs::show))
         .route("/v1/actions/{id}/cancel", post(actions::cancel))

@@ -17,6 +17,11 @@ pub struct Server {
     pub created_at: DateTime<Utc>,
     /// Where mysqld listens, seen from the server (default 127.0.0.1).
     pub db_host: Option<String>,
+    /// The DB cluster it belongs to, and its role there (`master`, `slave`).
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub db_role: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1,5 +1,7 @@
 //! Action kinds, one module each, registered in `run`.
 
+mod db_configure_master;
+mod db_configure_slave;
 mod db_status;
 mod run_script;
 
@@ -48,5 +50,7 @@ pub async fn run(kind: ActionKind, ctx: &Ctx<'_>) -> Result<Done, ActionError> {
             result: None,
         }),
         ActionKind::DbStatus => db_status::run(ctx).await,
+        ActionKind::DbConfigureMaster => db_configure_master::run(ctx).await,
+        ActionKind::DbConfigureSlave => db_configure_slave::run(ctx).await,
     }
 }

@@ -1,0 +1,129 @@
+//! `db_configure_master`: make a server its cluster's master: binary logging checked, the seed's
+//! two causes of broken slaves warned about (non-transactional tables, statement-based binlog;
+//! `fix` switches to ROW), the replication account created, writes enabled, the cluster's master
+//! and its DNS record pointed at it.
+
+use serde_json::json;
+use shared::{db::clusters, validate};
+
+use super::{ActionError, Ctx, Done};
+use crate::mysql::{column, Db};
+
+pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
+    let p = validate::cluster_params("db_configure_master", &ctx.action.params, true)?;
+    let mut db = Db::connect(ctx.worker, ctx.server).await?;
+    let result = configure(ctx, &mut db, &p).await;
+    db.close().await;
+    result
+}
+
+async fn configure(
+    ctx: &Ctx<'_>,
+    db: &mut Db,
+    p: &validate::ClusterParams,
+) -> Result<Done, ActionError> {
+    let (log, pool, server) = (&ctx.log, &ctx.worker.pool, ctx.server);
+    let row = db
+        .query_first_row(
+            "SELECT @@log_bin AS log_bin, @@server_id AS server_id, @@binlog_format AS fmt",
+        )
+        .await?
+        .ok_or_else(|| ActionError::Failed("no answer from mysqld".into()))?;
+    if column(&row, "log_bin") != 1 {
+        return Err(ActionError::Failed(
+            "Server doesn't appear to be logging binary logs: enable log_bin and a unique server_id \
+             in its configuration and restart mysqld (automatic reconfiguration is not supported yet)"
+                .into(),
+        ));
+    }
+    log.system(format!(
+        "Binary logging is on (server_id {}).",
+        column(&row, "server_id")
+    ))
+    .await;
+
+    // The two causes of broken slaves.
+    let myisam = db
+        .strings(
+            "SELECT CONCAT(table_schema, '.', table_name) FROM information_schema.tables
+             WHERE engine = 'MyISAM' AND table_schema NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')
+             ORDER BY 1",
+        )
+        .await?;
+    if !myisam.is_empty() {
+        let shown: Vec<&str> = myisam.iter().take(5).map(String::as_str).collect();
+        log.system(format!(
+            "Warning: {} non-transactional (MyISAM) tables ({}{}): a crash during a write can leave a slave inconsistent.",
+            myisam.len(),
+            shown.join(", "),
+            if myisam.len() > 5 { ", ..." } else { "" }
+        ))
+        .await;
+    }
+    let fmt = column(&row, "fmt");
+    if fmt != "ROW" {
+        if p.fix {
+            db.exec("SET GLOBAL binlog_format = 'ROW'").await?;
+            log.system(format!("binlog_format was {fmt}: set to ROW."))
+                .await;
+        } else {
+            log.system(format!(
+                "Warning: binlog_format is {fmt}: non-deterministic statements can silently corrupt slaves (params.fix switches to ROW)."
+            ))
+            .await;
+        }
+    }
+
+    let cluster = clusters::ensure(pool, &p.cluster, p.dns_name.as_deref())
+        .await
+        .map_err(|e| ActionError::Failed(format!("store: {e}")))?;
+    if let Some(other) = cluster.master.as_deref().filter(|m| *m != server.name) {
+        return Err(ActionError::Failed(format!(
+            "cluster {} already has master {other}: promote a slave instead",
+            cluster.name
+        )));
+    }
+    let account = format!("'{}'@'%'", cluster.repl_user);
+    // The generated password is hex: nothing to escape. Not logged.
+    db.exec(&format!(
+        "CREATE USER IF NOT EXISTS {account} IDENTIFIED BY '{}'",
+        cluster.repl_password
+    ))
+    .await?;
+    db.exec(&format!(
+        "ALTER USER {account} IDENTIFIED BY '{}'",
+        cluster.repl_password
+    ))
+    .await?;
+    db.exec(&format!("GRANT REPLICATION SLAVE ON *.* TO {account}"))
+        .await?;
+    log.system(format!("Replication user {} ready.", cluster.repl_user))
+        .await;
+    db.exec("SET GLOBAL read_only = 0").await?;
+    log.system("read_only=0: writes enabled.").await;
+    let store = |e: sqlx::Error| ActionError::Failed(format!("store: {e}"));
+    clusters::set_master(pool, &cluster.name, &server.name)
+        .await
+        .map_err(store)?;
+    log.system("Changing Master DB DNS...").await;
+    clusters::set_dns(pool, &cluster.name, &server.address)
+        .await
+        .map_err(store)?;
+    log.system(format!(
+        "OK. Result: {} set to this instance IP: {}",
+        cluster.dns_name, server.address
+    ))
+    .await;
+    let pos = db
+        .query_first_row("SELECT @@gtid_binlog_pos AS pos")
+        .await?
+        .map(|r| column(&r, "pos"))
+        .unwrap_or_default();
+    Ok(Done {
+        exit_code: 0,
+        result: Some(json!({
+            "cluster": cluster.name, "master": server.name, "gtid_binlog_pos": pos,
+            "dns": {"name": cluster.dns_name, "address": server.address, "ttl": cluster.dns_ttl},
+        })),
+    })
+}
