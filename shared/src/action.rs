@@ -13,6 +13,7 @@ pub enum ActionKind {
     DbStatus,
     DbConfigureMaster,
     DbConfigureSlave,
+    DbPromote,
 }
 
 impl ActionKind {
@@ -21,6 +22,7 @@ impl ActionKind {
         ActionKind::DbStatus,
         ActionKind::DbConfigureMaster,
         ActionKind::DbConfigureSlave,
+        ActionKind::DbPromote,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -29,6 +31,7 @@ impl ActionKind {
             ActionKind::DbStatus => "db_status",
             ActionKind::DbConfigureMaster => "db_configure_master",
             ActionKind::DbConfigureSlave => "db_configure_slave",
+            ActionKind::DbPromote => "db_promote",
         }
     }
 
@@ -38,7 +41,9 @@ impl ActionKind {
             ActionKind::RunScript => false,
             // Read-only.
             ActionKind::DbStatus => true,
-            ActionKind::DbConfigureMaster | ActionKind::DbConfigureSlave => false,
+            ActionKind::DbConfigureMaster
+            | ActionKind::DbConfigureSlave
+            | ActionKind::DbPromote => false,
         }
     }
 
@@ -49,6 +54,7 @@ impl ActionKind {
             ActionKind::DbStatus => "DB status",
             ActionKind::DbConfigureMaster => "DB configure master",
             ActionKind::DbConfigureSlave => "DB configure slave",
+            ActionKind::DbPromote => "DB promote to master",
         }
     }
 }

@@ -164,6 +164,24 @@ pub fn cluster_params(
     })
 }
 
+/// `db_promote` parameters: `{"force"?: bool}`.
+pub fn promote_params(params: &Value) -> Result<bool, FieldError> {
+    let obj = params
+        .as_object()
+        .ok_or_else(|| FieldError::new("params", "must be an object"))?;
+    if let Some(k) = obj.keys().find(|k| k.as_str() != "force") {
+        return Err(FieldError::new(
+            format!("params.{k}"),
+            "unknown parameter for db_promote (expected force)",
+        ));
+    }
+    match obj.get("force") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(FieldError::new("params.force", "must be true or false")),
+    }
+}
+
 /// Parameters of kinds that take none.
 pub fn no_params(kind: &str, params: &Value) -> Result<(), FieldError> {
     match params.as_object() {

@@ -264,3 +264,164 @@ async fn configure_master_then_slave_replicates_everything() {
         .await
         .contains("already has master dba: promote a slave instead"));
 }
+
+/// Master A and slave B of cluster `shop`, with 100 rows.
+async fn pair(app: &TestApp, ids: (u32, u32)) -> (TestHost, TestHost) {
+    let a = TestHost::start().unwrap().with_mariadb(ids.0).unwrap();
+    let b = TestHost::start().unwrap().with_mariadb(ids.1).unwrap();
+    app.client
+        .add_server(&a.db_server_json("dba"))
+        .await
+        .unwrap();
+    app.client
+        .add_server(&b.db_server_json("dbb"))
+        .await
+        .unwrap();
+    sql(
+        &a,
+        "CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, v VARCHAR(20));
+             INSERT INTO shop.orders SELECT seq, 'v' FROM mysql.seq_1_to_100",
+    );
+    for (server, kind) in [
+        ("dba", "db_configure_master"),
+        ("dbb", "db_configure_slave"),
+    ] {
+        let x = app
+            .client
+            .submit(&json!({"server": server, "kind": kind, "params": {"cluster": "shop"}}))
+            .await
+            .unwrap();
+        let x = app
+            .client
+            .wait(x.id, std::time::Duration::from_secs(120))
+            .await
+            .unwrap();
+        assert_eq!(x.status, Status::Succeeded, "{}", app.log(x.id).await);
+    }
+    (a, b)
+}
+
+async fn promote(app: &TestApp, server: &str) -> (shared::Action, String) {
+    let p = app
+        .client
+        .submit(&json!({"server": server, "kind": "db_promote"}))
+        .await
+        .unwrap();
+    assert!(p.urgent, "db_promote is always urgent");
+    let p = app
+        .client
+        .wait(p.id, std::time::Duration::from_secs(120))
+        .await
+        .unwrap();
+    let log = app.log(p.id).await;
+    (p, log)
+}
+
+fn in_order(log: &str, steps: &[&str]) {
+    let mut at = 0;
+    for s in steps {
+        match log[at..].find(s) {
+            Some(i) => at += i + s.len(),
+            None => panic!("step {s:?} missing or out of order in:\n{log}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn promote_after_the_master_died() {
+    let mut app = TestApp::spawn().await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let (mut a, b) = pair(&app, (41, 42)).await;
+    sql(
+        &a,
+        "INSERT INTO shop.orders SELECT seq, 'late' FROM mysql.seq_101_to_150",
+    );
+    let caught = crate::eventually(std::time::Duration::from_secs(20), async || {
+        sql(&b, "SELECT count(*) FROM shop.orders") == "150"
+    })
+    .await;
+    assert!(caught);
+    a.kill(); // mariadbd and sshd
+    let started = std::time::Instant::now();
+    let (p, log) = promote(&app, "dbb").await;
+    println!("promote with a dead master took {:?}", started.elapsed());
+    assert_eq!(p.status, Status::Succeeded, "{log}");
+    in_order(&log, &[
+        "] : Executing: 'Executing action: DB promote to master'",
+        "has the lock. terminating others.",
+        "Stopping master (if alive), noting position, making RO, stopping and unconfiguring replication",
+        "not reachable...",
+        "...Warning: assuming old master is dead and that the current contents of the Slave is the latest and best we can get.",
+        "Promoting slave...",
+        "granting rep rights...",
+        "done with rights...",
+        "Changing Master DB DNS...",
+        &format!("OK. Result: shop-master set to this instance IP: {}", b.address),
+        "Mission accomplished.",
+        "Server action successfully completed",
+    ]);
+    assert_eq!(sql(&b, "SELECT @@read_only"), "0");
+    sql(&b, "INSERT INTO shop.orders VALUES (1000, 'after promote')");
+    let c = app.client.get("/v1/clusters/shop").await.unwrap();
+    assert_eq!(
+        (c["master"].clone(), c["dns"]["address"].clone()),
+        (json!("dbb"), json!(b.address.to_string())),
+        "{c}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn planned_switchover_demotes_the_old_master_and_refusals_change_nothing() {
+    let mut app = TestApp::spawn().await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let (a, b) = pair(&app, (51, 52)).await;
+    // Refusal: the master is not a slave.
+    let (p, log) = promote(&app, "dba").await;
+    assert_eq!(p.status, Status::Failed, "{log}");
+    assert!(log.contains("dba is not a slave of a cluster"), "{log}");
+    assert_eq!(
+        sql(&a, "SELECT @@read_only"),
+        "0",
+        "a refused promote changed the master"
+    );
+
+    sql(
+        &a,
+        "INSERT INTO shop.orders SELECT seq, 'w' FROM mysql.seq_101_to_300",
+    );
+    let (p, log) = promote(&app, "dbb").await;
+    assert_eq!(p.status, Status::Succeeded, "{log}");
+    in_order(
+        &log,
+        &[
+            "Old master is read-only at GTID",
+            "Promoting slave...",
+            "Demoting old master...",
+            "Mission accomplished.",
+        ],
+    );
+    // Every acknowledged write is on the new master; the old one is read-only and follows it.
+    assert_eq!(sql(&b, "SELECT count(*) FROM shop.orders"), "300");
+    assert_eq!(
+        (sql(&a, "SELECT @@read_only"), sql(&b, "SELECT @@read_only")),
+        ("1".into(), "0".into())
+    );
+    sql(
+        &b,
+        "INSERT INTO shop.orders VALUES (5000, 'on the new master')",
+    );
+    let follows = crate::eventually(std::time::Duration::from_secs(20), async || {
+        sql(&a, "SELECT count(*) FROM shop.orders WHERE id = 5000") == "1"
+    })
+    .await;
+    assert!(
+        follows,
+        "the old master does not replicate from the new one"
+    );
+    let c = app.client.get("/v1/clusters/shop").await.unwrap();
+    assert_eq!(
+        (c["master"].clone(), c["slaves"].clone()),
+        (json!("dbb"), json!(["dba"])),
+        "{c}"
+    );
+}

@@ -45,7 +45,7 @@ impl Db {
             .ssh
             .control_dir()
             .join(format!("db-{}-{nonce:08x}.sock", server.id));
-        session
+        let forwarded = session
             .request_port_forward(
                 ForwardType::Local,
                 Socket::UnixSocket {
@@ -56,11 +56,15 @@ impl Db {
                     port,
                 },
             )
-            .await
-            .map_err(|e| DbError::Forward {
-                target: target.clone(),
+            .await;
+        if let Err(e) = forwarded {
+            // A dead master connection is rebuilt on the next use.
+            worker.ssh.check(server, &session).await;
+            return Err(DbError::Forward {
+                target,
                 reason: crate::ssh::describe(&e),
-            })?;
+            });
+        }
         let opts = OptsBuilder::default()
             .socket(Some(path.to_string_lossy().into_owned()))
             .prefer_socket(false)

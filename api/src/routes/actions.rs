@@ -61,6 +61,7 @@ fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
             validate::no_params(kind.as_str(), &params)?;
             params
         }
+        ActionKind::DbPromote => json!({"force": validate::promote_params(&params)?}),
         ActionKind::DbConfigureMaster | ActionKind::DbConfigureSlave => {
             let master = kind == ActionKind::DbConfigureMaster;
             json!(validate::cluster_params(kind.as_str(), &params, master)?)
@@ -95,7 +96,8 @@ fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
         kind,
         params,
         timeout_s: r.timeout_s.map(|t| t as i32),
-        urgent: r.urgent,
+        // A promote is what brings a site back: it never waits behind other work.
+        urgent: r.urgent || kind == ActionKind::DbPromote,
         idempotency_key: r.idempotency_key,
         // Kinds that are safe to run twice are retried after an interruption by default.
         retry: r.retry.map(|r| json!(r)).or_else(|| {

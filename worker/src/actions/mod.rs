@@ -2,6 +2,7 @@
 
 mod db_configure_master;
 mod db_configure_slave;
+mod db_promote;
 mod db_status;
 mod run_script;
 
@@ -52,5 +53,6 @@ pub async fn run(kind: ActionKind, ctx: &Ctx<'_>) -> Result<Done, ActionError> {
         ActionKind::DbStatus => db_status::run(ctx).await,
         ActionKind::DbConfigureMaster => db_configure_master::run(ctx).await,
         ActionKind::DbConfigureSlave => db_configure_slave::run(ctx).await,
+        ActionKind::DbPromote => db_promote::run(ctx).await,
     }
 }

@@ -1,0 +1,219 @@
+//! `db_promote`: make a slave its cluster's master, as in the seed's "DB promote to master" log.
+//! If the old master answers it is made read-only, its GTID position noted and the slave waits
+//! (bounded) until it has applied it; otherwise the slave must have applied everything it
+//! received (or `force`). Then replication is stopped and unconfigured on the slave, the
+//! replication account ensured, writes enabled, the old master (if alive) demoted to a slave of
+//! the new one, and the cluster's master record moved. If a step fails after the old master was
+//! made read-only, it is made writable again and the log says so.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shared::{
+    db::{clusters, servers},
+    validate,
+};
+
+use super::{ActionError, Ctx, Done};
+use crate::mysql::{column, Db};
+
+pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
+    let force = validate::promote_params(&ctx.action.params)?;
+    let (log, pool, slave) = (&ctx.log, &ctx.worker.pool, ctx.server);
+    let store = |e: sqlx::Error| ActionError::Failed(format!("store: {e}"));
+    let (Some(cluster_name), Some("slave")) = (slave.cluster.as_deref(), slave.db_role.as_deref())
+    else {
+        return Err(ActionError::Failed(format!(
+            "{} is not a slave of a cluster: nothing to promote",
+            slave.name
+        )));
+    };
+    let cluster = clusters::get(pool, cluster_name)
+        .await
+        .map_err(store)?
+        .ok_or_else(|| ActionError::Failed(format!("cluster {cluster_name} is gone")))?;
+    let old = match &cluster.master {
+        Some(m) => servers::get(pool, m).await.map_err(store)?,
+        None => None,
+    };
+    log.system(format!(
+        "Using cluster {}: master {}, promoting slave {}.",
+        cluster.name,
+        old.as_ref().map_or("(none)", |m| m.name.as_str()),
+        slave.name
+    ))
+    .await;
+
+    let mut sdb = Db::connect(ctx.worker, slave).await?;
+    if sdb.query_first_row("SHOW SLAVE STATUS").await?.is_none() {
+        sdb.close().await;
+        return Err(ActionError::Failed(format!(
+            "{} is not replicating: not a slave",
+            slave.name
+        )));
+    }
+    log.system("Stopping master (if alive), noting position, making RO, stopping and unconfiguring replication").await;
+    let mut mdb = match &old {
+        Some(m) => match Db::connect(ctx.worker, m).await {
+            Ok(db) => Some(db),
+            Err(e) => {
+                log.system(format!(
+                    "Previously connected master {} not reachable... ({e})",
+                    m.address
+                ))
+                .await;
+                log.system("...Warning: assuming old master is dead and that the current contents of the Slave is the latest and best we can get.").await;
+                None
+            }
+        },
+        None => None,
+    };
+    let result = promote(ctx, &cluster, &mut sdb, mdb.as_mut(), force).await;
+    if let (Err(_), Some(m)) = (&result, mdb.as_mut()) {
+        // Undo: the old master takes writes again.
+        if m.exec("SET GLOBAL read_only = 0").await.is_ok() {
+            log.system("Promotion failed: the old master was made writable again.")
+                .await;
+        }
+    }
+    sdb.close().await;
+    if let Some(m) = mdb {
+        m.close().await;
+    }
+    let demoted = result?;
+
+    clusters::set_master(pool, &cluster.name, &slave.name)
+        .await
+        .map_err(store)?;
+    if let (true, Some(m)) = (demoted, &old) {
+        clusters::add_slave(pool, &cluster.name, &m.name)
+            .await
+            .map_err(store)?;
+    }
+    log.system("Changing Master DB DNS...").await;
+    clusters::set_dns(pool, &cluster.name, &slave.address)
+        .await
+        .map_err(store)?;
+    log.system(format!(
+        "OK. Result: {} set to this instance IP: {}",
+        cluster.dns_name, slave.address
+    ))
+    .await;
+    log.system("Mission accomplished.").await;
+    Ok(Done {
+        exit_code: 0,
+        result: Some(json!({"cluster": cluster.name, "master": slave.name,
+                            "old_master": old.map(|m| m.name), "old_master_demoted": demoted})),
+    })
+}
+
+/// The database steps; `Ok(true)` when the old master was demoted to a slave of the new one.
+async fn promote(
+    ctx: &Ctx<'_>,
+    cluster: &clusters::Cluster,
+    sdb: &mut Db,
+    mdb: Option<&mut Db>,
+    force: bool,
+) -> Result<bool, ActionError> {
+    let log = &ctx.log;
+    let slave = ctx.server;
+    match &mdb {
+        Some(_) => {}
+        None => {
+            // Dead master: the slave must have applied what it received.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let Some(s) = sdb.query_first_row("SHOW SLAVE STATUS").await? else {
+                    return Err(ActionError::Failed(
+                        "the slave stopped being a slave".into(),
+                    ));
+                };
+                let received = column(&s, "Gtid_IO_Pos");
+                let applied = sdb
+                    .query_first_row("SELECT @@gtid_slave_pos AS p")
+                    .await?
+                    .map(|r| column(&r, "p"));
+                if Some(&received) == applied.as_ref() || received.as_str() == Some("") {
+                    break;
+                }
+                if Instant::now() > deadline || column(&s, "Slave_SQL_Running") != "Yes" {
+                    if force {
+                        log.system(format!("Warning: received {received} but applied {}: promoting anyway (force).", applied.unwrap_or_default())).await;
+                        break;
+                    }
+                    return Err(ActionError::Failed(format!(
+                        "{} has not applied everything it received (received {received}, applied {}): \
+                         refusing to promote it; start its SQL thread or use params.force",
+                        slave.name,
+                        applied.unwrap_or_default()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let mut mdb = mdb;
+    if let Some(m) = mdb.as_deref_mut() {
+        m.exec("SET GLOBAL read_only = 1").await?;
+        let pos = m
+            .query_first_row("SELECT @@gtid_binlog_pos AS p")
+            .await?
+            .map(|r| column(&r, "p"))
+            .unwrap_or_default();
+        let pos = pos.as_str().unwrap_or_default().replace('\'', "");
+        log.system(format!("Old master is read-only at GTID {pos}; waiting until the slave catches up (at most 30 s)...")).await;
+        let waited = sdb
+            .query_first_row(&format!("SELECT MASTER_GTID_WAIT('{pos}', 30) AS w"))
+            .await?
+            .map(|r| column(&r, "w"));
+        if waited != Some(json!(0)) {
+            return Err(ActionError::Failed(format!(
+                "the slave did not reach the old master's position {pos} within 30 s"
+            )));
+        }
+    }
+    log.system("Promoting slave...").await;
+    sdb.exec("STOP SLAVE").await?;
+    sdb.exec("RESET SLAVE ALL").await?;
+    let pos = sdb
+        .query_first_row("SELECT @@gtid_binlog_pos AS p")
+        .await?
+        .map(|r| column(&r, "p"))
+        .unwrap_or_default();
+    log.system(format!(
+        "Retrieved new master info... GTID position: {}",
+        pos.as_str().unwrap_or("")
+    ))
+    .await;
+    log.system("granting rep rights...").await;
+    let account = format!("'{}'@'%'", cluster.repl_user);
+    sdb.exec(&format!(
+        "CREATE USER IF NOT EXISTS {account} IDENTIFIED BY '{}'",
+        cluster.repl_password
+    ))
+    .await?;
+    sdb.exec(&format!("GRANT REPLICATION SLAVE ON *.* TO {account}"))
+        .await?;
+    log.system("done with rights...").await;
+    sdb.exec("SET GLOBAL read_only = 0").await?;
+    log.system("Unlocking tables: read_only=0 on the new master.")
+        .await;
+    let Some(m) = mdb else {
+        return Ok(false);
+    };
+    log.system("Demoting old master...").await;
+    m.exec("STOP SLAVE").await.ok();
+    m.exec(&format!(
+        "CHANGE MASTER TO MASTER_HOST = '{}', MASTER_PORT = {}, MASTER_USER = '{}', MASTER_PASSWORD = '{}', \
+         MASTER_USE_GTID = slave_pos, MASTER_DEMOTE_TO_SLAVE = 1",
+        slave.address, slave.db_port, cluster.repl_user, cluster.repl_password
+    ))
+    .await?;
+    m.exec("START SLAVE").await?;
+    log.system(format!(
+        "Old master is read-only and replicates from {}.",
+        slave.name
+    ))
+    .await;
+    Ok(true)
+}
