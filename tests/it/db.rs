@@ -368,6 +368,32 @@ async fn promote_after_the_master_died() {
         (json!("dbb"), json!(b.address.to_string())),
         "{c}"
     );
+
+    // A fresh slave from the new master replicates.
+    let c_host = TestHost::start().unwrap().with_mariadb(43).unwrap();
+    app.client
+        .add_server(&c_host.db_server_json("dbc"))
+        .await
+        .unwrap();
+    let s = app
+        .client
+        .submit(
+            &json!({"server": "dbc", "kind": "db_configure_slave", "params": {"cluster": "shop"}}),
+        )
+        .await
+        .unwrap();
+    let s = app
+        .client
+        .wait(s.id, std::time::Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(s.status, Status::Succeeded, "{}", app.log(s.id).await);
+    sql(&b, "INSERT INTO shop.orders VALUES (1001, 'for c')");
+    let replicates = crate::eventually(std::time::Duration::from_secs(20), async || {
+        sql(&c_host, "SELECT count(*) FROM shop.orders") == "152"
+    })
+    .await;
+    assert!(replicates, "the new slave does not follow the new master");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -424,4 +450,80 @@ async fn planned_switchover_demotes_the_old_master_and_refusals_change_nothing()
         (json!("dbb"), json!(["dba"])),
         "{c}"
     );
+}
+
+/// `Gtid_IO_Pos` (received) and `gtid_slave_pos` (applied) of a slave.
+fn positions(host: &TestHost) -> (String, String) {
+    let out = std::process::Command::new("mariadb")
+        .args([
+            "-h",
+            &host.address.to_string(),
+            "-P",
+            "3306",
+            "-u",
+            "root",
+            "-e",
+            "SHOW SLAVE STATUS\\G",
+        ])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    let io = status
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Gtid_IO_Pos:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (io, sql(host, "SELECT @@gtid_slave_pos"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slave_that_has_not_applied_its_relay_log_is_not_promoted_without_force() {
+    let mut app = TestApp::spawn().await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let (mut a, b) = pair(&app, (61, 62)).await;
+    sql(&b, "STOP SLAVE SQL_THREAD");
+    sql(
+        &a,
+        "INSERT INTO shop.orders SELECT seq, 'unapplied' FROM mysql.seq_101_to_120",
+    );
+    let behind = crate::eventually(std::time::Duration::from_secs(20), async || {
+        let (received, applied) = positions(&b);
+        !received.is_empty() && received != applied
+    })
+    .await;
+    assert!(
+        behind,
+        "the slave did not receive the rows: {:?}",
+        positions(&b)
+    );
+    a.kill();
+    let (p, log) = promote(&app, "dbb").await;
+    assert_eq!(p.status, Status::Failed, "{log}");
+    assert!(
+        log.contains("has not applied everything it received"),
+        "{log}"
+    );
+    assert_eq!(
+        sql(&b, "SELECT @@read_only"),
+        "1",
+        "a refused promote made the slave writable"
+    );
+    let c = app.client.get("/v1/clusters/shop").await.unwrap();
+    assert_eq!(c["master"], "dba", "{c}");
+    // With force it goes ahead.
+    let p = app
+        .client
+        .submit(&json!({"server": "dbb", "kind": "db_promote", "params": {"force": true}}))
+        .await
+        .unwrap();
+    let p = app
+        .client
+        .wait(p.id, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(p.status, Status::Succeeded, "{}", app.log(p.id).await);
+    assert_eq!(sql(&b, "SELECT @@read_only"), "0");
 }
