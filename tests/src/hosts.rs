@@ -196,7 +196,11 @@ impl TestHost {
             .parse()?;
         let db = self.root.path().join("mysql");
         fs::create_dir(&db)?;
-        run(Command::new("chown").arg(format!("{LOGIN_USER}:")).arg(&db))?;
+        // Its own tmpdir too: parallel bootstraps must not share temporary files.
+        fs::create_dir(db.join("tmp"))?;
+        run(Command::new("chown")
+            .args(["-R", &format!("{LOGIN_USER}:")])
+            .arg(&db))?;
         run(Command::new("mariadb-install-db")
             .args([
                 "--no-defaults",
@@ -204,6 +208,7 @@ impl TestHost {
                 "--skip-test-db",
             ])
             .arg(format!("--datadir={}/data", db.display()))
+            .arg(format!("--tmpdir={}/tmp", db.display()))
             .uid(uid)
             .gid(gid))?;
         let mut cmd = Command::new("/usr/sbin/mariadbd");
@@ -214,6 +219,7 @@ impl TestHost {
             .arg(format!("--socket={}/mysqld.sock", db.display()))
             .arg(format!("--pid-file={}/mysqld.pid", db.display()))
             .arg(format!("--log-error={}/error.log", db.display()))
+            .arg(format!("--tmpdir={}/tmp", db.display()))
             .arg(format!("--log-bin={}/data/bin", db.display()))
             .arg(format!("--server-id={server_id}"))
             .args([
