@@ -202,6 +202,32 @@ async fn promote(
         return Ok(false);
     };
     log.system("Demoting old master...").await;
+    // The new master takes writes from here on: a failed demotion must not undo the promotion.
+    // The old master stays read-only either way.
+    match demote(m, cluster, slave).await {
+        Ok(()) => {
+            log.system(format!(
+                "Old master is read-only and replicates from {}.",
+                slave.name
+            ))
+            .await;
+            Ok(true)
+        }
+        Err(e) => {
+            log.system(format!(
+                "Could not demote the old master ({e}): it stays read-only, not replicating."
+            ))
+            .await;
+            Ok(false)
+        }
+    }
+}
+
+async fn demote(
+    m: &mut Db,
+    cluster: &clusters::Cluster,
+    slave: &shared::db::servers::Server,
+) -> Result<(), ActionError> {
     m.exec("STOP SLAVE").await.ok();
     m.exec(&format!(
         "CHANGE MASTER TO MASTER_HOST = '{}', MASTER_PORT = {}, MASTER_USER = '{}', MASTER_PASSWORD = '{}', \
@@ -210,10 +236,5 @@ async fn promote(
     ))
     .await?;
     m.exec("START SLAVE").await?;
-    log.system(format!(
-        "Old master is read-only and replicates from {}.",
-        slave.name
-    ))
-    .await;
-    Ok(true)
+    Ok(())
 }

@@ -50,9 +50,22 @@ pub async fn run(kind: ActionKind, ctx: &Ctx<'_>) -> Result<Done, ActionError> {
             exit_code,
             result: None,
         }),
-        ActionKind::DbStatus => db_status::run(ctx).await,
-        ActionKind::DbConfigureMaster => db_configure_master::run(ctx).await,
-        ActionKind::DbConfigureSlave => db_configure_slave::run(ctx).await,
+        ActionKind::DbStatus => stoppable(ctx, db_status::run(ctx)).await,
+        ActionKind::DbConfigureMaster => stoppable(ctx, db_configure_master::run(ctx)).await,
+        ActionKind::DbConfigureSlave => stoppable(ctx, db_configure_slave::run(ctx)).await,
+        // A promote runs to its end once started (it undoes itself on failure): stopping it
+        // half-way would leave two writable servers or none.
         ActionKind::DbPromote => db_promote::run(ctx).await,
+    }
+}
+
+/// Run `f` until it ends or the action is told to stop (timeout, cancel, lost lease).
+async fn stoppable(
+    ctx: &Ctx<'_>,
+    f: impl std::future::Future<Output = Result<Done, ActionError>>,
+) -> Result<Done, ActionError> {
+    tokio::select! {
+        r = f => r,
+        _ = ctx.stop.stopped() => Err(ActionError::Stopped),
     }
 }
