@@ -83,8 +83,8 @@ async fn sigkilled_worker_actions_are_interrupted_or_retried_and_servers_freed()
         took.as_secs_f64()
     );
     // The benchmark (sa-bench part e) measures this against lease + 2 s on a quiet machine; here
-    // the other tests share the two cores.
-    assert!(took <= Duration::from_secs(lease_s + 3), "took {took:?}");
+    // the other tests share the two cores (kill, reap and the next start all wait for CPU).
+    assert!(took <= Duration::from_secs(lease_s + 6), "took {took:?}");
 
     // The retried one ran again and succeeded.
     let c_end = app

@@ -109,12 +109,16 @@ pub async fn watch(
 /// actions `interrupted` or retried) and free servers whose next action is parked get it
 /// published again.
 pub async fn sweeper(worker: Arc<Worker>, shutdown: CancellationToken) {
-    let every = Duration::from_secs_f64((worker.lease_s() / 10.0).clamp(0.2, 1.0));
+    // Expired leases are looked for often (a cheap query on a small table): recovery after a
+    // crash is bounded by the lease plus this. Parked heads, a wider query, less often.
+    let every = Duration::from_secs_f64((worker.lease_s() / 20.0).clamp(0.1, 0.5));
+    let mut tick: u32 = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
+        tick = tick.wrapping_add(1);
         match leases::expired(&worker.pool).await {
             Ok(expired) => {
                 for lease in expired {
@@ -122,6 +126,9 @@ pub async fn sweeper(worker: Arc<Worker>, shutdown: CancellationToken) {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "sweeper: cannot read leases"),
+        }
+        if !tick.is_multiple_of(4) {
+            continue;
         }
         match leases::stalled_heads(&worker.pool).await {
             Ok(kicks) => worker.kick(kicks).await,
