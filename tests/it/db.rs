@@ -527,3 +527,62 @@ async fn a_slave_that_has_not_applied_its_relay_log_is_not_promoted_without_forc
     assert_eq!(p.status, Status::Succeeded, "{}", app.log(p.id).await);
     assert_eq!(sql(&b, "SELECT @@read_only"), "0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_page_shows_master_slaves_and_dns_record() {
+    let mut app = TestApp::spawn().await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let (a, _b) = pair(&app, (71, 72)).await;
+    let browser = testbed::browser::Browser::start().await.unwrap();
+    browser
+        .goto(&format!("{}/ui/clusters/shop", app.api_url))
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for(
+                "return !!document.getElementById('dns')",
+                std::time::Duration::from_secs(10)
+            )
+            .await
+    );
+    let text = browser
+        .eval("return document.getElementById('cluster').textContent")
+        .await
+        .unwrap();
+    let text = text.as_str().unwrap();
+    assert!(text.contains("dba") && text.contains("dbb"), "{text}");
+    assert!(
+        text.contains(&format!("shop-master → {} (TTL 60 s)", a.address)),
+        "{text}"
+    );
+    browser
+        .goto(&format!("{}/ui/servers/dbb", app.api_url))
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for(
+                "return (document.getElementById('role') || {}).textContent === 'slave of shop'",
+                std::time::Duration::from_secs(10)
+            )
+            .await
+    );
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    browser
+        .goto(&format!("{}/ui/clusters/shop", app.api_url))
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for(
+                "return !!document.getElementById('recent')",
+                std::time::Duration::from_secs(10)
+            )
+            .await
+    );
+    browser
+        .screenshot(&std::path::PathBuf::from(target).join("ui-screenshots/cluster.png"))
+        .await
+        .unwrap();
+}

@@ -176,6 +176,9 @@ async function serverPage(name) {
     : "free";
   const facts = el("dl", { class: "facts" }, el("dt", { text: "Address" }), el("dd", { text: s.address + ":" + s.ssh_port }),
     el("dt", { text: "User" }), el("dd", { text: s.ssh_user }), el("dt", { text: "Lock" }), el("dd", { id: "lock" }, lock));
+  if (s.cluster)
+    facts.append(el("dt", { text: "Cluster" }), el("dd", { id: "role" }, (s.db_role || "member") + " of ",
+      link("/ui/clusters/" + encodeURIComponent(s.cluster), s.cluster)));
   const list = async (q) => (await api("/v1/actions?server=" + encodeURIComponent(name) + "&" + q)).actions;
   const table = (actions, id) => {
     const t = el("table", { id }, el("tr", {}, ...["ID", "Kind", "Status", "Created"].map((h) => el("th", { text: h }))));
@@ -188,12 +191,36 @@ async function serverPage(name) {
     el("h2", { text: "Last actions" }), table(await list("limit=20"), "recent"));
 }
 
+// ---- /ui/clusters/{name} --------------------------------------------------------------------
+async function clusterPage(name) {
+  const c = await api("/v1/clusters/" + encodeURIComponent(name));
+  const server = (n) => link("/ui/servers/" + encodeURIComponent(n), n);
+  const slaves = el("span", { id: "slaves" });
+  c.slaves.forEach((n, i) => { if (i) slaves.append(", "); slaves.append(server(n)); });
+  if (!c.slaves.length) slaves.append("none");
+  const facts = el("dl", { class: "facts", id: "cluster" },
+    el("dt", { text: "Master" }), el("dd", { id: "master" }, c.master ? server(c.master) : "none"),
+    el("dt", { text: "Slaves" }), el("dd", {}, slaves),
+    el("dt", { text: "Master DNS record" }),
+    el("dd", { id: "dns", text: c.dns.name + " → " + (c.dns.address || "unset") + " (TTL " + c.dns.ttl + " s)" }));
+  const recent = el("table", { id: "recent" }, el("tr", {}, ...["ID", "Server", "Kind", "Status", "Created"].map((h) => el("th", { text: h }))));
+  for (const n of [c.master, ...c.slaves].filter(Boolean)) {
+    for (const a of (await api("/v1/actions?limit=10&server=" + encodeURIComponent(n))).actions) {
+      if (!a.kind.startsWith("db_")) continue;
+      recent.append(el("tr", {}, el("td", {}, link("/ui/actions/" + a.id, String(a.id))), el("td", { text: a.server }),
+        el("td", { text: a.kind }), el("td", {}, statusBadge(a.status)), el("td", { text: when(a.created_at) })));
+    }
+  }
+  app().replaceChildren(el("h1", { text: "Cluster " + c.name }), facts, el("h2", { text: "Recent DB actions" }), recent);
+}
+
 // ---- routing --------------------------------------------------------------------------------
 (async () => {
   const p = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
   try {
     if (p[1] === "actions" && p[2]) await actionPage(p[2]);
     else if (p[1] === "servers" && p[2]) await serverPage(p[2]);
+    else if (p[1] === "clusters" && p[2]) await clusterPage(p[2]);
     else if (p[1] === "servers") await serversPage();
     else await actionsPage();
   } catch (e) {
