@@ -115,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let base = &cfg.api_url;
     println!("Look at:");
+    println!("  {base}/ui/actions               the log viewer (run with --keep to browse it)");
     println!("  {base}/v1/actions               actions, newest first");
     println!(
         "  {base}/v1/actions/{}/log         one action's log",
