@@ -53,11 +53,7 @@ async fn cancel_kills_the_process_tree_and_queued_actions_never_start() {
         .await
         .unwrap();
     assert_eq!(status, 202);
-    let a = app
-        .client
-        .wait(running.id, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let a = app.wait(running.id).await;
     let log = app.log(running.id).await;
     assert_eq!(a.status, Status::Cancelled, "{log}");
     assert!(
@@ -111,11 +107,7 @@ async fn timeout_kills_the_process_tree() {
         )
         .await
         .unwrap();
-    let a = app
-        .client
-        .wait(a.id, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let a = app.wait(a.id).await;
     let log = app.log(a.id).await;
     assert_eq!(a.status, Status::TimedOut, "{log}");
     assert!(

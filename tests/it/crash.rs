@@ -50,11 +50,7 @@ async fn sigkilled_worker_actions_are_interrupted_or_retried_and_servers_freed()
     victim.signal("KILL");
     let killed_at = Instant::now();
 
-    let a_end = app
-        .client
-        .wait(a.id, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let a_end = app.wait(a.id).await;
     let log = app.log(a.id).await;
     assert_eq!(a_end.status, Status::Interrupted, "{log}");
     assert!(
@@ -69,11 +65,7 @@ async fn sigkilled_worker_actions_are_interrupted_or_retried_and_servers_freed()
         log.trim_end().ends_with("] : Server action interrupted"),
         "{log}"
     );
-    let b_end = app
-        .client
-        .wait(b.id, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let b_end = app.wait(b.id).await;
     assert_eq!(b_end.status, Status::Succeeded);
     let took = b_end.started_at.unwrap() - chrono::Utc::now()
         + chrono::Duration::from_std(killed_at.elapsed()).unwrap();
@@ -87,11 +79,7 @@ async fn sigkilled_worker_actions_are_interrupted_or_retried_and_servers_freed()
     assert!(took <= Duration::from_secs(lease_s + 6), "took {took:?}");
 
     // The retried one ran again and succeeded.
-    let c_end = app
-        .client
-        .wait(c.id, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let c_end = app.wait(c.id).await;
     let clog = app.log(c.id).await;
     assert_eq!(
         (c_end.status, c_end.attempt),

@@ -10,16 +10,10 @@ async fn db_status_reads_mariadb_through_the_ssh_tunnel() {
     let mut app = TestApp::spawn().await.unwrap();
     let db1 = TestHost::start().unwrap().with_mariadb(11).unwrap();
     let nodb = TestHost::start().unwrap();
-    app.client
-        .add_server(&db1.db_server_json("db1"))
-        .await
-        .unwrap();
+    app.add_db_host("db1", &db1).await.unwrap();
     // Its db_host is its own address, where nothing listens (127.0.0.1:3306 is the machine's
     // own MariaDB, which tests never touch).
-    app.client
-        .add_server(&nodb.db_server_json("nodb"))
-        .await
-        .unwrap();
+    app.add_db_host("nodb", &nodb).await.unwrap();
     app.spawn_worker().await.unwrap();
 
     let a = app
@@ -88,10 +82,7 @@ async fn wrong_db_credentials_fail_without_showing_the_password() {
         .await
         .unwrap();
     let db1 = TestHost::start().unwrap().with_mariadb(21).unwrap();
-    app.client
-        .add_server(&db1.db_server_json("db1"))
-        .await
-        .unwrap();
+    app.add_db_host("db1", &db1).await.unwrap();
     let _w = app.start_worker(|_| {}).await.unwrap();
     let a = app
         .client
@@ -145,14 +136,8 @@ async fn configure_master_then_slave_replicates_everything() {
     let mut app = TestApp::spawn().await.unwrap();
     let a = TestHost::start().unwrap().with_mariadb(31).unwrap();
     let b = TestHost::start().unwrap().with_mariadb(32).unwrap();
-    app.client
-        .add_server(&a.db_server_json("dba"))
-        .await
-        .unwrap();
-    app.client
-        .add_server(&b.db_server_json("dbb"))
-        .await
-        .unwrap();
+    app.add_db_host("dba", &a).await.unwrap();
+    app.add_db_host("dbb", &b).await.unwrap();
     app.spawn_worker().await.unwrap();
 
     let m = app
@@ -269,14 +254,8 @@ async fn configure_master_then_slave_replicates_everything() {
 async fn pair(app: &TestApp, ids: (u32, u32)) -> (TestHost, TestHost) {
     let a = TestHost::start().unwrap().with_mariadb(ids.0).unwrap();
     let b = TestHost::start().unwrap().with_mariadb(ids.1).unwrap();
-    app.client
-        .add_server(&a.db_server_json("dba"))
-        .await
-        .unwrap();
-    app.client
-        .add_server(&b.db_server_json("dbb"))
-        .await
-        .unwrap();
+    app.add_db_host("dba", &a).await.unwrap();
+    app.add_db_host("dbb", &b).await.unwrap();
     sql(
         &a,
         "CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, v VARCHAR(20));
@@ -371,10 +350,7 @@ async fn promote_after_the_master_died() {
 
     // A fresh slave from the new master replicates.
     let c_host = TestHost::start().unwrap().with_mariadb(43).unwrap();
-    app.client
-        .add_server(&c_host.db_server_json("dbc"))
-        .await
-        .unwrap();
+    app.add_db_host("dbc", &c_host).await.unwrap();
     let s = app
         .client
         .submit(
@@ -519,11 +495,7 @@ async fn a_slave_that_has_not_applied_its_relay_log_is_not_promoted_without_forc
         .submit(&json!({"server": "dbb", "kind": "db_promote", "params": {"force": true}}))
         .await
         .unwrap();
-    let p = app
-        .client
-        .wait(p.id, std::time::Duration::from_secs(60))
-        .await
-        .unwrap();
+    let p = app.wait(p.id).await;
     assert_eq!(p.status, Status::Succeeded, "{}", app.log(p.id).await);
     assert_eq!(sql(&b, "SELECT @@read_only"), "0");
 }

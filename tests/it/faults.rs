@@ -46,7 +46,7 @@ async fn api_accepts_while_rabbitmq_is_down_and_the_outbox_publishes_later() {
     assert_eq!(unpublished, 5);
     rabbit.start_again().unwrap();
     for id in ids {
-        let a = app.client.wait(id, Duration::from_secs(60)).await.unwrap();
+        let a = app.wait(id).await;
         assert_eq!(a.status, Status::Succeeded, "{}", app.log(id).await);
         assert_eq!(app.log(id).await.matches("Executing action").count(), 1);
     }
@@ -169,21 +169,13 @@ async fn a_long_action_outlives_a_short_acknowledgement_timeout() {
         .run_script("web2", "echo other", &[])
         .await
         .unwrap();
-    let a = app
-        .client
-        .wait(long.id, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let a = app.wait(long.id).await;
     assert_eq!(a.status, Status::Succeeded, "{}", app.log(long.id).await);
     assert_eq!(
         web1.read("runs"),
         "run\n",
         "the long action ran more than once"
     );
-    let b = app
-        .client
-        .wait(other.id, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let b = app.wait(other.id).await;
     assert_eq!(b.status, Status::Succeeded, "{}", app.log(other.id).await);
 }

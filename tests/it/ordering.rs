@@ -36,17 +36,9 @@ async fn urgent_action_preempts_the_running_one_and_goes_first() {
         )
         .await
         .unwrap();
-    let u = app
-        .client
-        .wait(urgent.id, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let u = app.wait(urgent.id).await;
     assert_eq!(u.status, Status::Succeeded, "{}", app.log(urgent.id).await);
-    let l = app
-        .client
-        .wait(long.id, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let l = app.wait(long.id).await;
     assert_eq!(l.status, Status::Cancelled);
     let long_log = app.log(long.id).await;
     assert!(
@@ -62,11 +54,7 @@ async fn urgent_action_preempts_the_running_one_and_goes_first() {
         "{urgent_log}"
     );
     // The urgent one went before the ordinary one submitted earlier.
-    let n = app
-        .client
-        .wait(normal.id, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let n = app.wait(normal.id).await;
     assert_eq!(n.status, Status::Succeeded);
     assert!(
         u.started_at.unwrap() < n.started_at.unwrap(),
@@ -114,11 +102,7 @@ async fn retries_run_again_after_a_backoff_and_stop_at_max() {
         )
         .await
         .unwrap();
-    let a = app
-        .client
-        .wait(a.id, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let a = app.wait(a.id).await;
     let log = app.log(a.id).await;
     assert_eq!((a.status, a.attempt), (Status::Succeeded, 3), "{log}");
     assert!(
@@ -137,11 +121,7 @@ async fn retries_run_again_after_a_backoff_and_stop_at_max() {
         )
         .await
         .unwrap();
-    let b = app
-        .client
-        .wait(b.id, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let b = app.wait(b.id).await;
     assert_eq!(
         (b.status, b.exit_code, b.attempt),
         (Status::Failed, Some(7), 2)

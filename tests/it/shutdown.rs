@@ -53,17 +53,9 @@ async fn sigterm_finishes_short_actions_and_hands_back_long_ones() {
         .await
         .unwrap();
 
-    let s = app
-        .client
-        .wait(short.id, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let s = app.wait(short.id).await;
     assert_eq!(s.status, Status::Succeeded, "{}", app.log(short.id).await);
-    let l = app
-        .client
-        .wait(long.id, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let l = app.wait(long.id).await;
     let log = app.log(long.id).await;
     assert_eq!(l.status, Status::Interrupted, "{log}");
     assert!(
@@ -88,11 +80,7 @@ async fn sigterm_finishes_short_actions_and_hands_back_long_ones() {
     }
     // Another worker takes what was handed back and what was queued.
     app.spawn_worker().await.unwrap();
-    let r = app
-        .client
-        .wait(retried.id, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let r = app.wait(retried.id).await;
     assert_eq!(r.status, Status::Succeeded);
     assert!(app.log(retried.id).await.contains("\nagain\n"));
     assert_eq!(app.wait(later.id).await.status, Status::Succeeded);

@@ -13,11 +13,7 @@ async fn failed_with(app: &TestApp, server: &str, needle: &str) {
         .run_script(server, "echo should not run", &[])
         .await
         .unwrap();
-    let a = app
-        .client
-        .wait(a.id, Duration::from_secs(40))
-        .await
-        .unwrap();
+    let a = app.wait(a.id).await;
     let log = app.log(a.id).await;
     assert_eq!(a.status, Status::Failed, "{server}: {log}");
     assert!(

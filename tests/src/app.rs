@@ -13,6 +13,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hosts::{client_key, TestHost};
 
+/// `cfg`'s database URL with another database name.
+pub fn database_url(cfg: &Config, name: &str) -> String {
+    let base = cfg.database_url.rsplit_once('/').map_or("", |(b, _)| b);
+    format!("{base}/{name}")
+}
+
 pub struct TestApp {
     pub cfg: Config,
     pub topology: Topology,
@@ -68,12 +74,7 @@ impl TestApp {
         let db_name = format!("sa_test_{id}");
         let mut cfg = Config::default();
         cfg.apply_env(|k| std::env::var(k).ok())?;
-        let base = cfg
-            .database_url
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_string())
-            .unwrap_or_default();
-        cfg.database_url = format!("{base}/{db_name}");
+        cfg.database_url = database_url(&cfg, &db_name);
         cfg.listen = ([127, 0, 0, 1], 0).into();
         cfg.queue_prefix = format!("sa-test-{id}");
         cfg.ssh_key = Some(client_key()?);
@@ -147,6 +148,11 @@ impl TestApp {
     /// Register `host` as server `name` with its pinned host key.
     pub async fn add_host(&self, name: &str, host: &TestHost) -> anyhow::Result<Value> {
         Ok(self.client.add_server(&host.server_json(name)).await?)
+    }
+
+    /// Register a DB `host` (see [`TestHost::with_mariadb`]) as server `name`.
+    pub async fn add_db_host(&self, name: &str, host: &TestHost) -> anyhow::Result<Value> {
+        Ok(self.client.add_server(&host.db_server_json(name)).await?)
     }
 
     /// Rows in the actions table (to prove a rejected request stored nothing).

@@ -135,13 +135,7 @@ impl Db {
         &mut self,
         sql: &str,
     ) -> Result<Option<mysql_async::Row>, DbError> {
-        self.conn
-            .query_first(sql)
-            .await
-            .map_err(|e| DbError::Mysql {
-                target: self.target.clone(),
-                reason: e.to_string(),
-            })
+        self.conn.query_first(sql).await.map_err(|e| self.error(e))
     }
 }
 
@@ -203,17 +197,11 @@ pub fn column(row: &mysql_async::Row, name: &str) -> serde_json::Value {
 impl Db {
     /// Run statements whose results do not matter (`SET`, `CHANGE MASTER`...).
     pub async fn exec(&mut self, sql: &str) -> Result<(), DbError> {
-        self.conn.query_drop(sql).await.map_err(|e| DbError::Mysql {
-            target: self.target.clone(),
-            reason: e.to_string(),
-        })
+        self.conn.query_drop(sql).await.map_err(|e| self.error(e))
     }
 
     pub async fn strings(&mut self, sql: &str) -> Result<Vec<String>, DbError> {
-        self.conn.query(sql).await.map_err(|e| DbError::Mysql {
-            target: self.target.clone(),
-            reason: e.to_string(),
-        })
+        self.conn.query(sql).await.map_err(|e| self.error(e))
     }
 }
 

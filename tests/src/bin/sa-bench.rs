@@ -263,12 +263,7 @@ impl Stack {
         let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
         let db_name = format!("sa_bench_{id}");
         let mut cfg = Config::load(None)?;
-        let base = cfg
-            .database_url
-            .rsplit_once('/')
-            .map_or("", |(b, _)| b)
-            .to_string();
-        cfg.database_url = format!("{base}/{db_name}");
+        cfg.database_url = testbed::app::database_url(&cfg, &db_name);
         cfg.queue_prefix = format!("sa-bench-{id}");
         cfg.ssh_key = Some(client_key()?);
         cfg.lease_s = lease_s;
