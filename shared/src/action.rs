@@ -14,6 +14,7 @@ pub enum ActionKind {
     DbConfigureMaster,
     DbConfigureSlave,
     DbPromote,
+    DbChecksum,
 }
 
 impl ActionKind {
@@ -23,6 +24,7 @@ impl ActionKind {
         ActionKind::DbConfigureMaster,
         ActionKind::DbConfigureSlave,
         ActionKind::DbPromote,
+        ActionKind::DbChecksum,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -32,6 +34,7 @@ impl ActionKind {
             ActionKind::DbConfigureMaster => "db_configure_master",
             ActionKind::DbConfigureSlave => "db_configure_slave",
             ActionKind::DbPromote => "db_promote",
+            ActionKind::DbChecksum => "db_checksum",
         }
     }
 
@@ -41,6 +44,8 @@ impl ActionKind {
             ActionKind::RunScript => false,
             // Read-only.
             ActionKind::DbStatus => true,
+            // Rewrites its own checksum table only: running it again starts over.
+            ActionKind::DbChecksum => true,
             ActionKind::DbConfigureMaster
             | ActionKind::DbConfigureSlave
             | ActionKind::DbPromote => false,
@@ -55,6 +60,7 @@ impl ActionKind {
             ActionKind::DbConfigureMaster => "DB configure master",
             ActionKind::DbConfigureSlave => "DB configure slave",
             ActionKind::DbPromote => "DB promote to master",
+            ActionKind::DbChecksum => "DB checksum master vs slaves",
         }
     }
 }

@@ -106,18 +106,16 @@ pub struct ClusterParams {
     pub fix: bool,
 }
 
-pub fn cluster_params(
-    kind: &str,
-    params: &Value,
-    master: bool,
-) -> Result<ClusterParams, FieldError> {
+/// Params of the kinds that name a cluster (`db_configure_master`, `db_configure_slave`,
+/// `db_checksum`): only the parameters of `kind` are accepted.
+pub fn cluster_params(kind: &str, params: &Value) -> Result<ClusterParams, FieldError> {
     let obj = params
         .as_object()
         .ok_or_else(|| FieldError::new("params", "must be an object"))?;
-    let allowed: &[&str] = if master {
-        &["cluster", "dns_name", "fix"]
-    } else {
-        &["cluster", "from"]
+    let allowed: &[&str] = match kind {
+        "db_configure_master" => &["cluster", "dns_name", "fix"],
+        "db_configure_slave" => &["cluster", "from"],
+        _ => &["cluster"],
     };
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(FieldError::new(
@@ -235,6 +233,36 @@ pub fn address(s: &str) -> Result<(), FieldError> {
             "address",
             "must be an IP address or a host name",
         ))
+    }
+}
+
+/// The mysqld option file the workers manage: an absolute path of ordinary characters.
+pub fn config_path(s: &str) -> Result<(), FieldError> {
+    let ok = s.starts_with('/')
+        && s.len() <= 255
+        && !s.ends_with('/')
+        && !s.split('/').any(|part| part == "..")
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "db_config_file",
+            "must be an absolute file path of letters, digits and / . _ - + (no ..)",
+        ))
+    }
+}
+
+/// The command that restarts mysqld on a server: one line of shell.
+pub fn restart_command(s: &str) -> Result<(), FieldError> {
+    if s.trim().is_empty() || s.len() > 1000 || s.chars().any(|c| c.is_control()) {
+        Err(FieldError::new(
+            "db_restart_command",
+            "must be one non-empty line of shell, at most 1000 characters",
+        ))
+    } else {
+        Ok(())
     }
 }
 

@@ -391,8 +391,48 @@ async fn planned_switchover_demotes_the_old_master_and_refusals_change_nothing()
         &a,
         "INSERT INTO shop.orders SELECT seq, 'w' FROM mysql.seq_101_to_300",
     );
-    let (p, log) = promote(&app, "dbb").await;
+    // A client writing to wherever the cluster's DNS record points, throughout the switchover.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (((p, log), promoted_at), acked) = tokio::join!(
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let r = promote(&app, "dbb").await;
+            let done = std::time::Instant::now();
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            (r, done)
+        },
+        write_loop(&app, &stop)
+    );
     assert_eq!(p.status, Status::Succeeded, "{log}");
+    let window = acked
+        .windows(2)
+        .map(|w| w[1].1 - w[0].1)
+        .max()
+        .unwrap_or_default();
+    println!(
+        "switchover: {} acknowledged writes, write-unavailable window {:.0} ms",
+        acked.len(),
+        window.as_secs_f64() * 1000.0
+    );
+    let on_b: std::collections::HashSet<i64> =
+        sql(&b, "SELECT id FROM shop.orders WHERE id >= 100000")
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+    let lost: Vec<i64> = acked
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !on_b.contains(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes missing on the new master: {lost:?}"
+    );
+    assert!(
+        acked.iter().any(|(_, at)| *at > promoted_at),
+        "no write was acknowledged after the switchover"
+    );
     in_order(
         &log,
         &[
@@ -403,7 +443,10 @@ async fn planned_switchover_demotes_the_old_master_and_refusals_change_nothing()
         ],
     );
     // Every acknowledged write is on the new master; the old one is read-only and follows it.
-    assert_eq!(sql(&b, "SELECT count(*) FROM shop.orders"), "300");
+    assert_eq!(
+        sql(&b, "SELECT count(*) FROM shop.orders WHERE id <= 300"),
+        "300"
+    );
     assert_eq!(
         (sql(&a, "SELECT @@read_only"), sql(&b, "SELECT @@read_only")),
         ("1".into(), "0".into())
@@ -426,6 +469,35 @@ async fn planned_switchover_demotes_the_old_master_and_refusals_change_nothing()
         (json!("dbb"), json!(["dba"])),
         "{c}"
     );
+}
+
+/// Insert rows (ids from 100000) into `shop.orders` at the address the cluster's DNS record
+/// names, until `stop`; the acknowledged ids and when they were acknowledged.
+async fn write_loop(
+    app: &TestApp,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<(i64, std::time::Instant)> {
+    let mut acked = Vec::new();
+    let mut id = 100_000;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        id += 1;
+        let c = app.client.get("/v1/clusters/shop").await.unwrap();
+        let address = c["dns"]["address"].as_str().unwrap().to_string();
+        let ok = tokio::process::Command::new("mariadb")
+            .args(["-h", &address, "-P", "3306", "-u", "root", "-e"])
+            .arg(format!("INSERT INTO shop.orders VALUES ({id}, 'loop')"))
+            .output()
+            .await
+            .unwrap()
+            .status
+            .success();
+        if ok {
+            acked.push((id, std::time::Instant::now()));
+        } else {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    acked
 }
 
 /// `Gtid_IO_Pos` (received) and `gtid_slave_pos` (applied) of a slave.
@@ -557,4 +629,192 @@ async fn cluster_page_shows_master_slaves_and_dns_record() {
         .screenshot(&std::path::PathBuf::from(target).join("ui-screenshots/cluster.png"))
         .await
         .unwrap();
+}
+
+/// Submit `kind` on `server` with `params`, wait for its end; the action and its log.
+async fn act(
+    app: &TestApp,
+    server: &str,
+    kind: &str,
+    params: serde_json::Value,
+) -> (shared::Action, String) {
+    let a = app
+        .client
+        .submit(&json!({"server": server, "kind": kind, "params": params}))
+        .await
+        .unwrap();
+    let a = app
+        .client
+        .wait(a.id, std::time::Duration::from_secs(180))
+        .await
+        .unwrap();
+    let log = app.log(a.id).await;
+    (a, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn binary_logging_is_configured_with_a_restart_and_a_restarted_slave_stays_read_only() {
+    let mut app = TestApp::spawn().await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let a = TestHost::start()
+        .unwrap()
+        .with_mariadb_without_binlog()
+        .unwrap();
+    let b = TestHost::start().unwrap().with_mariadb(72).unwrap();
+    app.add_db_host("dba", &a).await.unwrap();
+    app.add_db_host("dbb", &b).await.unwrap();
+    assert_eq!(sql(&a, "SELECT @@log_bin"), "0");
+
+    let (m, log) = act(
+        &app,
+        "dba",
+        "db_configure_master",
+        json!({"cluster": "shop"}),
+    )
+    .await;
+    assert_eq!(m.status, Status::Succeeded, "{log}");
+    in_order(
+        &log,
+        &[
+            "Server doesn't appear to be logging binary logs, configuring and restarting server with binary logging",
+            "mysqld restarted in",
+            "Replication user",
+            "OK. Result: shop-master set to this instance IP:",
+        ],
+    );
+    assert_eq!(sql(&a, "SELECT @@log_bin"), "1", "binary logging is not on");
+    let expected_id = u32::from(a.address).to_string();
+    assert_eq!(sql(&a, "SELECT @@server_id"), expected_id);
+    let cnf = std::fs::read_to_string(a.mariadb_dir().join("conf.d/99-serveractions.cnf")).unwrap();
+    assert!(
+        cnf.contains("log_bin = mysql-bin") && cnf.contains("read_only = 0"),
+        "{cnf}"
+    );
+
+    sql(
+        &a,
+        "CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, v TEXT);
+             INSERT INTO shop.orders SELECT seq, 'v' FROM mysql.seq_1_to_100",
+    );
+    let (s, log) = act(
+        &app,
+        "dbb",
+        "db_configure_slave",
+        json!({"cluster": "shop"}),
+    )
+    .await;
+    assert_eq!(s.status, Status::Succeeded, "{log}");
+    assert!(
+        log.contains("also in") && log.contains("a restart keeps it read-only"),
+        "{log}"
+    );
+
+    // A restart (as after a crash or a package upgrade) does not make the slave writable.
+    b.restart_mariadb().unwrap();
+    assert_eq!(
+        sql(&b, "SELECT @@read_only"),
+        "1",
+        "the restarted slave is writable"
+    );
+    sql(
+        &a,
+        "INSERT INTO shop.orders VALUES (101, 'after the restart')",
+    );
+    let caught = crate::eventually(std::time::Duration::from_secs(30), async || {
+        sql(&b, "SELECT count(*) FROM shop.orders") == "101"
+    })
+    .await;
+    assert!(caught, "the restarted slave does not replicate");
+
+    // A restart command that fails is a clear failure of the action.
+    let c = TestHost::start()
+        .unwrap()
+        .with_mariadb_without_binlog()
+        .unwrap();
+    let mut body = c.db_server_json("dbc");
+    body["db_restart_command"] = json!("echo 'no permission to restart mysqld' >&2; exit 3");
+    app.client.add_server(&body).await.unwrap();
+    let (x, log) = act(
+        &app,
+        "dbc",
+        "db_configure_master",
+        json!({"cluster": "other"}),
+    )
+    .await;
+    assert_eq!(x.status, Status::Failed, "{log}");
+    assert!(
+        log.contains("failed (exit 3): no permission to restart mysqld"),
+        "{log}"
+    );
+    let c_view = app.client.get("/v1/clusters/other").await;
+    assert!(
+        c_view.is_err(),
+        "a failed configure recorded a cluster: {c_view:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checksum_finds_a_row_changed_on_the_slave_and_nothing_on_a_clean_pair() {
+    let mut app = TestApp::spawn().await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let (a, b) = pair(&app, (81, 82)).await;
+    // More rows than one chunk, a composite key with NULLs, a table without a primary key.
+    sql(&a, "INSERT INTO shop.orders SELECT seq, CONCAT('v', seq) FROM mysql.seq_101_to_60000;
+             CREATE TABLE shop.lines (o INT, n INT, note VARCHAR(20) NULL, PRIMARY KEY (o, n));
+             INSERT INTO shop.lines SELECT seq DIV 10, seq MOD 10, IF(seq MOD 3 = 0, NULL, 'x') FROM mysql.seq_1_to_5000;
+             CREATE TABLE shop.audit (msg TEXT);
+             INSERT INTO shop.audit VALUES ('a'), ('b')");
+    let (c, log) = act(&app, "dba", "db_checksum", json!({"cluster": "shop"})).await;
+    assert_eq!(c.status, Status::Succeeded, "{log}");
+    let r = c.result.clone().unwrap();
+    assert_eq!(r["rows"], json!(60000 + 5000 + 2), "{r}");
+    assert_eq!(r["differences"], json!([]), "{r}");
+    assert!(r["chunks"].as_u64().unwrap() > 3, "{r}");
+    assert!(log.contains("No differences: 65002 rows"), "{log}");
+
+    // Changed on the slave only (not replicated): found, in its chunk.
+    sql(
+        &b,
+        "SET sql_log_bin = 0; UPDATE shop.orders SET v = 'tampered' WHERE id = 30000;
+             UPDATE shop.lines SET note = NULL WHERE o = 7 AND n = 1",
+    );
+    let (c, log) = act(&app, "dba", "db_checksum", json!({"cluster": "shop"})).await;
+    assert_eq!(c.status, Status::Failed, "{log}");
+    let r = c.result.clone().unwrap();
+    let diffs = r["differences"].as_array().unwrap();
+    let tables: Vec<&str> = diffs.iter().map(|d| d["table"].as_str().unwrap()).collect();
+    assert_eq!(tables, ["lines", "orders"], "{r}");
+    let orders = &diffs[1];
+    let bound = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<i64>().ok());
+    let (lo, hi) = (
+        bound(&orders["lower"]).unwrap_or(0),
+        bound(&orders["upper"]).unwrap_or(i64::MAX),
+    );
+    assert!(
+        lo < 30000 && 30000 <= hi,
+        "the chunk does not hold the changed row: {orders}"
+    );
+    assert_eq!(
+        (orders["server"].clone(), orders["rows"].clone()),
+        (json!("dbb"), orders["master_rows"].clone())
+    );
+    assert!(log.contains("Difference: shop.orders chunk"), "{log}");
+    assert!(
+        log.contains("2 difference(s) between the master and its slaves."),
+        "{log}"
+    );
+
+    // Only on the master; bad params are refused at submission.
+    let (x, log) = act(&app, "dbb", "db_checksum", json!({"cluster": "shop"})).await;
+    assert_eq!(x.status, Status::Failed);
+    assert!(
+        log.contains("db_checksum runs on the master of shop (dba), not on dbb"),
+        "{log}"
+    );
+    let err = app
+        .client
+        .submit(&json!({"server": "dba", "kind": "db_checksum", "params": {"cluster": "shop", "tables": "x"}}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("params.tables"), "{err}");
 }

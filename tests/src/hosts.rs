@@ -187,17 +187,63 @@ impl TestHost {
 
     /// Also run a MariaDB on this host: its own datadir, `server_id`, binary log (ROW, GTID
     /// strict mode), listening on port 3306 of the host's address, as the login user.
-    pub fn with_mariadb(mut self, server_id: u32) -> anyhow::Result<Self> {
-        let uid: u32 = run(Command::new("id").args(["-u", LOGIN_USER]))?
+    pub fn with_mariadb(self, server_id: u32) -> anyhow::Result<Self> {
+        self.mariadb(Some(server_id))
+    }
+
+    /// A MariaDB without binary logging and with server_id 0, as a fresh install.
+    pub fn with_mariadb_without_binlog(self) -> anyhow::Result<Self> {
+        self.mariadb(None)
+    }
+
+    /// The MariaDB's directory: `my.cnf`, `conf.d/` (the workers' option file goes there),
+    /// `restart` (the server's restart command), `data/`.
+    pub fn mariadb_dir(&self) -> PathBuf {
+        self.root.path().join("mysql")
+    }
+
+    fn login_ids() -> anyhow::Result<(u32, u32)> {
+        let uid = run(Command::new("id").args(["-u", LOGIN_USER]))?
             .trim()
             .parse()?;
-        let gid: u32 = run(Command::new("id").args(["-g", LOGIN_USER]))?
+        let gid = run(Command::new("id").args(["-g", LOGIN_USER]))?
             .trim()
             .parse()?;
-        let db = self.root.path().join("mysql");
+        Ok((uid, gid))
+    }
+
+    fn mariadb(mut self, binlog_server_id: Option<u32>) -> anyhow::Result<Self> {
+        let (uid, gid) = Self::login_ids()?;
+        let db = self.mariadb_dir();
         fs::create_dir(&db)?;
         // Its own tmpdir too: parallel bootstraps must not share temporary files.
         fs::create_dir(db.join("tmp"))?;
+        fs::create_dir(db.join("conf.d"))?;
+        let d = db.display();
+        let binlog = match binlog_server_id {
+            Some(id) => format!("log-bin={d}/data/bin\nserver-id={id}\n"),
+            None => String::new(),
+        };
+        fs::write(
+            db.join("my.cnf"),
+            format!(
+                "[mysqld]\ndatadir={d}/data\nbind-address={addr}\nport=3306\nsocket={d}/mysqld.sock\n\
+                 pid-file={d}/mysqld.pid\nlog-error={d}/error.log\ntmpdir={d}/tmp\n{binlog}\
+                 binlog-format=ROW\ngtid-strict-mode=1\nskip-name-resolve\n!includedir {d}/conf.d\n",
+                addr = self.address
+            ),
+        )?;
+        let restart = db.join("restart");
+        fs::write(
+            &restart,
+            format!(
+                "#!/bin/sh\n# Restart this test host's mariadbd: stop it, wait until it is gone, start it.\n\
+                 d={d}\nif [ -s $d/mysqld.pid ]; then kill \"$(cat $d/mysqld.pid)\" 2>/dev/null; fi\n\
+                 i=0; while [ -e $d/mysqld.pid ]; do sleep 0.1; i=$((i+1)); [ $i -gt 600 ] && exit 1; done\n\
+                 setsid /usr/sbin/mariadbd --defaults-file=$d/my.cnf </dev/null >/dev/null 2>&1 &\n"
+            ),
+        )?;
+        fs::set_permissions(&restart, fs::Permissions::from_mode(0o755))?;
         run(Command::new("chown")
             .args(["-R", &format!("{LOGIN_USER}:")])
             .arg(&db))?;
@@ -207,26 +253,12 @@ impl TestHost {
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
             ])
-            .arg(format!("--datadir={}/data", db.display()))
-            .arg(format!("--tmpdir={}/tmp", db.display()))
+            .arg(format!("--datadir={d}/data"))
+            .arg(format!("--tmpdir={d}/tmp"))
             .uid(uid)
             .gid(gid))?;
         let mut cmd = Command::new("/usr/sbin/mariadbd");
-        cmd.arg("--no-defaults")
-            .arg(format!("--datadir={}/data", db.display()))
-            .arg(format!("--bind-address={}", self.address))
-            .arg("--port=3306")
-            .arg(format!("--socket={}/mysqld.sock", db.display()))
-            .arg(format!("--pid-file={}/mysqld.pid", db.display()))
-            .arg(format!("--log-error={}/error.log", db.display()))
-            .arg(format!("--tmpdir={}/tmp", db.display()))
-            .arg(format!("--log-bin={}/data/bin", db.display()))
-            .arg(format!("--server-id={server_id}"))
-            .args([
-                "--binlog-format=ROW",
-                "--gtid-strict-mode=1",
-                "--skip-name-resolve",
-            ])
+        cmd.arg(format!("--defaults-file={d}/my.cnf"))
             .uid(uid)
             .gid(gid)
             .stdin(Stdio::null())
@@ -240,23 +272,55 @@ impl TestHost {
             });
         }
         self.mariadbd = Some(cmd.spawn().context("starting mariadbd")?);
+        self.wait_mariadb()?;
+        Ok(self)
+    }
+
+    /// Wait until mariadbd accepts connections (30 s).
+    pub fn wait_mariadb(&self) -> anyhow::Result<()> {
         let addr = SocketAddr::from((self.address, 3306));
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             if Instant::now() > deadline {
-                let log = fs::read_to_string(db.join("error.log")).unwrap_or_default();
+                let log =
+                    fs::read_to_string(self.mariadb_dir().join("error.log")).unwrap_or_default();
                 bail!("mariadbd on {} did not start: {log}", self.address);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(self)
+        Ok(())
     }
 
-    /// The server registration body for a DB host: mysqld is reached on the host's address.
+    /// Restart mariadbd the way the workers do (the `restart` script, as the login user).
+    pub fn restart_mariadb(&self) -> anyhow::Result<()> {
+        let (uid, gid) = Self::login_ids()?;
+        run(Command::new(self.mariadb_dir().join("restart"))
+            .uid(uid)
+            .gid(gid))?;
+        // The listener is gone once the old one stopped; the new one takes a moment.
+        self.wait_mariadb()
+    }
+
+    /// The server registration body for a DB host: mysqld is reached on the host's address,
+    /// reconfigured through `conf.d/99-serveractions.cnf` and restarted with `restart`.
     pub fn db_server_json(&self, name: &str) -> serde_json::Value {
         let mut v = self.server_json(name);
+        let db = self.mariadb_dir();
         v["db_host"] = serde_json::json!(self.address.to_string());
+        v["db_config_file"] = serde_json::json!(db.join("conf.d/99-serveractions.cnf"));
+        v["db_restart_command"] = serde_json::json!(db.join("restart"));
         v
+    }
+
+    /// The mariadbd a restart started (not our child): its pid, if it is ours and alive.
+    fn restarted_mariadbd(&self) -> Option<u32> {
+        let pid_file = self.mariadb_dir().join("mysqld.pid");
+        let pid: u32 = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let mine = self.mariadb_dir().join("my.cnf");
+        String::from_utf8_lossy(&cmdline)
+            .contains(&*mine.to_string_lossy())
+            .then_some(pid)
     }
 
     /// "Kill the server": SIGKILL its sshd and every process under it (connections, sessions),
@@ -265,6 +329,11 @@ impl TestHost {
         if let Some(mut m) = self.mariadbd.take() {
             let _ = m.kill();
             let _ = m.wait();
+        }
+        if let Some(pid) = self.restarted_mariadbd() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .output();
         }
         if let Some(mut c) = self.sshd.take() {
             kill_tree(c.id());

@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod lease;
 pub mod logwriter;
 pub mod metrics;
+pub mod mycnf;
 pub mod mysql;
 pub mod runner;
 pub mod ssh;

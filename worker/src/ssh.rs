@@ -65,6 +65,13 @@ pub struct SshPool {
     connect_time: Histogram,
 }
 
+/// What a short remote command printed and how it exited.
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
 /// A session checked out for one remote command; holds one of the host's session slots.
 pub struct Lease {
     pub session: Arc<Session>,
@@ -201,28 +208,54 @@ impl SshPool {
 
     /// Run a short command and return (exit code, stdout). For helpers such as kill.
     pub async fn exec(&self, server: &Server, script: &str) -> Result<(i32, String), SshError> {
+        self.exec_input(server, script, b"")
+            .await
+            .map(|o| (o.code, o.stdout))
+    }
+
+    /// Run a short command with `input` on its stdin; its exit code, stdout and stderr.
+    pub async fn exec_input(
+        &self,
+        server: &Server,
+        script: &str,
+        input: &[u8],
+    ) -> Result<Output, SshError> {
+        use tokio::io::AsyncWriteExt;
         let lease = self.session(server).await?;
-        let out = lease
-            .session
-            .command("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .output()
-            .await;
-        match out {
-            Ok(o) => Ok((
-                o.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&o.stdout).into(),
-            )),
+        let fail = |e: openssh::Error| SshError::Session {
+            target: Target::of(server).display(),
+            reason: describe(&e),
+        };
+        let run = async {
+            let mut child = lease
+                .session
+                .command("sh")
+                .arg("-c")
+                .arg(script)
+                .stdin(if input.is_empty() {
+                    Stdio::null()
+                } else {
+                    Stdio::piped()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .await?;
+            if let Some(mut stdin) = child.stdin().take() {
+                // A command that exits without reading shows in its status, not here.
+                let _ = stdin.write_all(input).await;
+            }
+            child.wait_with_output().await
+        };
+        match run.await {
+            Ok(o) => Ok(Output {
+                code: o.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&o.stdout).into(),
+                stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            }),
             Err(e) => {
                 self.check(server, &lease.session).await;
-                Err(SshError::Session {
-                    target: Target::of(server).display(),
-                    reason: describe(&e),
-                })
+                Err(fail(e))
             }
         }
     }

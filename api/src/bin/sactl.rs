@@ -81,6 +81,15 @@ enum ServersCmd {
         host_key_file: Option<PathBuf>,
         #[arg(long)]
         db_port: Option<u16>,
+        /// Where mysqld listens, seen from the server (default 127.0.0.1).
+        #[arg(long)]
+        db_host: Option<String>,
+        /// The mysqld option file the workers manage on the server.
+        #[arg(long)]
+        db_config_file: Option<String>,
+        /// The command that restarts mysqld on the server.
+        #[arg(long)]
+        db_restart_command: Option<String>,
     },
     List,
     Show {
@@ -246,6 +255,9 @@ async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {
             host_key,
             host_key_file,
             db_port,
+            db_host,
+            db_config_file,
+            db_restart_command,
         } => {
             let host_key = match host_key_file {
                 Some(f) => Some(
@@ -264,6 +276,15 @@ async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {
             }
             if let Some(k) = host_key {
                 body["host_key"] = json!(k);
+            }
+            for (k, v) in [
+                ("db_host", db_host),
+                ("db_config_file", db_config_file),
+                ("db_restart_command", db_restart_command),
+            ] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
             }
             let s = client.add_server(&body).await?;
             println!("added {}", s["name"].as_str().unwrap_or_default());

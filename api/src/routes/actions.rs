@@ -62,9 +62,8 @@ fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
             params
         }
         ActionKind::DbPromote => json!({"force": validate::promote_params(&params)?}),
-        ActionKind::DbConfigureMaster | ActionKind::DbConfigureSlave => {
-            let master = kind == ActionKind::DbConfigureMaster;
-            json!(validate::cluster_params(kind.as_str(), &params, master)?)
+        ActionKind::DbConfigureMaster | ActionKind::DbConfigureSlave | ActionKind::DbChecksum => {
+            json!(validate::cluster_params(kind.as_str(), &params)?)
         }
     };
     if let Some(t) = r.timeout_s {

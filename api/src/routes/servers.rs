@@ -32,6 +32,8 @@ struct ServerRequest {
     host_key: Option<String>,
     db_port: Option<u16>,
     db_host: Option<String>,
+    db_config_file: Option<String>,
+    db_restart_command: Option<String>,
     tags: Option<serde_json::Map<String, Value>>,
 }
 
@@ -47,6 +49,12 @@ fn validate_request(r: ServerRequest) -> ApiResult<NewServer> {
             ApiError::bad("db_host", "db_host: must be an IP address or a host name")
         })?;
     }
+    if let Some(f) = &r.db_config_file {
+        validate::config_path(f)?;
+    }
+    if let Some(c) = &r.db_restart_command {
+        validate::restart_command(c)?;
+    }
     for (field, port) in [("ssh_port", r.ssh_port), ("db_port", r.db_port)] {
         if port == Some(0) {
             return Err(ApiError::bad(field, format!("{field}: must be 1-65535")));
@@ -60,6 +68,8 @@ fn validate_request(r: ServerRequest) -> ApiResult<NewServer> {
         host_key: r.host_key,
         db_port: r.db_port.unwrap_or(3306),
         db_host: r.db_host,
+        db_config_file: r.db_config_file,
+        db_restart_command: r.db_restart_command,
         tags: Value::Object(r.tags.unwrap_or_default()),
     })
 }

@@ -89,16 +89,21 @@ pub async fn set_dns(pool: &PgPool, cluster: &str, address: &str) -> sqlx::Resul
     Ok(())
 }
 
-pub async fn view(pool: &PgPool, name: &str) -> sqlx::Result<Option<ClusterView>> {
-    let Some(c) = get(pool, name).await? else {
-        return Ok(None);
-    };
-    let slaves: Vec<String> = sqlx::query_scalar(
+/// The names of the cluster's slaves.
+pub async fn slaves(pool: &PgPool, name: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
         "SELECT name FROM servers WHERE cluster = $1 AND db_role = 'slave' ORDER BY name",
     )
     .bind(name)
     .fetch_all(pool)
-    .await?;
+    .await
+}
+
+pub async fn view(pool: &PgPool, name: &str) -> sqlx::Result<Option<ClusterView>> {
+    let Some(c) = get(pool, name).await? else {
+        return Ok(None);
+    };
+    let slaves = slaves(pool, name).await?;
     Ok(Some(ClusterView {
         name: c.name,
         master: c.master,

@@ -22,6 +22,12 @@ pub struct Server {
     pub cluster: Option<String>,
     #[serde(default)]
     pub db_role: Option<String>,
+    /// The option file the workers own on the server (`[mysqld]` settings they manage).
+    #[serde(default)]
+    pub db_config_file: Option<String>,
+    /// How the workers restart mysqld there.
+    #[serde(default)]
+    pub db_restart_command: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -33,6 +39,8 @@ pub struct NewServer {
     pub host_key: Option<String>,
     pub db_port: u16,
     pub db_host: Option<String>,
+    pub db_config_file: Option<String>,
+    pub db_restart_command: Option<String>,
     pub tags: serde_json::Value,
 }
 
@@ -48,8 +56,9 @@ pub enum ServerError {
 
 pub async fn insert(pool: &PgPool, s: &NewServer) -> Result<Server, ServerError> {
     sqlx::query_as(
-        "INSERT INTO servers (name, address, ssh_port, ssh_user, host_key, db_port, tags, db_host)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+        "INSERT INTO servers (name, address, ssh_port, ssh_user, host_key, db_port, tags, db_host,
+                              db_config_file, db_restart_command)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
     )
     .bind(&s.name)
     .bind(&s.address)
@@ -59,6 +68,8 @@ pub async fn insert(pool: &PgPool, s: &NewServer) -> Result<Server, ServerError>
     .bind(i32::from(s.db_port))
     .bind(Json(&s.tags))
     .bind(&s.db_host)
+    .bind(&s.db_config_file)
+    .bind(&s.db_restart_command)
     .fetch_one(pool)
     .await
     .map_err(|e| match e {

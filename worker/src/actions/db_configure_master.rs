@@ -7,10 +7,13 @@ use serde_json::json;
 use shared::{db::clusters, validate};
 
 use super::{ActionError, Ctx, Done};
-use crate::mysql::{column, Db};
+use crate::{
+    mycnf,
+    mysql::{column, Db},
+};
 
 pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
-    let p = validate::cluster_params("db_configure_master", &ctx.action.params, true)?;
+    let p = validate::cluster_params("db_configure_master", &ctx.action.params)?;
     let mut db = Db::connect(ctx.worker, ctx.server).await?;
     let result = configure(ctx, &mut db, &p).await;
     db.close().await;
@@ -23,24 +26,11 @@ async fn configure(
     p: &validate::ClusterParams,
 ) -> Result<Done, ActionError> {
     let (log, pool, server) = (&ctx.log, &ctx.worker.pool, ctx.server);
+    mycnf::ensure_binlog(ctx, db, None).await?;
     let row = db
-        .query_first_row(
-            "SELECT @@log_bin AS log_bin, @@server_id AS server_id, @@binlog_format AS fmt",
-        )
+        .query_first_row("SELECT @@binlog_format AS fmt")
         .await?
         .ok_or_else(|| ActionError::Failed("no answer from mysqld".into()))?;
-    if column(&row, "log_bin") != 1 {
-        return Err(ActionError::Failed(
-            "Server doesn't appear to be logging binary logs: enable log_bin and a unique server_id \
-             in its configuration and restart mysqld (automatic reconfiguration is not supported yet)"
-                .into(),
-        ));
-    }
-    log.system(format!(
-        "Binary logging is on (server_id {}).",
-        column(&row, "server_id")
-    ))
-    .await;
 
     // The two causes of broken slaves.
     let myisam = db
@@ -64,8 +54,12 @@ async fn configure(
     if fmt != "ROW" {
         if p.fix {
             db.exec("SET GLOBAL binlog_format = 'ROW'").await?;
-            log.system(format!("binlog_format was {fmt}: set to ROW."))
-                .await;
+            mycnf::set(ctx.worker, server, &[("binlog_format", "ROW")]).await?;
+            log.system(format!(
+                "binlog_format was {fmt}: set to ROW (also in {}).",
+                mycnf::config_file(server)
+            ))
+            .await;
         } else {
             log.system(format!(
                 "Warning: binlog_format is {fmt}: non-deterministic statements can silently corrupt slaves (params.fix switches to ROW)."
@@ -100,6 +94,7 @@ async fn configure(
     log.system(format!("Replication user {} ready.", cluster.repl_user))
         .await;
     db.exec("SET GLOBAL read_only = 0").await?;
+    mycnf::set(ctx.worker, server, &[("read_only", "0")]).await?;
     log.system("read_only=0: writes enabled.").await;
     let store = |e: sqlx::Error| ActionError::Failed(format!("store: {e}"));
     clusters::set_master(pool, &cluster.name, &server.name)

@@ -15,12 +15,15 @@ use shared::{
 use tokio::io::AsyncReadExt;
 
 use super::{ActionError, Ctx, Done};
-use crate::mysql::{column, ClientOpts, Db};
+use crate::{
+    mycnf,
+    mysql::{column, ClientOpts, Db},
+};
 
 const SYSTEM_SCHEMAS: &str = "'mysql', 'information_schema', 'performance_schema', 'sys'";
 
 pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
-    let p = validate::cluster_params("db_configure_slave", &ctx.action.params, false)?;
+    let p = validate::cluster_params("db_configure_slave", &ctx.action.params)?;
     let pool = &ctx.worker.pool;
     let store = |e: sqlx::Error| ActionError::Failed(format!("store: {e}"));
     let cluster = clusters::get(pool, &p.cluster)
@@ -80,6 +83,12 @@ async fn configure(
     sdb: &mut Db,
 ) -> Result<serde_json::Value, ActionError> {
     let log = &ctx.log;
+    // The slave logs binary logs too (it may be promoted), under a server_id of its own.
+    let master_id = mdb
+        .query_first_row("SELECT @@server_id AS id")
+        .await?
+        .and_then(|r| column(&r, "id").as_u64());
+    mycnf::ensure_binlog(ctx, sdb, master_id).await?;
     let databases = mdb
         .strings(&format!(
             "SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ({SYSTEM_SCHEMAS}) ORDER BY 1"
@@ -165,7 +174,12 @@ async fn configure(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     sdb.exec("SET GLOBAL read_only = 1").await?;
-    log.system("read_only=1 on the slave.").await;
+    mycnf::set(ctx.worker, ctx.server, &[("read_only", "1")]).await?;
+    log.system(format!(
+        "read_only=1 on the slave (also in {}: a restart keeps it read-only).",
+        mycnf::config_file(ctx.server)
+    ))
+    .await;
     let pos = sdb
         .query_first_row("SELECT @@gtid_slave_pos AS p")
         .await?

@@ -15,7 +15,10 @@ use shared::{
 };
 
 use super::{ActionError, Ctx, Done};
-use crate::mysql::{column, Db};
+use crate::{
+    mycnf,
+    mysql::{column, Db},
+};
 
 pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
     let force = validate::promote_params(&ctx.action.params)?;
@@ -68,28 +71,46 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
         },
         None => None,
     };
-    let result = promote(ctx, &cluster, &mut sdb, mdb.as_mut(), force).await;
-    if let (Err(_), Some(m)) = (&result, mdb.as_mut()) {
+    let promoted = promote(ctx, &cluster, &mut sdb, mdb.as_mut(), force).await;
+    if let (Err(_), Some(m)) = (&promoted, mdb.as_mut()) {
         // Undo: the old master takes writes again.
-        if m.exec("SET GLOBAL read_only = 0").await.is_ok() {
+        let unlocked = m.exec("UNLOCK TABLES").await.is_ok();
+        if unlocked && m.exec("SET GLOBAL read_only = 0").await.is_ok() {
             log.system("Promotion failed: the old master was made writable again.")
                 .await;
         }
     }
+    // From here the new master takes writes: nothing is undone any more.
+    let result = match promoted {
+        Ok(()) => finish(ctx, &cluster, mdb.as_mut().zip(old.as_ref())).await,
+        Err(e) => Err(e),
+    };
     sdb.close().await;
     if let Some(m) = mdb {
         m.close().await;
     }
     let demoted = result?;
+    log.system("Mission accomplished.").await;
+    Ok(Done {
+        exit_code: 0,
+        result: Some(json!({"cluster": cluster.name, "master": slave.name,
+                            "old_master": old.map(|m| m.name), "old_master_demoted": demoted})),
+    })
+}
 
+/// Point the cluster (master record, DNS) at the new master, then demote the old one if it
+/// answers: its remaining client connections are closed, its global read lock released, and it
+/// replicates from the new master. `Ok(true)` when it was demoted.
+async fn finish(
+    ctx: &Ctx<'_>,
+    cluster: &clusters::Cluster,
+    old: Option<(&mut Db, &servers::Server)>,
+) -> Result<bool, ActionError> {
+    let (log, pool, slave) = (&ctx.log, &ctx.worker.pool, ctx.server);
+    let store = |e: sqlx::Error| ActionError::Failed(format!("store: {e}"));
     clusters::set_master(pool, &cluster.name, &slave.name)
         .await
         .map_err(store)?;
-    if let (true, Some(m)) = (demoted, &old) {
-        clusters::add_slave(pool, &cluster.name, &m.name)
-            .await
-            .map_err(store)?;
-    }
     log.system("Changing Master DB DNS...").await;
     clusters::set_dns(pool, &cluster.name, &slave.address)
         .await
@@ -99,22 +120,49 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
         cluster.dns_name, slave.address
     ))
     .await;
-    log.system("Mission accomplished.").await;
-    Ok(Done {
-        exit_code: 0,
-        result: Some(json!({"cluster": cluster.name, "master": slave.name,
-                            "old_master": old.map(|m| m.name), "old_master_demoted": demoted})),
-    })
+    let Some((m, old)) = old else {
+        return Ok(false);
+    };
+    log.system("Demoting old master...").await;
+    // The old master stays read-only whatever happens here.
+    match demote(m, cluster, slave).await {
+        Ok(closed) => {
+            log.system(format!(
+                "Old master is read-only and replicates from {} ({closed} client connections closed).",
+                slave.name
+            ))
+            .await;
+            if let Err(e) = mycnf::set(ctx.worker, old, &[("read_only", "1")]).await {
+                log.system(format!(
+                    "Warning: read_only=1 not saved in the old master's option file: {e}"
+                ))
+                .await;
+            }
+            clusters::add_slave(pool, &cluster.name, &old.name)
+                .await
+                .map_err(store)?;
+            Ok(true)
+        }
+        Err(e) => {
+            log.system(format!(
+                "Could not demote the old master ({e}): it stays read-only, not replicating."
+            ))
+            .await;
+            Ok(false)
+        }
+    }
 }
 
-/// The database steps; `Ok(true)` when the old master was demoted to a slave of the new one.
+/// The database steps up to the new master taking writes. A live old master is fenced first:
+/// `read_only` (ordinary accounts), then a global read lock held by this session (accounts
+/// with READ_ONLY ADMIN too, such as root), kept until it is demoted.
 async fn promote(
     ctx: &Ctx<'_>,
     cluster: &clusters::Cluster,
     sdb: &mut Db,
     mdb: Option<&mut Db>,
     force: bool,
-) -> Result<bool, ActionError> {
+) -> Result<(), ActionError> {
     let log = &ctx.log;
     let slave = ctx.server;
     match &mdb {
@@ -152,9 +200,11 @@ async fn promote(
             }
         }
     }
-    let mut mdb = mdb;
-    if let Some(m) = mdb.as_deref_mut() {
+    if let Some(m) = mdb {
         m.exec("SET GLOBAL read_only = 1").await?;
+        // Waits for running writes to finish; a long one makes the promote fail (and undo).
+        m.exec("SET SESSION lock_wait_timeout = 10").await?;
+        m.exec("FLUSH TABLES WITH READ LOCK").await?;
         let pos = m
             .query_first_row("SELECT @@gtid_binlog_pos AS p")
             .await?
@@ -198,36 +248,36 @@ async fn promote(
     sdb.exec("SET GLOBAL read_only = 0").await?;
     log.system("Unlocking tables: read_only=0 on the new master.")
         .await;
-    let Some(m) = mdb else {
-        return Ok(false);
-    };
-    log.system("Demoting old master...").await;
-    // The new master takes writes from here on: a failed demotion must not undo the promotion.
-    // The old master stays read-only either way.
-    match demote(m, cluster, slave).await {
-        Ok(()) => {
-            log.system(format!(
-                "Old master is read-only and replicates from {}.",
-                slave.name
-            ))
-            .await;
-            Ok(true)
-        }
-        Err(e) => {
-            log.system(format!(
-                "Could not demote the old master ({e}): it stays read-only, not replicating."
-            ))
-            .await;
-            Ok(false)
-        }
+    // From here the new master takes writes: a config file that cannot be written is reported,
+    // not a reason to undo the promotion.
+    if let Err(e) = mycnf::set(ctx.worker, slave, &[("read_only", "0")]).await {
+        log.system(format!(
+            "Warning: read_only=0 not saved in the option file: {e}"
+        ))
+        .await;
     }
+    Ok(())
 }
 
+/// Close the old master's client connections (writes waiting on the read lock fail instead of
+/// landing after it), release the lock and replicate from the new master. How many were closed.
 async fn demote(
     m: &mut Db,
     cluster: &clusters::Cluster,
     slave: &shared::db::servers::Server,
-) -> Result<(), ActionError> {
+) -> Result<usize, ActionError> {
+    let clients = m
+        .strings(
+            "SELECT id FROM information_schema.processlist
+             WHERE id <> CONNECTION_ID() AND user NOT IN ('system user', 'event_scheduler')
+               AND command NOT IN ('Binlog Dump', 'Daemon', 'Slave_IO', 'Slave_SQL', 'Slave_worker')",
+        )
+        .await?;
+    for id in &clients {
+        // Already gone is fine.
+        let _ = m.exec(&format!("KILL CONNECTION {id}")).await;
+    }
+    m.exec("UNLOCK TABLES").await?;
     m.exec("STOP SLAVE").await.ok();
     m.exec(&format!(
         "CHANGE MASTER TO MASTER_HOST = '{}', MASTER_PORT = {}, MASTER_USER = '{}', MASTER_PASSWORD = '{}', \
@@ -236,5 +286,5 @@ async fn demote(
     ))
     .await?;
     m.exec("START SLAVE").await?;
-    Ok(())
+    Ok(clients.len())
 }

@@ -1,5 +1,6 @@
 //! Action kinds, one module each, registered in `run`.
 
+mod db_checksum;
 mod db_configure_master;
 mod db_configure_slave;
 mod db_promote;
@@ -53,6 +54,7 @@ pub async fn run(kind: ActionKind, ctx: &Ctx<'_>) -> Result<Done, ActionError> {
         ActionKind::DbStatus => stoppable(ctx, db_status::run(ctx)).await,
         ActionKind::DbConfigureMaster => stoppable(ctx, db_configure_master::run(ctx)).await,
         ActionKind::DbConfigureSlave => stoppable(ctx, db_configure_slave::run(ctx)).await,
+        ActionKind::DbChecksum => stoppable(ctx, db_checksum::run(ctx)).await,
         // A promote runs to its end once started (it undoes itself on failure): stopping it
         // half-way would leave two writable servers or none.
         ActionKind::DbPromote => db_promote::run(ctx).await,
