@@ -52,6 +52,8 @@ pub struct Config {
     pub ec2_endpoint: Option<String>,
     pub mysql_user: String,
     pub mysql_password: String,
+    /// Where the workers publish a cluster's master DNS record (`store`: the API serves it).
+    pub dns_provider: String,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
             ec2_endpoint: None,
             mysql_user: "root".into(),
             mysql_password: String::new(),
+            dns_provider: "store".into(),
         }
     }
 }
@@ -128,6 +131,7 @@ impl Config {
         env.set_opt("SA_EC2_ENDPOINT", &mut self.ec2_endpoint)?;
         env.set("SA_MYSQL_USER", &mut self.mysql_user)?;
         env.set("SA_MYSQL_PASSWORD", &mut self.mysql_password)?;
+        env.set("SA_DNS_PROVIDER", &mut self.dns_provider)?;
         if self.worker_concurrency == 0 {
             return Err(ConfigError::Invalid {
                 var: "SA_WORKER_CONCURRENCY",

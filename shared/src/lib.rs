@@ -4,6 +4,7 @@
 pub mod action;
 pub mod config;
 pub mod db;
+pub mod dns;
 pub mod log;
 pub mod queue;
 pub mod telemetry;

@@ -184,6 +184,19 @@ async fn bad_server_registrations_are_rejected() {
         (with("ssh_port", json!(0)), "ssh_port"),
         (with("host_key", json!("not a key")), "host_key"),
         (with("tags", json!([1])), "tags"),
+        (
+            with("db_config_file", json!("etc/my.cnf")),
+            "db_config_file",
+        ),
+        (
+            with("db_config_file", json!("/etc/../root/x; rm -rf /")),
+            "db_config_file",
+        ),
+        (with("db_restart_command", json!("")), "db_restart_command"),
+        (
+            with("db_restart_command", json!("systemctl restart\nmariadb")),
+            "db_restart_command",
+        ),
         (json!({"address": "127.0.0.1", "ssh_user": "x"}), "name"),
     ] {
         let err = app.client.post("/v1/servers", &body).await.unwrap_err();

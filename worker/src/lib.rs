@@ -37,6 +37,8 @@ pub struct Worker {
     pub publisher: Publisher,
     pub ssh: SshPool,
     pub metrics: WorkerMetrics,
+    /// Where cluster master records are published.
+    pub dns: Arc<dyn shared::dns::DnsProvider>,
     /// How long running actions may take to finish after a shutdown request.
     pub shutdown_grace: Duration,
     /// Stop signals of the actions running here, by action id (for cancel requests).
@@ -59,6 +61,7 @@ impl Worker {
             .ssh_control_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("/tmp/sa-ssh-{}", std::process::id())));
+        let dns = shared::dns::provider(&cfg, pool.clone())?;
         let metrics = WorkerMetrics::new();
         let ssh = SshPool::new(&cfg, control_dir, metrics.ssh_connect.clone())
             .context("preparing the SSH control directory")?;
@@ -75,6 +78,7 @@ impl Worker {
             publisher,
             ssh,
             metrics,
+            dns,
             shutdown_grace: Duration::from_secs(cfg_grace),
             running: Default::default(),
             draining: CancellationToken::new(),

@@ -183,7 +183,9 @@ pub async fn ensure_binlog(
         .query_first_row("SELECT @@log_bin AS log_bin, @@server_id AS server_id")
         .await?
         .ok_or_else(|| ActionError::Failed("no answer from mysqld".into()))?;
-    if column(&row, "log_bin") != 1 || column(&row, "server_id") != new_id.parse::<u64>().unwrap_or(0) {
+    if column(&row, "log_bin") != 1
+        || column(&row, "server_id") != new_id.parse::<u64>().unwrap_or(0)
+    {
         return Err(ActionError::Failed(format!(
             "mysqld restarted but binary logging is still off or server_id is not {new_id}: is {} read by mysqld?",
             config_file(ctx.server)

@@ -100,15 +100,7 @@ async fn configure(
     clusters::set_master(pool, &cluster.name, &server.name)
         .await
         .map_err(store)?;
-    log.system("Changing Master DB DNS...").await;
-    clusters::set_dns(pool, &cluster.name, &server.address)
-        .await
-        .map_err(store)?;
-    log.system(format!(
-        "OK. Result: {} set to this instance IP: {}",
-        cluster.dns_name, server.address
-    ))
-    .await;
+    super::point_dns(ctx, &cluster, server).await?;
     let pos = db
         .query_first_row("SELECT @@gtid_binlog_pos AS pos")
         .await?

@@ -111,15 +111,7 @@ async fn finish(
     clusters::set_master(pool, &cluster.name, &slave.name)
         .await
         .map_err(store)?;
-    log.system("Changing Master DB DNS...").await;
-    clusters::set_dns(pool, &cluster.name, &slave.address)
-        .await
-        .map_err(store)?;
-    log.system(format!(
-        "OK. Result: {} set to this instance IP: {}",
-        cluster.dns_name, slave.address
-    ))
-    .await;
+    super::point_dns(ctx, cluster, slave).await?;
     let Some((m, old)) = old else {
         return Ok(false);
     };

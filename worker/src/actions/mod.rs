@@ -61,6 +61,40 @@ pub async fn run(kind: ActionKind, ctx: &Ctx<'_>) -> Result<Done, ActionError> {
     }
 }
 
+/// Point the cluster's master record at `server` through the configured DNS provider, with the
+/// seed's log lines.
+async fn point_dns(
+    ctx: &Ctx<'_>,
+    cluster: &shared::db::clusters::Cluster,
+    server: &Server,
+) -> Result<(), ActionError> {
+    ctx.log.system("Changing Master DB DNS...").await;
+    let record = shared::dns::Record {
+        name: cluster.dns_name.clone(),
+        address: server.address.clone(),
+        ttl: cluster.dns_ttl.max(0) as u32,
+    };
+    ctx.worker
+        .dns
+        .publish(&cluster.name, &record)
+        .await
+        .map_err(|e| ActionError::Failed(e.to_string()))?;
+    ctx.log
+        .system(format!(
+            "OK. Result: {} set to this instance IP: {}",
+            record.name, record.address
+        ))
+        .await;
+    ctx.log
+        .system(format!(
+            "(record TTL {} s, published by the {} DNS provider)",
+            record.ttl,
+            ctx.worker.dns.name()
+        ))
+        .await;
+    Ok(())
+}
+
 /// Run `f` until it ends or the action is told to stop (timeout, cancel, lost lease).
 async fn stoppable(
     ctx: &Ctx<'_>,
