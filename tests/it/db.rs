@@ -108,27 +108,7 @@ async fn wrong_db_credentials_fail_without_showing_the_password() {
 
 /// Run SQL on a test host's mariadbd directly (the test's own view of the data).
 fn sql(host: &TestHost, q: &str) -> String {
-    let out = std::process::Command::new("mariadb")
-        .args([
-            "-h",
-            &host.address.to_string(),
-            "-P",
-            "3306",
-            "-u",
-            "root",
-            "-N",
-            "-B",
-            "-e",
-            q,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{q}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    host.sql(q).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -631,25 +611,13 @@ async fn cluster_page_shows_master_slaves_and_dns_record() {
         .unwrap();
 }
 
-/// Submit `kind` on `server` with `params`, wait for its end; the action and its log.
 async fn act(
     app: &TestApp,
     server: &str,
     kind: &str,
     params: serde_json::Value,
 ) -> (shared::Action, String) {
-    let a = app
-        .client
-        .submit(&json!({"server": server, "kind": kind, "params": params}))
-        .await
-        .unwrap();
-    let a = app
-        .client
-        .wait(a.id, std::time::Duration::from_secs(180))
-        .await
-        .unwrap();
-    let log = app.log(a.id).await;
-    (a, log)
+    app.act(server, kind, params).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

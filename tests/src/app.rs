@@ -193,6 +193,23 @@ impl TestApp {
             .await
             .expect("action")
     }
+
+    /// Submit `kind` on `server` with `params` and wait (3 min) for its end: the action and
+    /// its log.
+    pub async fn act(
+        &self,
+        server: &str,
+        kind: &str,
+        params: Value,
+    ) -> anyhow::Result<(shared::Action, String)> {
+        let a = self
+            .client
+            .submit(&serde_json::json!({"server": server, "kind": kind, "params": params}))
+            .await?;
+        let a = self.client.wait(a.id, Duration::from_secs(180)).await?;
+        let log = self.client.log(a.id, 0).await?.text;
+        Ok((a, log))
+    }
 }
 
 impl Drop for TestApp {

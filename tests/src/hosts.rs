@@ -312,6 +312,24 @@ impl TestHost {
         v
     }
 
+    /// Run SQL on this host's mariadbd directly, as root over TCP: its output (`-N -B`).
+    pub fn sql(&self, q: &str) -> anyhow::Result<String> {
+        let out = run(Command::new("mariadb")
+            .args([
+                "-h",
+                &self.address.to_string(),
+                "-P",
+                "3306",
+                "-u",
+                "root",
+                "-N",
+                "-B",
+                "-e",
+            ])
+            .arg(q))?;
+        Ok(out.trim().to_string())
+    }
+
     /// The mariadbd a restart started (not our child): its pid, if it is ours and alive.
     fn restarted_mariadbd(&self) -> Option<u32> {
         let pid_file = self.mariadb_dir().join("mysqld.pid");

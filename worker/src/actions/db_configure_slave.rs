@@ -215,7 +215,11 @@ async fn copy(
         mopts.args,
         names.join(" ")
     );
-    let load = format!("mysql {}", sopts.args);
+    // Not into the slave's own binary log: its GTIDs would conflict with the master's position.
+    let load = format!(
+        "mysql {} --init-command='SET SESSION sql_log_bin = 0'",
+        sopts.args
+    );
     let result = stream(ctx, master, &dump, &load).await;
     mopts.cleanup(worker, master).await;
     sopts.cleanup(worker, ctx.server).await;
