@@ -15,6 +15,9 @@ pub enum ActionKind {
     DbConfigureSlave,
     DbPromote,
     DbChecksum,
+    DbBackup,
+    DbRestore,
+    DbVerifyBackup,
 }
 
 impl ActionKind {
@@ -25,6 +28,9 @@ impl ActionKind {
         ActionKind::DbConfigureSlave,
         ActionKind::DbPromote,
         ActionKind::DbChecksum,
+        ActionKind::DbBackup,
+        ActionKind::DbRestore,
+        ActionKind::DbVerifyBackup,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +41,9 @@ impl ActionKind {
             ActionKind::DbConfigureSlave => "db_configure_slave",
             ActionKind::DbPromote => "db_promote",
             ActionKind::DbChecksum => "db_checksum",
+            ActionKind::DbBackup => "db_backup",
+            ActionKind::DbRestore => "db_restore",
+            ActionKind::DbVerifyBackup => "db_verify_backup",
         }
     }
 
@@ -46,6 +55,11 @@ impl ActionKind {
             ActionKind::DbStatus => true,
             // Rewrites its own checksum table only: running it again starts over.
             ActionKind::DbChecksum => true,
+            // A new backup row and object each time; an interrupted one stays uncommitted.
+            ActionKind::DbBackup => true,
+            // Scratch mysqld only.
+            ActionKind::DbVerifyBackup => true,
+            ActionKind::DbRestore => false,
             ActionKind::DbConfigureMaster
             | ActionKind::DbConfigureSlave
             | ActionKind::DbPromote => false,
@@ -61,6 +75,9 @@ impl ActionKind {
             ActionKind::DbConfigureSlave => "DB configure slave",
             ActionKind::DbPromote => "DB promote to master",
             ActionKind::DbChecksum => "DB checksum master vs slaves",
+            ActionKind::DbBackup => "DB backup to S3",
+            ActionKind::DbRestore => "DB restore from S3 backup",
+            ActionKind::DbVerifyBackup => "DB verify backup by restoring it",
         }
     }
 }

@@ -49,6 +49,10 @@ pub struct Config {
     pub db_max_connections: u32,
     pub s3_endpoint: Option<String>,
     pub s3_bucket: Option<String>,
+    pub s3_region: String,
+    /// Static S3 credentials; without them the AWS default chain (environment, profile...) is used.
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
     pub ec2_endpoint: Option<String>,
     pub mysql_user: String,
     pub mysql_password: String,
@@ -78,6 +82,9 @@ impl Default for Config {
             db_max_connections: 20,
             s3_endpoint: None,
             s3_bucket: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
             ec2_endpoint: None,
             mysql_user: "root".into(),
             mysql_password: String::new(),
@@ -128,6 +135,9 @@ impl Config {
         env.set("SA_DB_MAX_CONNECTIONS", &mut self.db_max_connections)?;
         env.set_opt("SA_S3_ENDPOINT", &mut self.s3_endpoint)?;
         env.set_opt("SA_S3_BUCKET", &mut self.s3_bucket)?;
+        env.set("SA_S3_REGION", &mut self.s3_region)?;
+        env.set_opt("SA_S3_ACCESS_KEY_ID", &mut self.s3_access_key_id)?;
+        env.set_opt("SA_S3_SECRET_ACCESS_KEY", &mut self.s3_secret_access_key)?;
         env.set_opt("SA_EC2_ENDPOINT", &mut self.ec2_endpoint)?;
         env.set("SA_MYSQL_USER", &mut self.mysql_user)?;
         env.set("SA_MYSQL_PASSWORD", &mut self.mysql_password)?;

@@ -7,6 +7,7 @@ pub mod db;
 pub mod dns;
 pub mod log;
 pub mod queue;
+pub mod retention;
 pub mod telemetry;
 pub mod validate;
 

@@ -104,6 +104,9 @@ pub struct ClusterParams {
     /// Switch binlog_format to ROW (db_configure_master).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fix: bool,
+    /// Where a slave's data comes from: `master` (a copy, the default) or `backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// Params of the kinds that name a cluster (`db_configure_master`, `db_configure_slave`,
@@ -145,20 +148,19 @@ pub fn cluster_params(kind: &str, params: &Value) -> Result<ClusterParams, Field
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(FieldError::new("params.fix", "must be true or false")),
     };
-    match obj.get("from") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) if s == "master" => {}
-        Some(_) => {
-            return Err(FieldError::new(
-                "params.from",
-                "must be \"master\" (copying from a backup comes with the backup actions)",
-            ))
-        }
-    }
+    let from = match obj.get("from") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s == "master" || s == "backup" => Some(s.clone()),
+        Some(_) => return Err(FieldError::new(
+            "params.from",
+            "must be \"master\" (a copy of the master) or \"backup\" (the cluster's latest backup)",
+        )),
+    };
     Ok(ClusterParams {
         cluster,
         dns_name,
         fix,
+        from,
     })
 }
 
@@ -254,11 +256,11 @@ pub fn config_path(s: &str) -> Result<(), FieldError> {
     }
 }
 
-/// The command that restarts mysqld on a server: one line of shell.
-pub fn restart_command(s: &str) -> Result<(), FieldError> {
+/// A command run on a server (restart mysqld, snapshot...): one line of shell.
+pub fn command(field: &str, s: &str) -> Result<(), FieldError> {
     if s.trim().is_empty() || s.len() > 1000 || s.chars().any(|c| c.is_control()) {
         Err(FieldError::new(
-            "db_restart_command",
+            field,
             "must be one non-empty line of shell, at most 1000 characters",
         ))
     } else {
@@ -348,4 +350,129 @@ mod tests {
         assert!(host_key("ssh-ed25519 AAAAC3Nza+/= c").is_ok());
         assert!(host_key("ssh-ed25519 AAAA\nx").is_err());
     }
+}
+
+/// Parse `params` into `T` (which denies unknown fields); errors name `params.<field>`.
+fn parse_params<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    params: &Value,
+) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(params.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let named = inner.split('`').nth(1).map(str::to_string);
+        let field = match (path.as_str(), named) {
+            (".", Some(n)) => format!("params.{n}"),
+            (".", None) => "params".to_string(),
+            (p, _) => format!("params.{p}"),
+        };
+        FieldError::new(field, format!("{inner} (in {kind} params)"))
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    Snapshot,
+    Mariabackup,
+    Logical,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Snapshot => "snapshot",
+            Strategy::Mariabackup => "mariabackup",
+            Strategy::Logical => "logical",
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupParams {
+    /// Default: `snapshot` when the server has a snapshot command, else `mariabackup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Default: the server's cluster, else the server's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<String>,
+}
+
+pub fn backup_params(params: &Value) -> Result<BackupParams, FieldError> {
+    let p: BackupParams = parse_params("db_backup", params)?;
+    if let Some(t) = &p.tag {
+        server_name("params.tag", t)?;
+    }
+    if let Some(l) = &p.lineage {
+        server_name("params.lineage", l)?;
+    }
+    Ok(p)
+}
+
+/// `"latest"` or a backup id.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum BackupRef {
+    Id(i64),
+    Latest(LatestWord),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatestWord {
+    Latest,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreAs {
+    Master,
+    Slave,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreParams {
+    pub backup: BackupRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<String>,
+    #[serde(rename = "as")]
+    pub role: RestoreAs,
+    pub cluster: String,
+}
+
+pub fn restore_params(params: &Value) -> Result<RestoreParams, FieldError> {
+    let p: RestoreParams = parse_params("db_restore", params)?;
+    server_name("params.cluster", &p.cluster)?;
+    if let Some(l) = &p.lineage {
+        server_name("params.lineage", l)?;
+    }
+    if p.before.is_some() && p.backup != BackupRef::Latest(LatestWord::Latest) {
+        return Err(FieldError::new(
+            "params.before",
+            "only with \"backup\": \"latest\" (an id names one backup already)",
+        ));
+    }
+    Ok(p)
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyParams {
+    pub backup: BackupRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<String>,
+}
+
+pub fn verify_params(params: &Value) -> Result<VerifyParams, FieldError> {
+    let p: VerifyParams = parse_params("db_verify_backup", params)?;
+    if let Some(l) = &p.lineage {
+        server_name("params.lineage", l)?;
+    }
+    Ok(p)
 }

@@ -80,6 +80,8 @@ pub struct TestHost {
     root: tempfile::TempDir,
     sshd: Option<Child>,
     mariadbd: Option<Child>,
+    /// The btrfs file system holding the datadir (mounted here), if any.
+    btrfs: Option<PathBuf>,
 }
 
 impl TestHost {
@@ -142,6 +144,7 @@ impl TestHost {
             root,
             sshd: Some(sshd),
             mariadbd: None,
+            btrfs: None,
         };
         host.wait_listening()?;
         Ok(host)
@@ -196,8 +199,37 @@ impl TestHost {
         self.mariadb(None)
     }
 
+    /// A MariaDB whose datadir is a btrfs subvolume (a loop-mounted file system of `mib` MiB),
+    /// with snapshot commands in its server record: the `snapshot` backup strategy works here.
+    pub fn with_mariadb_on_btrfs(mut self, server_id: u32, mib: u32) -> anyhow::Result<Self> {
+        let vol = self.mariadb_dir().join("vol");
+        fs::create_dir_all(&vol)?;
+        let image = self.root.path().join("btrfs.img");
+        run(Command::new("truncate")
+            .arg(format!("-s{mib}M"))
+            .arg(&image))?;
+        run(Command::new("mkfs.btrfs").arg("-q").arg(&image))?;
+        run(Command::new("mount")
+            .args(["-o", "loop,user_subvol_rm_allowed"])
+            .arg(&image)
+            .arg(&vol))?;
+        self.btrfs = Some(vol.clone());
+        run(Command::new("btrfs")
+            .args(["subvolume", "create"])
+            .arg(vol.join("data")))?;
+        self.mariadb(Some(server_id))
+    }
+
+    /// mysqld's data directory.
+    pub fn datadir(&self) -> PathBuf {
+        match &self.btrfs {
+            Some(vol) => vol.join("data"),
+            None => self.mariadb_dir().join("data"),
+        }
+    }
+
     /// The MariaDB's directory: `my.cnf`, `conf.d/` (the workers' option file goes there),
-    /// `restart` (the server's restart command), `data/`.
+    /// `ctl start|stop|restart` (the server's commands), `data/` (or `vol/data` on btrfs).
     pub fn mariadb_dir(&self) -> PathBuf {
         self.root.path().join("mysql")
     }
@@ -215,35 +247,39 @@ impl TestHost {
     fn mariadb(mut self, binlog_server_id: Option<u32>) -> anyhow::Result<Self> {
         let (uid, gid) = Self::login_ids()?;
         let db = self.mariadb_dir();
-        fs::create_dir(&db)?;
+        fs::create_dir_all(&db)?;
         // Its own tmpdir too: parallel bootstraps must not share temporary files.
         fs::create_dir(db.join("tmp"))?;
         fs::create_dir(db.join("conf.d"))?;
         let d = db.display();
+        let data = self.datadir();
+        let data = data.display();
         let binlog = match binlog_server_id {
-            Some(id) => format!("log-bin={d}/data/bin\nserver-id={id}\n"),
+            Some(id) => format!("log-bin=bin\nserver-id={id}\n"),
             None => String::new(),
         };
         fs::write(
             db.join("my.cnf"),
             format!(
-                "[mysqld]\ndatadir={d}/data\nbind-address={addr}\nport=3306\nsocket={d}/mysqld.sock\n\
+                "[mysqld]\ndatadir={data}\nbind-address={addr}\nport=3306\nsocket={d}/mysqld.sock\n\
                  pid-file={d}/mysqld.pid\nlog-error={d}/error.log\ntmpdir={d}/tmp\n{binlog}\
                  binlog-format=ROW\ngtid-strict-mode=1\nskip-name-resolve\n!includedir {d}/conf.d\n",
                 addr = self.address
             ),
         )?;
-        let restart = db.join("restart");
+        let ctl = db.join("ctl");
         fs::write(
-            &restart,
+            &ctl,
             format!(
-                "#!/bin/sh\n# Restart this test host's mariadbd: stop it, wait until it is gone, start it.\n\
-                 d={d}\nif [ -s $d/mysqld.pid ]; then kill \"$(cat $d/mysqld.pid)\" 2>/dev/null; fi\n\
-                 i=0; while [ -e $d/mysqld.pid ]; do sleep 0.1; i=$((i+1)); [ $i -gt 600 ] && exit 1; done\n\
-                 setsid /usr/sbin/mariadbd --defaults-file=$d/my.cnf </dev/null >/dev/null 2>&1 &\n"
+                "#!/bin/sh\n# This test host's mariadbd: ctl start|stop|restart (as the login user).\n\
+                 d={d}\n\
+                 stop() {{ if [ -s $d/mysqld.pid ]; then kill \"$(cat $d/mysqld.pid)\" 2>/dev/null; fi\n\
+                   i=0; while [ -e $d/mysqld.pid ]; do sleep 0.1; i=$((i+1)); [ $i -gt 600 ] && exit 1; done; return 0; }}\n\
+                 start() {{ setsid /usr/sbin/mariadbd --defaults-file=$d/my.cnf </dev/null >/dev/null 2>&1 & }}\n\
+                 case \"$1\" in start) start;; stop) stop;; restart) stop; start;; *) echo \"usage: $0 start|stop|restart\" >&2; exit 2;; esac\n"
             ),
         )?;
-        fs::set_permissions(&restart, fs::Permissions::from_mode(0o755))?;
+        fs::set_permissions(&ctl, fs::Permissions::from_mode(0o755))?;
         run(Command::new("chown")
             .args(["-R", &format!("{LOGIN_USER}:")])
             .arg(&db))?;
@@ -253,7 +289,7 @@ impl TestHost {
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
             ])
-            .arg(format!("--datadir={d}/data"))
+            .arg(format!("--datadir={data}"))
             .arg(format!("--tmpdir={d}/tmp"))
             .uid(uid)
             .gid(gid))?;
@@ -291,10 +327,11 @@ impl TestHost {
         Ok(())
     }
 
-    /// Restart mariadbd the way the workers do (the `restart` script, as the login user).
+    /// Restart mariadbd the way the workers do (`ctl restart`, as the login user).
     pub fn restart_mariadb(&self) -> anyhow::Result<()> {
         let (uid, gid) = Self::login_ids()?;
-        run(Command::new(self.mariadb_dir().join("restart"))
+        run(Command::new(self.mariadb_dir().join("ctl"))
+            .arg("restart")
             .uid(uid)
             .gid(gid))?;
         // The listener is gone once the old one stopped; the new one takes a moment.
@@ -302,13 +339,26 @@ impl TestHost {
     }
 
     /// The server registration body for a DB host: mysqld is reached on the host's address,
-    /// reconfigured through `conf.d/99-serveractions.cnf` and restarted with `restart`.
+    /// reconfigured through `conf.d/99-serveractions.cnf`, controlled with `ctl`, snapshotted
+    /// with btrfs when its datadir is on btrfs.
     pub fn db_server_json(&self, name: &str) -> serde_json::Value {
         let mut v = self.server_json(name);
         let db = self.mariadb_dir();
         v["db_host"] = serde_json::json!(self.address.to_string());
         v["db_config_file"] = serde_json::json!(db.join("conf.d/99-serveractions.cnf"));
-        v["db_restart_command"] = serde_json::json!(db.join("restart"));
+        let ctl = db.join("ctl").display().to_string();
+        v["db_restart_command"] = serde_json::json!(format!("{ctl} restart"));
+        v["db_stop_command"] = serde_json::json!(format!("{ctl} stop"));
+        v["db_start_command"] = serde_json::json!(format!("{ctl} start"));
+        v["db_datadir"] = serde_json::json!(self.datadir());
+        if let Some(vol) = &self.btrfs {
+            let vol = vol.display();
+            v["db_snapshot_command"] = serde_json::json!(format!(
+                "btrfs subvolume snapshot \"$SA_DATADIR\" {vol}/snap-$SA_BACKUP_ID >/dev/null && echo {vol}/snap-$SA_BACKUP_ID"
+            ));
+            v["db_snapshot_cleanup_command"] =
+                serde_json::json!("btrfs subvolume delete \"$SA_SNAPSHOT\" >/dev/null");
+        }
         v
     }
 
@@ -363,6 +413,10 @@ impl TestHost {
 impl Drop for TestHost {
     fn drop(&mut self) {
         self.kill();
+        if let Some(vol) = self.btrfs.take() {
+            // Lazy: a process the kill missed must not keep the loop device forever.
+            let _ = Command::new("umount").arg("-l").arg(&vol).output();
+        }
         // The TempDir (config, keys, $SA_HOST_DIR) is removed by its own drop.
     }
 }

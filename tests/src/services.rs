@@ -214,3 +214,92 @@ impl Drop for PrivatePostgres {
         ));
     }
 }
+
+/// A private `moto_server` (S3 on loopback) with one bucket, killed on drop.
+pub struct Moto {
+    pub port: u16,
+    pub bucket: String,
+    child: Option<std::process::Child>,
+}
+
+impl Moto {
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let mut moto = Self {
+            port,
+            bucket: "sa-backups".into(),
+            child: None,
+        };
+        moto.start_again().await?;
+        let url = format!("{}/{}", moto.endpoint(), moto.bucket);
+        // moto does not check signatures: a plain PUT creates the bucket.
+        let r = reqwest::Client::new().put(&url).send().await?;
+        anyhow::ensure!(
+            r.status().is_success(),
+            "creating bucket {url}: {}",
+            r.status()
+        );
+        Ok(moto)
+    }
+
+    /// Start it (again, after `stop`): it comes back empty.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new("moto_server");
+        cmd.args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        die_with_us(&mut cmd);
+        self.child = Some(
+            cmd.spawn()
+                .context("starting moto_server (pip install 'moto[server]>=5.2.5')")?,
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                bail!("moto_server did not start on port {}", self.port);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Kill it (an S3 outage).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Point a configuration at this S3.
+    pub fn configure(&self, cfg: &mut shared::Config) {
+        cfg.s3_endpoint = Some(self.endpoint());
+        cfg.s3_bucket = Some(self.bucket.clone());
+        cfg.s3_access_key_id = Some("test".into());
+        cfg.s3_secret_access_key = Some("test".into());
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The child is SIGKILLed when the test process dies, however it dies.
+#[allow(unsafe_code)]
+fn die_with_us(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child with us.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}

@@ -10,7 +10,9 @@ pub mod metrics;
 pub mod mycnf;
 pub mod mysql;
 pub mod runner;
+pub mod s3;
 pub mod ssh;
+pub mod transfer;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -39,6 +41,8 @@ pub struct Worker {
     pub metrics: WorkerMetrics,
     /// Where cluster master records are published.
     pub dns: Arc<dyn shared::dns::DnsProvider>,
+    /// Where backups go (`None` without `SA_S3_BUCKET`).
+    pub s3: Option<s3::Store>,
     /// How long running actions may take to finish after a shutdown request.
     pub shutdown_grace: Duration,
     /// Stop signals of the actions running here, by action id (for cancel requests).
@@ -62,6 +66,7 @@ impl Worker {
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("/tmp/sa-ssh-{}", std::process::id())));
         let dns = shared::dns::provider(&cfg, pool.clone())?;
+        let s3 = s3::Store::from_config(&cfg).await;
         let metrics = WorkerMetrics::new();
         let ssh = SshPool::new(&cfg, control_dir, metrics.ssh_connect.clone())
             .context("preparing the SSH control directory")?;
@@ -79,6 +84,7 @@ impl Worker {
             ssh,
             metrics,
             dns,
+            s3,
             shutdown_grace: Duration::from_secs(cfg_grace),
             running: Default::default(),
             draining: CancellationToken::new(),

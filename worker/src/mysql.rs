@@ -172,6 +172,8 @@ fn rand_u32() -> u32 {
     t.subsec_nanos() ^ std::process::id().rotate_left(16)
 }
 
+pub const SYSTEM_SCHEMAS: &str = "'mysql', 'information_schema', 'performance_schema', 'sys'";
+
 /// A column of a row as JSON (NULL → null, numbers as numbers, the rest as text).
 pub fn column(row: &mysql_async::Row, name: &str) -> serde_json::Value {
     use mysql_async::Value as V;
@@ -203,13 +205,34 @@ impl Db {
     pub async fn strings(&mut self, sql: &str) -> Result<Vec<String>, DbError> {
         self.conn.query(sql).await.map_err(|e| self.error(e))
     }
+
+    /// The databases that are not mysqld's own, by name.
+    pub async fn user_databases(&mut self) -> Result<Vec<String>, DbError> {
+        self.strings(&format!(
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ({SYSTEM_SCHEMAS}) ORDER BY 1"
+        ))
+        .await
+    }
+
+    /// One string value (`SELECT @@gtid_current_pos`...), empty if NULL.
+    pub async fn string(&mut self, sql: &str) -> Result<String, DbError> {
+        let v: Option<Option<String>> = self
+            .conn
+            .query_first(sql)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(v.flatten().unwrap_or_default())
+    }
 }
 
 /// Options for the `mysql`/`mysqldump` clients run on `server` itself: TCP to its mysqld, our
 /// user. A password never goes on a command line: it is written to a private temporary file
 /// on the server (`--defaults-extra-file`), removed by [`ClientOpts::cleanup`].
 pub struct ClientOpts {
+    /// For `mysql` and `mysqldump`.
     pub args: String,
+    /// For `mariadb-backup` (the defaults file first, long options, no `--protocol`).
+    pub backup_args: String,
     file: Option<String>,
 }
 
@@ -260,6 +283,10 @@ impl ClientOpts {
         Ok(Self {
             args: format!(
                 "{defaults}--protocol=TCP -h {host} -P {} -u {user}",
+                server.db_port
+            ),
+            backup_args: format!(
+                "{defaults}--host={host} --port={} --user={user}",
                 server.db_port
             ),
             file,

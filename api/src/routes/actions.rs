@@ -62,6 +62,9 @@ fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
             params
         }
         ActionKind::DbPromote => json!({"force": validate::promote_params(&params)?}),
+        ActionKind::DbBackup => json!(validate::backup_params(&params)?),
+        ActionKind::DbRestore => json!(validate::restore_params(&params)?),
+        ActionKind::DbVerifyBackup => json!(validate::verify_params(&params)?),
         ActionKind::DbConfigureMaster | ActionKind::DbConfigureSlave | ActionKind::DbChecksum => {
             json!(validate::cluster_params(kind.as_str(), &params)?)
         }

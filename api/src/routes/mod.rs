@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per resource.
 
 mod actions;
+mod backups;
 mod clusters;
 mod health;
 mod logs;
@@ -26,6 +27,8 @@ pub fn router() -> Router<Arc<AppState>> {
         )
         .route("/v1/actions", post(actions::submit).get(actions::list))
         .route("/v1/clusters/{name}", get(clusters::show))
+        .route("/v1/backups", get(backups::list))
+        .route("/v1/backups/{id}", get(backups::show))
         .route("/v1/actions/{id}", get(actions::show))
         .route("/v1/actions/{id}/log", get(logs::show))
         .route("/v1/actions/{id}/cancel", post(actions::cancel))

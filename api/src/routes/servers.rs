@@ -34,6 +34,11 @@ struct ServerRequest {
     db_host: Option<String>,
     db_config_file: Option<String>,
     db_restart_command: Option<String>,
+    db_datadir: Option<String>,
+    db_stop_command: Option<String>,
+    db_start_command: Option<String>,
+    db_snapshot_command: Option<String>,
+    db_snapshot_cleanup_command: Option<String>,
     tags: Option<serde_json::Map<String, Value>>,
 }
 
@@ -52,8 +57,27 @@ fn validate_request(r: ServerRequest) -> ApiResult<NewServer> {
     if let Some(f) = &r.db_config_file {
         validate::config_path(f)?;
     }
-    if let Some(c) = &r.db_restart_command {
-        validate::restart_command(c)?;
+    if let Some(f) = &r.db_datadir {
+        validate::config_path(f).map_err(|_| {
+            ApiError::bad(
+                "db_datadir",
+                "db_datadir: must be an absolute path of letters, digits and / . _ - + (no ..)",
+            )
+        })?;
+    }
+    for (field, cmd) in [
+        ("db_restart_command", &r.db_restart_command),
+        ("db_stop_command", &r.db_stop_command),
+        ("db_start_command", &r.db_start_command),
+        ("db_snapshot_command", &r.db_snapshot_command),
+        (
+            "db_snapshot_cleanup_command",
+            &r.db_snapshot_cleanup_command,
+        ),
+    ] {
+        if let Some(c) = cmd {
+            validate::command(field, c)?;
+        }
     }
     for (field, port) in [("ssh_port", r.ssh_port), ("db_port", r.db_port)] {
         if port == Some(0) {
@@ -70,6 +94,11 @@ fn validate_request(r: ServerRequest) -> ApiResult<NewServer> {
         db_host: r.db_host,
         db_config_file: r.db_config_file,
         db_restart_command: r.db_restart_command,
+        db_datadir: r.db_datadir,
+        db_stop_command: r.db_stop_command,
+        db_start_command: r.db_start_command,
+        db_snapshot_command: r.db_snapshot_command,
+        db_snapshot_cleanup_command: r.db_snapshot_cleanup_command,
         tags: Value::Object(r.tags.unwrap_or_default()),
     })
 }

@@ -2,6 +2,7 @@
 //! (no compile-time database needed).
 
 pub mod actions;
+pub mod backups;
 pub mod clusters;
 pub mod leases;
 pub mod logs;

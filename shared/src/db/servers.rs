@@ -28,6 +28,18 @@ pub struct Server {
     /// How the workers restart mysqld there.
     #[serde(default)]
     pub db_restart_command: Option<String>,
+    /// mysqld's data directory (restores write there).
+    #[serde(default)]
+    pub db_datadir: Option<String>,
+    #[serde(default)]
+    pub db_stop_command: Option<String>,
+    #[serde(default)]
+    pub db_start_command: Option<String>,
+    /// Takes a read-only snapshot of the datadir (the `snapshot` backup strategy).
+    #[serde(default)]
+    pub db_snapshot_command: Option<String>,
+    #[serde(default)]
+    pub db_snapshot_cleanup_command: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -41,6 +53,11 @@ pub struct NewServer {
     pub db_host: Option<String>,
     pub db_config_file: Option<String>,
     pub db_restart_command: Option<String>,
+    pub db_datadir: Option<String>,
+    pub db_stop_command: Option<String>,
+    pub db_start_command: Option<String>,
+    pub db_snapshot_command: Option<String>,
+    pub db_snapshot_cleanup_command: Option<String>,
     pub tags: serde_json::Value,
 }
 
@@ -57,8 +74,9 @@ pub enum ServerError {
 pub async fn insert(pool: &PgPool, s: &NewServer) -> Result<Server, ServerError> {
     sqlx::query_as(
         "INSERT INTO servers (name, address, ssh_port, ssh_user, host_key, db_port, tags, db_host,
-                              db_config_file, db_restart_command)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+                              db_config_file, db_restart_command, db_datadir, db_stop_command,
+                              db_start_command, db_snapshot_command, db_snapshot_cleanup_command)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING *",
     )
     .bind(&s.name)
     .bind(&s.address)
@@ -70,6 +88,11 @@ pub async fn insert(pool: &PgPool, s: &NewServer) -> Result<Server, ServerError>
     .bind(&s.db_host)
     .bind(&s.db_config_file)
     .bind(&s.db_restart_command)
+    .bind(&s.db_datadir)
+    .bind(&s.db_stop_command)
+    .bind(&s.db_start_command)
+    .bind(&s.db_snapshot_command)
+    .bind(&s.db_snapshot_cleanup_command)
     .fetch_one(pool)
     .await
     .map_err(|e| match e {

@@ -15,15 +15,18 @@ use crate::{
 pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
     let p = validate::cluster_params("db_configure_master", &ctx.action.params)?;
     let mut db = Db::connect(ctx.worker, ctx.server).await?;
-    let result = configure(ctx, &mut db, &p).await;
+    let result = configure(ctx, &mut db, &p, false).await;
     db.close().await;
     result
 }
 
-async fn configure(
+/// `replace`: take over from the cluster's recorded master (a restore onto a new server after
+/// the master was lost) instead of refusing.
+pub(super) async fn configure(
     ctx: &Ctx<'_>,
     db: &mut Db,
     p: &validate::ClusterParams,
+    replace: bool,
 ) -> Result<Done, ActionError> {
     let (log, pool, server) = (&ctx.log, &ctx.worker.pool, ctx.server);
     mycnf::ensure_binlog(ctx, db, None).await?;
@@ -72,10 +75,15 @@ async fn configure(
         .await
         .map_err(|e| ActionError::Failed(format!("store: {e}")))?;
     if let Some(other) = cluster.master.as_deref().filter(|m| *m != server.name) {
-        return Err(ActionError::Failed(format!(
-            "cluster {} already has master {other}: promote a slave instead",
-            cluster.name
-        )));
+        if replace {
+            log.system(format!("Replacing {other} as master of {}.", cluster.name))
+                .await;
+        } else {
+            return Err(ActionError::Failed(format!(
+                "cluster {} already has master {other}: promote a slave instead",
+                cluster.name
+            )));
+        }
     }
     let account = format!("'{}'@'%'", cluster.repl_user);
     // The generated password is hex: nothing to escape. Not logged.

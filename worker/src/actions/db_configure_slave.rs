@@ -20,10 +20,22 @@ use crate::{
     mysql::{column, ClientOpts, Db},
 };
 
-const SYSTEM_SCHEMAS: &str = "'mysql', 'information_schema', 'performance_schema', 'sys'";
-
 pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
     let p = validate::cluster_params("db_configure_slave", &ctx.action.params)?;
+    if p.from.as_deref() == Some("backup") {
+        // Seeded from the cluster's latest backup, then caught up by replication.
+        return super::db_restore::restore(
+            ctx,
+            &validate::RestoreParams {
+                backup: validate::BackupRef::Latest(validate::LatestWord::Latest),
+                before: None,
+                lineage: None,
+                role: validate::RestoreAs::Slave,
+                cluster: p.cluster.clone(),
+            },
+        )
+        .await;
+    }
     let pool = &ctx.worker.pool;
     let store = |e: sqlx::Error| ActionError::Failed(format!("store: {e}"));
     let cluster = clusters::get(pool, &p.cluster)
@@ -89,11 +101,7 @@ async fn configure(
         .await?
         .and_then(|r| column(&r, "id").as_u64());
     mycnf::ensure_binlog(ctx, sdb, master_id).await?;
-    let databases = mdb
-        .strings(&format!(
-            "SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ({SYSTEM_SCHEMAS}) ORDER BY 1"
-        ))
-        .await?;
+    let databases = mdb.user_databases().await?;
     // A fresh server has GTIDs of its own in its binary log: clear them (gtid_strict_mode).
     sdb.exec("STOP SLAVE").await?;
     sdb.exec("RESET SLAVE ALL").await?;
@@ -124,6 +132,19 @@ async fn configure(
         .await;
         copy(ctx, master, &databases).await?;
     }
+    replicate(ctx, cluster, master, sdb).await
+}
+
+/// Replicate from `master` from the slave's `gtid_slave_pos` on: `CHANGE MASTER`, start, wait
+/// until both threads run and lag is small, `read_only=1` (also in the option file). The
+/// applied GTID position.
+pub(super) async fn replicate(
+    ctx: &Ctx<'_>,
+    cluster: &clusters::Cluster,
+    master: &servers::Server,
+    sdb: &mut Db,
+) -> Result<serde_json::Value, ActionError> {
+    let log = &ctx.log;
     let change = format!(
         "CHANGE MASTER TO MASTER_HOST = '{}', MASTER_PORT = {}, MASTER_USER = '{}', MASTER_PASSWORD = '{}', \
          MASTER_USE_GTID = slave_pos",

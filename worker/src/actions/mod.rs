@@ -1,9 +1,11 @@
 //! Action kinds, one module each, registered in `run`.
 
+mod db_backup;
 mod db_checksum;
 mod db_configure_master;
 mod db_configure_slave;
 mod db_promote;
+mod db_restore;
 mod db_status;
 mod run_script;
 
@@ -44,20 +46,29 @@ pub struct Done {
     pub result: Option<serde_json::Value>,
 }
 
-/// Run the action.
+/// Run the action. The DB kinds' futures are boxed: they are large (the S3 client's most of
+/// all) and would otherwise sit on the worker thread's stack.
 pub async fn run(kind: ActionKind, ctx: &Ctx<'_>) -> Result<Done, ActionError> {
     match kind {
         ActionKind::RunScript => run_script::run(ctx).await.map(|exit_code| Done {
             exit_code,
             result: None,
         }),
-        ActionKind::DbStatus => stoppable(ctx, db_status::run(ctx)).await,
-        ActionKind::DbConfigureMaster => stoppable(ctx, db_configure_master::run(ctx)).await,
-        ActionKind::DbConfigureSlave => stoppable(ctx, db_configure_slave::run(ctx)).await,
-        ActionKind::DbChecksum => stoppable(ctx, db_checksum::run(ctx)).await,
+        ActionKind::DbStatus => stoppable(ctx, Box::pin(db_status::run(ctx))).await,
+        ActionKind::DbConfigureMaster => {
+            stoppable(ctx, Box::pin(db_configure_master::run(ctx))).await
+        }
+        ActionKind::DbConfigureSlave => {
+            stoppable(ctx, Box::pin(db_configure_slave::run(ctx))).await
+        }
+        ActionKind::DbChecksum => stoppable(ctx, Box::pin(db_checksum::run(ctx))).await,
+        ActionKind::DbBackup => stoppable(ctx, Box::pin(db_backup::run(ctx))).await,
+        // Runs to its end once started: stopping it half-way could leave mysqld stopped.
+        ActionKind::DbRestore => Box::pin(db_restore::run(ctx)).await,
+        ActionKind::DbVerifyBackup => Err(ActionError::Failed("not available yet".into())),
         // A promote runs to its end once started (it undoes itself on failure): stopping it
         // half-way would leave two writable servers or none.
-        ActionKind::DbPromote => db_promote::run(ctx).await,
+        ActionKind::DbPromote => Box::pin(db_promote::run(ctx)).await,
     }
 }
 
@@ -93,6 +104,22 @@ async fn point_dns(
         ))
         .await;
     Ok(())
+}
+
+/// The backup store, or why there is none.
+fn store(ctx: &Ctx<'_>) -> Result<crate::s3::Store, ActionError> {
+    ctx.worker
+        .s3
+        .clone()
+        .ok_or_else(|| ActionError::Failed(crate::s3::S3Error::NoBucket.to_string()))
+}
+
+/// mysqld's data directory on `server`.
+fn datadir(server: &Server) -> String {
+    server
+        .db_datadir
+        .clone()
+        .unwrap_or_else(|| "/var/lib/mysql".into())
 }
 
 /// Run `f` until it ends or the action is told to stop (timeout, cancel, lost lease).

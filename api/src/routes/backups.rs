@@ -1,0 +1,70 @@
+//! `GET /v1/backups?cluster=&lineage=&limit=`: backups, newest first, with their manifests;
+//! `GET /v1/backups/{id}`. `status` says whether one counts (`committed`) or not.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    extract::{Path, Query, State},
+    Json,
+};
+use shared::{
+    db::backups::{self, Backup},
+    validate,
+};
+
+use crate::{
+    error::{ApiError, ApiResult},
+    startup::AppState,
+};
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Vec<Backup>>> {
+    if let Some(k) = q
+        .keys()
+        .find(|k| !["cluster", "lineage", "limit"].contains(&k.as_str()))
+    {
+        return Err(ApiError::bad(
+            k,
+            format!("{k}: unknown parameter (expected cluster, lineage, limit)"),
+        ));
+    }
+    for f in ["cluster", "lineage"] {
+        if let Some(v) = q.get(f) {
+            validate::server_name(f, v)?;
+        }
+    }
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad("limit", "limit: must be 1-1000"))?,
+    };
+    Ok(Json(
+        backups::list(
+            &state.pool,
+            q.get("cluster").map(String::as_str),
+            q.get("lineage").map(String::as_str),
+            limit,
+        )
+        .await?,
+    ))
+}
+
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Backup>> {
+    let id = raw
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::bad("id", format!("id: {raw:?} is not a backup id")))?;
+    backups::get(&state.pool, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no backup with id {id}")))
+}

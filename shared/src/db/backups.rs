@@ -1,0 +1,202 @@
+//! `backups`: one row per backup object, `uncommitted` until its upload and manifest are
+//! complete. Restores and retention only ever count `committed` ones.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{types::Json, PgPool};
+
+use crate::retention;
+
+#[derive(Clone, Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Backup {
+    pub id: i64,
+    pub lineage: String,
+    pub cluster: Option<String>,
+    pub server: String,
+    pub strategy: String,
+    pub tag: Option<String>,
+    pub status: String,
+    pub action_id: Option<i64>,
+    pub object_key: String,
+    pub compression: String,
+    pub bytes: Option<i64>,
+    pub sha256: Option<String>,
+    pub gtid: Option<String>,
+    pub manifest: Option<Json<serde_json::Value>>,
+    pub verified: Option<String>,
+    pub verify_note: Option<String>,
+    pub verified_at: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+    pub committed_at: Option<DateTime<Utc>>,
+}
+
+impl Backup {
+    /// The manifest object stored beside the backup.
+    pub fn manifest_key(&self) -> String {
+        format!("{}/{}/manifest.json", self.lineage, self.id)
+    }
+}
+
+pub struct NewBackup<'a> {
+    pub lineage: &'a str,
+    pub cluster: Option<&'a str>,
+    pub server: &'a str,
+    pub strategy: &'a str,
+    pub tag: Option<&'a str>,
+    pub action_id: i64,
+    pub compression: &'a str,
+    /// The object's file extension (`tar.zst`, `xbstream.zst`, `sql.zst`...).
+    pub ext: &'a str,
+}
+
+/// Record a backup about to be uploaded (`uncommitted`); its object key is
+/// `<lineage>/<id>/backup.<ext>`.
+pub async fn begin(pool: &PgPool, b: &NewBackup<'_>) -> sqlx::Result<Backup> {
+    sqlx::query_as(
+        "WITH n AS (SELECT nextval('backups_id_seq') AS id)
+         INSERT INTO backups (id, lineage, cluster, server, strategy, tag, action_id, compression, object_key)
+         SELECT n.id, $1, $2, $3, $4, $5, $6, $7, $1 || '/' || n.id || '/backup.' || $8 FROM n
+         RETURNING *",
+    )
+    .bind(b.lineage)
+    .bind(b.cluster)
+    .bind(b.server)
+    .bind(b.strategy)
+    .bind(b.tag)
+    .bind(b.action_id)
+    .bind(b.compression)
+    .bind(b.ext)
+    .fetch_one(pool)
+    .await
+}
+
+/// The upload and the manifest object are complete: the backup counts from now on.
+pub async fn commit(
+    pool: &PgPool,
+    id: i64,
+    bytes: i64,
+    sha256: &str,
+    gtid: &str,
+    manifest: &serde_json::Value,
+) -> sqlx::Result<Backup> {
+    sqlx::query_as(
+        "UPDATE backups SET status = 'committed', committed_at = now(), bytes = $2, sha256 = $3,
+                gtid = $4, manifest = $5
+         WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .bind(bytes)
+    .bind(sha256)
+    .bind(gtid)
+    .bind(Json(manifest))
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<Backup>> {
+    sqlx::query_as("SELECT * FROM backups WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The newest committed backup of `lineage` (taken before `before`, if given).
+pub async fn latest(
+    pool: &PgPool,
+    lineage: &str,
+    before: Option<DateTime<Utc>>,
+) -> sqlx::Result<Option<Backup>> {
+    sqlx::query_as(
+        "SELECT * FROM backups WHERE lineage = $1 AND status = 'committed'
+           AND ($2::timestamptz IS NULL OR started_at < $2)
+         ORDER BY started_at DESC, id DESC LIMIT 1",
+    )
+    .bind(lineage)
+    .bind(before)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Backups, newest first, of a cluster and/or a lineage (all if neither).
+pub async fn list(
+    pool: &PgPool,
+    cluster: Option<&str>,
+    lineage: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<Backup>> {
+    sqlx::query_as(
+        "SELECT * FROM backups WHERE ($1::text IS NULL OR cluster = $1) AND ($2::text IS NULL OR lineage = $2)
+         ORDER BY id DESC LIMIT $3",
+    )
+    .bind(cluster)
+    .bind(lineage)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// What retention sees of a lineage: every backup, and whether its action still runs.
+pub async fn retention_items(pool: &PgPool, lineage: &str) -> sqlx::Result<Vec<(Backup, bool)>> {
+    let rows: Vec<(i64, bool)> = sqlx::query_as(
+        "SELECT b.id, COALESCE(a.status IN ('queued', 'waiting', 'running'), false)
+         FROM backups b LEFT JOIN actions a ON a.id = b.action_id WHERE b.lineage = $1",
+    )
+    .bind(lineage)
+    .fetch_all(pool)
+    .await?;
+    let all: Vec<Backup> = sqlx::query_as("SELECT * FROM backups WHERE lineage = $1")
+        .bind(lineage)
+        .fetch_all(pool)
+        .await?;
+    Ok(all
+        .into_iter()
+        .map(|b| {
+            let running = rows.iter().any(|(id, r)| *id == b.id && *r);
+            (b, running)
+        })
+        .collect())
+}
+
+/// The backups of `lineage` that `policy` lets go.
+pub async fn expired(
+    pool: &PgPool,
+    lineage: &str,
+    policy: &retention::Policy,
+) -> sqlx::Result<Vec<Backup>> {
+    let items = retention_items(pool, lineage).await?;
+    let view: Vec<retention::Item> = items
+        .iter()
+        .map(|(b, running)| retention::Item {
+            id: b.id,
+            committed: b.status == "committed",
+            at: b.started_at,
+            running: *running,
+        })
+        .collect();
+    let gone = retention::expired(&view, policy);
+    Ok(items
+        .into_iter()
+        .map(|(b, _)| b)
+        .filter(|b| gone.contains(&b.id))
+        .collect())
+}
+
+pub async fn delete(pool: &PgPool, id: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM backups WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_verified(pool: &PgPool, id: i64, good: bool, note: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE backups SET verified = $2, verify_note = $3, verified_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(if good { "good" } else { "bad" })
+    .bind(note)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! Streams between a command on a server and S3, through the worker: the command's stdout is
+//! uploaded as it comes (`upload`), or an object is fed to a command's stdin (`download`), with
+//! a progress line every few seconds. Nothing is buffered beyond the uploader's parts in flight.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use openssh::Stdio;
+use shared::db::servers::Server;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::{
+    actions::{ActionError, Ctx},
+    s3::{HashingReader, Store, Uploaded},
+};
+
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// The end of a command's stderr kept for its error message.
+const STDERR_TAIL: usize = 16 << 10;
+
+/// Marks the producer's exit status in a pipeline's stderr: `{ producer; echo sa-exit:$? >&2; } | zstd`.
+pub const EXIT_MARK: &str = "sa-exit:";
+
+/// Run `cmd` on `server` and upload its stdout as `key`. The upload is completed only if the
+/// command exits 0 and, when its stderr carries [`EXIT_MARK`], the marked status is 0 too;
+/// otherwise it is aborted. Returns what was uploaded and the command's stderr (tail).
+pub async fn upload(
+    ctx: &Ctx<'_>,
+    server: &Server,
+    store: &Store,
+    key: &str,
+    cmd: &str,
+) -> Result<(Uploaded, String), ActionError> {
+    let lease = ctx.worker.ssh.session(server).await?;
+    let mut child = lease
+        .session
+        .clone()
+        .arc_raw_command(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .await
+        .map_err(|e| {
+            ActionError::Failed(format!(
+                "starting the backup command: {}",
+                crate::ssh::describe(&e)
+            ))
+        })?;
+    let stdout = child.stdout().take().expect("piped");
+    let stderr = child.stderr().take().expect("piped");
+    let progress = Arc::new(AtomicU64::new(0));
+    let (err_tx, err_rx) = tokio::sync::oneshot::channel();
+    let errors = async move {
+        let tail = read_tail(stderr).await;
+        let _ = err_tx.send(tail);
+    };
+    // Awaited by the uploader after the last part, before it completes the object.
+    let rejected_tail = std::sync::Mutex::new(String::new());
+    let confirm = async {
+        let status = child.wait().await;
+        let tail = err_rx.await.unwrap_or_default();
+        let ok = matches!(status, Ok(ref s) if s.success()) && marked_ok(&tail);
+        if !ok {
+            *rejected_tail.lock().expect("poisoned") = tail.clone();
+        }
+        (ok, tail)
+    };
+    let upload = Box::pin(store.upload(key, stdout, &progress, confirm));
+    let (up, ()) = tokio::select! {
+        r = async { tokio::join!(upload, errors) } => r,
+        _ = report(ctx, &progress, "uploaded") => unreachable!("report never ends"),
+    };
+    match up {
+        Ok((u, tail)) => Ok((u, tail)),
+        Err(crate::s3::S3Error::Rejected) => Err(ActionError::Failed(format!(
+            "the backup command failed: {}",
+            last_lines(&rejected_tail.lock().expect("poisoned"), 5)
+        ))),
+        Err(e) => Err(ActionError::Failed(e.to_string())),
+    }
+}
+
+/// Feed object `key` to `cmd`'s stdin on `server`; the object's sha256 must equal `sha256`.
+/// The command must not make its result visible before the worker says so: it writes into a
+/// staging place, and the caller moves it into place only after this returned Ok.
+pub async fn download(
+    ctx: &Ctx<'_>,
+    server: &Server,
+    store: &Store,
+    key: &str,
+    sha256: &str,
+    cmd: &str,
+) -> Result<u64, ActionError> {
+    let body = store
+        .get(key)
+        .await
+        .map_err(|e| ActionError::Failed(e.to_string()))?;
+    let mut reader = HashingReader::new(body);
+    let progress = reader.bytes.clone();
+    let lease = ctx.worker.ssh.session(server).await?;
+    let mut child = lease
+        .session
+        .clone()
+        .arc_raw_command(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .await
+        .map_err(|e| {
+            ActionError::Failed(format!(
+                "starting the restore command: {}",
+                crate::ssh::describe(&e)
+            ))
+        })?;
+    let mut stdin = child.stdin().take().expect("piped");
+    let stderr = child.stderr().take().expect("piped");
+    let feed = async {
+        let n = tokio::io::copy(&mut reader, &mut stdin).await;
+        let _ = stdin.shutdown().await;
+        drop(stdin);
+        n
+    };
+    let (copied, tail) = tokio::select! {
+        r = async { tokio::join!(feed, read_tail(stderr)) } => r,
+        _ = report(ctx, &progress, "downloaded") => unreachable!("report never ends"),
+    };
+    let status = child.wait().await;
+    let copied = copied.map_err(|e| ActionError::Failed(format!("streaming {key}: {e}")))?;
+    let got = reader.sha256();
+    if got != sha256 {
+        return Err(ActionError::Failed(format!(
+            "the backup object {key} is corrupted: sha256 {got}, the manifest says {sha256}"
+        )));
+    }
+    if !matches!(status, Ok(ref s) if s.success()) || !marked_ok(&tail) {
+        return Err(ActionError::Failed(format!(
+            "the restore command failed: {}",
+            last_lines(&tail, 5)
+        )));
+    }
+    Ok(copied)
+}
+
+/// Log the transferred bytes and rate every few seconds (never returns).
+async fn report(ctx: &Ctx<'_>, bytes: &AtomicU64, what: &str) {
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(PROGRESS_EVERY).await;
+        let n = bytes.load(Ordering::Relaxed) as f64;
+        ctx.log
+            .system(format!(
+                "... {what} {:.1} MiB ({:.1} MiB/s)",
+                n / 1048576.0,
+                n / 1048576.0 / started.elapsed().as_secs_f64()
+            ))
+            .await;
+    }
+}
+
+async fn read_tail(mut r: impl AsyncRead + Unpin) -> String {
+    let mut tail: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 2 * STDERR_TAIL {
+            tail.drain(..tail.len() - STDERR_TAIL);
+        }
+    }
+    String::from_utf8_lossy(&tail).into_owned()
+}
+
+/// No [`EXIT_MARK`] line, or every one of them says 0.
+pub fn marked_ok(stderr: &str) -> bool {
+    stderr
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(EXIT_MARK))
+        .all(|code| code.trim() == "0")
+}
+
+/// The last `n` non-empty lines that are not exit marks, joined with " / ".
+pub fn last_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with(EXIT_MARK))
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_marks_decide() {
+        assert!(marked_ok("some noise\n"));
+        assert!(marked_ok("x\nsa-exit:0\n"));
+        assert!(!marked_ok("mysqldump: Got error: 1045\nsa-exit:2\n"));
+        assert_eq!(last_lines("a\n\nb\nsa-exit:2\nc\n", 2), "b / c");
+    }
+}
