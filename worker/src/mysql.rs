@@ -30,8 +30,28 @@ pub struct Db {
     pub target: String,
     session: Arc<Session>,
     path: PathBuf,
-    host: String,
-    port: u16,
+    remote: Remote,
+}
+
+/// Where a forward ends on the server.
+#[derive(Clone)]
+enum Remote {
+    Tcp(String, u16),
+    Unix(String),
+}
+
+impl Remote {
+    fn socket(&self) -> Socket<'static> {
+        match self {
+            Remote::Tcp(host, port) => Socket::TcpSocket {
+                host: host.clone().into(),
+                port: *port,
+            },
+            Remote::Unix(path) => Socket::UnixSocket {
+                path: PathBuf::from(path).into(),
+            },
+        }
+    }
 }
 
 impl Db {
@@ -39,6 +59,25 @@ impl Db {
         let host = server.db_host.clone().unwrap_or_else(|| "127.0.0.1".into());
         let port = server.db_port as u16;
         let target = format!("{}:{port} on {}", host, server.name);
+        Self::connect_to(worker, server, Remote::Tcp(host, port), target).await
+    }
+
+    /// A mysqld listening on a Unix socket of `server` (a scratch instance).
+    pub async fn connect_socket(
+        worker: &Worker,
+        server: &Server,
+        path: &str,
+    ) -> Result<Db, DbError> {
+        let target = format!("{path} on {}", server.name);
+        Self::connect_to(worker, server, Remote::Unix(path.to_string()), target).await
+    }
+
+    async fn connect_to(
+        worker: &Worker,
+        server: &Server,
+        remote: Remote,
+        target: String,
+    ) -> Result<Db, DbError> {
         let session = worker.ssh.session(server).await?.session;
         let nonce: u32 = rand_u32();
         let path = worker
@@ -51,10 +90,7 @@ impl Db {
                 Socket::UnixSocket {
                     path: path.clone().into(),
                 },
-                Socket::TcpSocket {
-                    host: host.clone().into(),
-                    port,
-                },
+                remote.socket(),
             )
             .await;
         if let Err(e) = forwarded {
@@ -76,8 +112,7 @@ impl Db {
         let forward = Forward {
             session: session.clone(),
             path: path.clone(),
-            host: host.clone(),
-            port,
+            remote: remote.clone(),
         };
         let conn = match tokio::time::timeout(limit, Conn::new(opts)).await {
             Ok(Ok(c)) => c,
@@ -106,8 +141,7 @@ impl Db {
             target,
             session,
             path,
-            host,
-            port,
+            remote,
         })
     }
 
@@ -124,8 +158,7 @@ impl Db {
         Forward {
             session: self.session,
             path: self.path,
-            host: self.host,
-            port: self.port,
+            remote: self.remote,
         }
         .close()
         .await;
@@ -142,8 +175,7 @@ impl Db {
 struct Forward {
     session: Arc<Session>,
     path: PathBuf,
-    host: String,
-    port: u16,
+    remote: Remote,
 }
 
 impl Forward {
@@ -155,10 +187,7 @@ impl Forward {
                 Socket::UnixSocket {
                     path: self.path.clone().into(),
                 },
-                Socket::TcpSocket {
-                    host: self.host.into(),
-                    port: self.port,
-                },
+                self.remote.socket(),
             )
             .await;
         let _ = std::fs::remove_file(&self.path);

@@ -135,12 +135,13 @@ pub async fn download(
     let copied = copied.map_err(|e| ActionError::Failed(format!("streaming {key}: {e}")))?;
     let got = reader.sha256();
     if got != sha256 {
-        return Err(ActionError::Failed(format!(
+        return Err(ActionError::BadData(format!(
             "the backup object {key} is corrupted: sha256 {got}, the manifest says {sha256}"
         )));
     }
     if !matches!(status, Ok(ref s) if s.success()) || !marked_ok(&tail) {
-        return Err(ActionError::Failed(format!(
+        // The whole object arrived with the right checksum: its content does not unpack.
+        return Err(ActionError::BadData(format!(
             "the restore command failed: {}",
             last_lines(&tail, 5)
         )));

@@ -7,6 +7,7 @@ mod db_configure_slave;
 mod db_promote;
 mod db_restore;
 mod db_status;
+mod db_verify_backup;
 mod run_script;
 
 use std::sync::Arc;
@@ -37,6 +38,9 @@ pub enum ActionError {
     Stopped,
     #[error("{0}")]
     Failed(String),
+    /// The data itself is bad (a backup object's checksum, a stream that does not unpack).
+    #[error("{0}")]
+    BadData(String),
 }
 
 /// How an action ended when it ran to its end.
@@ -65,7 +69,7 @@ pub async fn run(kind: ActionKind, ctx: &Ctx<'_>) -> Result<Done, ActionError> {
         ActionKind::DbBackup => stoppable(ctx, Box::pin(db_backup::run(ctx))).await,
         // Runs to its end once started: stopping it half-way could leave mysqld stopped.
         ActionKind::DbRestore => Box::pin(db_restore::run(ctx)).await,
-        ActionKind::DbVerifyBackup => Err(ActionError::Failed("not available yet".into())),
+        ActionKind::DbVerifyBackup => stoppable(ctx, Box::pin(db_verify_backup::run(ctx))).await,
         // A promote runs to its end once started (it undoes itself on failure): stopping it
         // half-way would leave two writable servers or none.
         ActionKind::DbPromote => Box::pin(db_promote::run(ctx)).await,
