@@ -11,6 +11,9 @@ command -v ssh-keygen >/dev/null || need_pkgs+=(openssh-client)
 command -v psql >/dev/null || need_pkgs+=(postgresql-client)
 command -v pgrep >/dev/null || need_pkgs+=(procps)
 [ -x /usr/sbin/mariadbd ] && command -v mariadb-install-db >/dev/null || need_pkgs+=(mariadb-server)  # test hosts' own mariadbd
+command -v mariadb-backup >/dev/null || need_pkgs+=(mariadb-backup)   # the mariabackup strategy
+command -v mkfs.btrfs >/dev/null || need_pkgs+=(btrfs-progs)          # snapshot backups on test hosts
+command -v zstd >/dev/null || need_pkgs+=(zstd)                       # backup compression
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)          # the viewer's browser tests
 command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -21,6 +24,14 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   }
 fi
 mkdir -p /run/sshd
+
+# S3 on loopback for the backup tests: moto >= 5.2.5 (5.2.1 breaks multipart completion).
+# The tests run it as `python3 -m moto.server`, with the python3 on PATH.
+if ! python3 -c 'import moto.server, sys; v = tuple(int(x) for x in moto.__version__.split(".")[:3]); sys.exit(v < (5, 2, 5))' 2>/dev/null; then
+  log "installing moto[server]>=5.2.5"
+  python3 -m pip install -q 'moto[server]>=5.2.5' >/dev/null 2>&1 \
+    || python3 -m pip install -q --break-system-packages 'moto[server]>=5.2.5'
+fi
 # The Debian package may start a system sshd on *:22, which would take port 22 of every test
 # host address; the test hosts run their own sshd per loopback address instead.
 if ss -ltnH 'sport = :22' 2>/dev/null | awk '{print $4}' | grep -qE '^(0\.0\.0\.0|\*|\[::\]):22$'; then

@@ -38,7 +38,19 @@ async fn round_trip(strategy: &str, a: TestHost) {
     let b = TestHost::start().unwrap().with_mariadb(112).unwrap();
     app.add_db_host("dba", &a).await.unwrap();
     app.add_db_host("dbb", &b).await.unwrap();
-    load(&a, 200_000);
+    // A few hundred MB: 1,200,000 orders.
+    load(&a, 1_200_000);
+    let du = std::process::Command::new("du")
+        .arg("-sm")
+        .arg(a.datadir().join("shop"))
+        .output()
+        .unwrap();
+    let mib: u64 = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(mib >= 200, "only {mib} MiB of data");
     let before = checksums(&a);
 
     let (x, log) = app
@@ -118,7 +130,7 @@ async fn snapshot_round_trip() {
         "snapshot",
         TestHost::start()
             .unwrap()
-            .with_mariadb_on_btrfs(131, 1024)
+            .with_mariadb_on_btrfs(131, 2048)
             .unwrap(),
     )
     .await;
@@ -312,4 +324,261 @@ async fn the_read_lock_is_not_kept_waiting_behind_a_long_query() {
     assert_eq!(listed[0]["status"], "uncommitted", "{listed}");
     let mut long = long;
     let _ = long.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_deletes_what_the_rules_let_go_and_nothing_else() {
+    let (app, _moto) = app_with_s3().await;
+    let a = TestHost::start().unwrap().with_mariadb(171).unwrap();
+    app.add_db_host("dba", &a).await.unwrap();
+    load(&a, 100);
+    let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
+    // 70 daily backups from 70 days ago, each with its objects in the bucket; an old
+    // uncommitted one (failed upload) and a recent uncommitted one whose backup still runs.
+    let running: i64 = sqlx::query_scalar(
+        "INSERT INTO actions (server, kind, params, status) VALUES ('dba', 'db_backup', '{}', 'running') RETURNING id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    for day in (1..=70).rev() {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO backups (lineage, server, strategy, status, object_key, compression, started_at, committed_at)
+             VALUES ('dba', 'dba', 'logical', 'committed', '', 'zstd', date_trunc('day', now()) - $1 * interval '1 day' + interval '3 hours', now())
+             RETURNING id",
+        )
+        .bind(day)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        let key = format!("dba/{id}/backup.sql.zst");
+        sqlx::query("UPDATE backups SET object_key = $2 WHERE id = $1")
+            .bind(id)
+            .bind(&key)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        store.put(&key, b"old backup".to_vec()).await.unwrap();
+        store
+            .put(&format!("dba/{id}/manifest.json"), b"{}".to_vec())
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let uncommitted: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO backups (lineage, server, strategy, status, object_key, compression, started_at, action_id)
+         VALUES ('dba', 'dba', 'logical', 'uncommitted', 'dba/x/old', 'zstd', now() - interval '69 days', NULL),
+                ('dba', 'dba', 'logical', 'uncommitted', 'dba/x/running', 'zstd', now() - interval '1 minute', $1)
+         RETURNING id",
+    )
+    .bind(running)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+
+    let (x, log) = app
+        .act("dba", "db_backup", json!({"strategy": "logical"}))
+        .await
+        .unwrap();
+    assert_eq!(x.status, Status::Succeeded, "{log}");
+    let new_id = x.result.unwrap()["id"].as_i64().unwrap();
+    // Kept: the new one and the 59 newest old ones (last 60); daily/weekly/monthly/yearly all
+    // fall among them here except the newest backup of the oldest month.
+    let remaining: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM backups WHERE lineage = 'dba' ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let oldest_month_newest: i64 = sqlx::query_scalar(
+        "SELECT id FROM backups WHERE id = ANY($1) AND date_trunc('month', started_at) =
+           (SELECT date_trunc('month', min(started_at)) FROM backups WHERE id = ANY($1))
+         ORDER BY started_at DESC LIMIT 1",
+    )
+    .bind(&ids)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let mut expected: Vec<i64> = ids[11..].to_vec();
+    if !expected.contains(&oldest_month_newest) {
+        expected.push(oldest_month_newest);
+    }
+    expected.push(uncommitted[1]); // its backup still runs
+    expected.push(new_id);
+    expected.sort_unstable();
+    assert_eq!(remaining, expected, "{log}");
+    assert!(log.contains("Retention: deleted backups"), "{log}");
+    // The deleted backups' objects are gone, the kept ones' are there.
+    let keys = store.list("dba/").await.unwrap();
+    for id in &ids {
+        let present = keys.contains(&format!("dba/{id}/backup.sql.zst"));
+        assert_eq!(
+            present,
+            expected.contains(id),
+            "backup {id}: object present = {present}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_upload_leaves_no_backup_and_bad_restores_change_nothing() {
+    let (app, mut moto) = app_with_s3().await;
+    let a = TestHost::start()
+        .unwrap()
+        .with_mariadb_on_btrfs(181, 1024)
+        .unwrap();
+    let b = TestHost::start().unwrap().with_mariadb(182).unwrap();
+    app.add_db_host("dba", &a).await.unwrap();
+    app.add_db_host("dbb", &b).await.unwrap();
+    load(&a, 300_000);
+    b.sql("CREATE DATABASE keep; CREATE TABLE keep.t (i INT); INSERT INTO keep.t VALUES (1)")
+        .unwrap();
+
+    // S3 goes away while the snapshot streams.
+    let x = app
+        .client
+        .submit(&json!({"server": "dba", "kind": "db_backup", "params": {"strategy": "snapshot"}}))
+        .await
+        .unwrap();
+    let streaming = crate::eventually(std::time::Duration::from_secs(30), async || {
+        app.log(x.id).await.contains("Snapshot taken")
+    })
+    .await;
+    assert!(streaming);
+    moto.stop();
+    let x = app.wait(x.id).await;
+    let log = app.log(x.id).await;
+    assert_eq!(x.status, Status::Failed, "{log}");
+    assert!(log.contains("S3 "), "{log}");
+    assert!(
+        log.contains("Snapshot") && log.contains("removed."),
+        "{log}"
+    );
+    moto.start_again().await.unwrap();
+    let listed = app.client.get("/v1/backups?lineage=dba").await.unwrap();
+    assert_eq!(listed[0]["status"], "uncommitted", "{listed}");
+
+    // Nothing committed: restoring "latest" is refused; B is untouched.
+    for (params, reason) in [
+        (
+            json!({"backup": "latest", "lineage": "dba", "as": "master", "cluster": "r"}),
+            "no committed backup in lineage dba",
+        ),
+        (
+            json!({"backup": 999, "as": "master", "cluster": "r"}),
+            "no backup with id 999",
+        ),
+        (
+            json!({"backup": listed[0]["id"], "as": "master", "cluster": "r"}),
+            "is not committed",
+        ),
+    ] {
+        let (r, log) = app.act("dbb", "db_restore", params).await.unwrap();
+        assert_eq!(r.status, Status::Failed, "{log}");
+        assert!(log.contains(reason), "{reason}: {log}");
+    }
+    assert_eq!(b.sql("SELECT i FROM keep.t").unwrap(), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupted_object_a_missing_bucket_and_bad_params_are_clear_failures() {
+    let (app, moto) = app_with_s3().await;
+    let a = TestHost::start().unwrap().with_mariadb(191).unwrap();
+    let b = TestHost::start().unwrap().with_mariadb(192).unwrap();
+    app.add_db_host("dba", &a).await.unwrap();
+    app.add_db_host("dbb", &b).await.unwrap();
+    load(&a, 5000);
+    b.sql("CREATE DATABASE keep; CREATE TABLE keep.t (i INT); INSERT INTO keep.t VALUES (1)")
+        .unwrap();
+    let (x, log) = app
+        .act("dba", "db_backup", json!({"strategy": "mariabackup"}))
+        .await
+        .unwrap();
+    assert_eq!(x.status, Status::Succeeded, "{log}");
+    let m = x.result.unwrap();
+    let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
+    store
+        .put(m["object_key"].as_str().unwrap(), vec![0u8; 4096])
+        .await
+        .unwrap();
+    let (r, log) = app
+        .act(
+            "dbb",
+            "db_restore",
+            json!({"backup": m["id"], "as": "master", "cluster": "r"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Failed, "{log}");
+    assert!(log.contains("is corrupted: sha256"), "{log}");
+    assert!(log.contains("was not touched"), "{log}");
+    assert_eq!(b.sql("SELECT i FROM keep.t").unwrap(), "1");
+    let leftovers = b.datadir().with_extension(format!("sa-restore-{}", r.id));
+    assert!(!leftovers.exists(), "staging left behind");
+
+    // A bucket that does not exist.
+    let mut other = TestApp::spawn_with(|c| {
+        moto.configure(c);
+        c.s3_bucket = Some("no-such-bucket".into());
+    })
+    .await
+    .unwrap();
+    other.spawn_worker().await.unwrap();
+    other.add_db_host("dba", &a).await.unwrap();
+    let (x, log) = other
+        .act("dba", "db_backup", json!({"strategy": "logical"}))
+        .await
+        .unwrap();
+    assert_eq!(x.status, Status::Failed, "{log}");
+    assert!(
+        log.contains("no-such-bucket") && log.contains("NoSuchBucket"),
+        "{log}"
+    );
+
+    // Bad parameters: 400 naming the field, nothing stored.
+    let before = app.action_count().await;
+    for (kind, params, field) in [
+        ("db_backup", json!({"strategy": "tape"}), "params.strategy"),
+        (
+            "db_backup",
+            json!({"tag": "no spaces please"}),
+            "params.tag",
+        ),
+        ("db_backup", json!({"compress": true}), "params.compress"),
+        (
+            "db_restore",
+            json!({"backup": "latest", "cluster": "r"}),
+            "params.as",
+        ),
+        (
+            "db_restore",
+            json!({"backup": "newest", "as": "master", "cluster": "r"}),
+            "params.backup",
+        ),
+        (
+            "db_restore",
+            json!({"backup": 3, "before": "2026-11-28T16:00:00Z", "as": "master", "cluster": "r"}),
+            "params.before",
+        ),
+        (
+            "db_restore",
+            json!({"backup": "latest", "before": "yesterday", "as": "master", "cluster": "r"}),
+            "params.before",
+        ),
+        ("db_verify_backup", json!({}), "params.backup"),
+    ] {
+        let err = app
+            .client
+            .post(
+                "/v1/actions",
+                &json!({"server": "dba", "kind": kind, "params": params}),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, api::client::ClientError::Api { status: 400, field: Some(f), .. } if f == field),
+            "{kind} {params}: {err:?}"
+        );
+    }
+    assert_eq!(app.action_count().await, before);
 }

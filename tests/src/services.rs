@@ -244,15 +244,22 @@ impl Moto {
 
     /// Start it (again, after `stop`): it comes back empty.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
-        let mut cmd = Command::new("moto_server");
-        cmd.args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut cmd = Command::new("python3");
+        cmd.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         die_with_us(&mut cmd);
         self.child = Some(
             cmd.spawn()
-                .context("starting moto_server (pip install 'moto[server]>=5.2.5')")?,
+                .context("starting python3 -m moto.server (scripts/setup.sh installs it)")?,
         );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
