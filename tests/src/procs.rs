@@ -46,6 +46,10 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
             cfg.ssh_sessions_per_host.to_string(),
         ),
         ("SA_DB_MAX_CONNECTIONS", cfg.db_max_connections.to_string()),
+        ("SA_S3_REGION", cfg.s3_region.clone()),
+        ("SA_DNS_PROVIDER", cfg.dns_provider.clone()),
+        ("SA_MYSQL_USER", cfg.mysql_user.clone()),
+        ("SA_MYSQL_PASSWORD", cfg.mysql_password.clone()),
     ];
     let opt = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string());
     for (k, v) in [
@@ -53,6 +57,10 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ("SA_KNOWN_HOSTS", opt(&cfg.known_hosts)),
         ("SA_SSH_CONTROL_DIR", opt(&cfg.ssh_control_dir)),
         ("SA_WORKER_NAME", cfg.worker_name.clone()),
+        ("SA_S3_ENDPOINT", cfg.s3_endpoint.clone()),
+        ("SA_S3_BUCKET", cfg.s3_bucket.clone()),
+        ("SA_S3_ACCESS_KEY_ID", cfg.s3_access_key_id.clone()),
+        ("SA_S3_SECRET_ACCESS_KEY", cfg.s3_secret_access_key.clone()),
         (
             "SA_QUEUE_EXPIRES_MS",
             cfg.queue_expires_ms.map(|v| v.to_string()),

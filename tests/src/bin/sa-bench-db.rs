@@ -4,7 +4,11 @@
 //! (h) planned switchover under a sysbench write load: the write-unavailable window seen by a
 //!     client that writes to wherever the cluster's DNS record points (target ≤ 2 s);
 //! (i) `db_checksum` against pt-table-checksum on the same 1M-row master/slave pair: the same
-//!     verdict on a clean pair and on a slave with one changed row, and the speed ratio.
+//!     verdict on a clean pair and on a slave with one changed row, and the speed ratio;
+//! (j) the read-lock hold time of 20 snapshot backups while sysbench writes (target p99 ≤ 1 s);
+//! (k) a ~2 GiB snapshot backup's wall time against (a) `ssh host cat` of the files it reads and
+//!     (b) an aws-sdk-s3 multipart upload of the bytes it writes from a local file (target ≤
+//!     1.25× the slower), and the `sa-worker` process's peak RSS (target ≤ 128 MiB).
 //! Needs sysbench and percona-toolkit (`scripts/bench-db.sh` installs them and builds first).
 
 use std::{
@@ -18,7 +22,7 @@ use clap::Parser;
 use mysql_async::prelude::Queryable;
 use serde_json::json;
 use shared::Status;
-use testbed::{app::TestApp, hosts::TestHost};
+use testbed::{app::TestApp, hosts::TestHost, services::Moto};
 
 #[derive(Parser)]
 struct Args {
@@ -28,15 +32,22 @@ struct Args {
     /// Rows of the checksummed table in (i).
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
-    /// Only run these parts (g, h, i).
-    #[arg(long, default_value = "ghi")]
+    /// Snapshot backups in (j).
+    #[arg(long, default_value_t = 20)]
+    backups: usize,
+    /// Size of the backup in (k), MiB (a database plus incompressible ballast in its datadir).
+    #[arg(long, default_value_t = 2048)]
+    backup_mib: u64,
+    /// Only run these parts (g, h, i, j, k).
+    #[arg(long, default_value = "ghijk")]
     parts: String,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut app = TestApp::spawn().await?;
+    let moto = Moto::start().await?;
+    let mut app = TestApp::spawn_with(|c| moto.configure(c)).await?;
     app.spawn_worker().await?;
     let mut n = 0;
     let mut pair = |app: &'static str| {
@@ -78,7 +89,199 @@ async fn main() -> anyhow::Result<()> {
     if args.parts.contains('i') {
         checksum(&app, &pair("i"), args.rows).await?;
     }
+    if args.parts.contains('j') {
+        lock_hold(&app, args.backups).await?;
+    }
+    if args.parts.contains('k') {
+        backup_speed(&moto, args.backup_mib).await?;
+    }
     Ok(())
+}
+
+/// (j) Snapshot backups while sysbench writes: how long the global read lock was held.
+async fn lock_hold(app: &TestApp, n: usize) -> anyhow::Result<()> {
+    let a = TestHost::start()?.with_mariadb_on_btrfs(1, 2048)?;
+    app.add_db_host("j-a", &a).await?;
+    a.sql("CREATE DATABASE j")?;
+    let sysbench = |cmd: &str, extra: &[&str]| {
+        let mut c = Command::new("sysbench");
+        c.args([
+            "oltp_write_only",
+            &format!("--mysql-host={}", a.address),
+            "--mysql-port=3306",
+            "--mysql-user=root",
+            "--mysql-db=j",
+            "--tables=4",
+            "--table-size=50000",
+        ])
+        .args(extra)
+        .arg(cmd);
+        c
+    };
+    let out = sysbench("prepare", &[]).output()?;
+    ensure!(
+        out.status.success(),
+        "sysbench prepare: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut load = sysbench(
+        "run",
+        &["--threads=4", "--time=3600", "--report-interval=0"],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()?;
+    let mut held = Vec::new();
+    let mut result = Ok(());
+    for _ in 0..n {
+        let (x, log) = app
+            .act(
+                "j-a",
+                "db_backup",
+                json!({"strategy": "snapshot", "tag": "10min"}),
+            )
+            .await?;
+        if x.status != Status::Succeeded {
+            result = Err(anyhow::anyhow!("backup failed:\n{log}"));
+            break;
+        }
+        held.push(
+            x.result
+                .as_ref()
+                .and_then(|r| r["lock_held_ms"].as_f64())
+                .unwrap_or(f64::NAN),
+        );
+    }
+    let _ = load.kill();
+    let _ = load.wait();
+    result?;
+    held.sort_by(f64::total_cmp);
+    let pct = |p: f64| held[((held.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "(j) read lock held during {} snapshot backups under sysbench oltp_write_only (4 threads): \
+         p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (target p99 1000 ms: ratio {:.2})",
+        held.len(),
+        pct(0.5),
+        pct(0.99),
+        held[held.len() - 1],
+        pct(0.99) / 1000.0
+    );
+    Ok(())
+}
+
+/// (k) A big snapshot backup through a real `sa-worker` process against its two baselines.
+async fn backup_speed(moto: &Moto, mib: u64) -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(|c| moto.configure(c)).await?;
+    let mut worker = app.start_worker_process("k")?;
+    let a = TestHost::start()?.with_mariadb_on_btrfs(1, (mib * 2 + 1024) as u32)?;
+    app.add_db_host("k-a", &a).await?;
+    a.sql(
+        "CREATE DATABASE k; CREATE TABLE k.t (id INT PRIMARY KEY, b VARCHAR(64), c TEXT);
+         INSERT INTO k.t SELECT seq, MD5(seq), REPEAT(MD5(seq), 4) FROM mysql.seq_1_to_1000000",
+    )?;
+    // The rest is incompressible ballast in the datadir (a directory mysqld ignores).
+    let datadir = a.datadir();
+    let have = du_bytes(&datadir)?;
+    let ballast = (mib << 20).saturating_sub(have);
+    let dir = datadir.join("ballast");
+    std::fs::create_dir_all(&dir)?;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c {ballast} /dev/urandom > {}/blob && chown -R satest: {}",
+            dir.display(),
+            dir.display()
+        ))
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "ballast: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = du_bytes(&datadir)?;
+
+    let (x, log) = app
+        .act("k-a", "db_backup", json!({"strategy": "snapshot"}))
+        .await?;
+    ensure!(x.status == Status::Succeeded, "backup failed:\n{log}");
+    let took =
+        (x.finished_at.unwrap_or_default() - x.started_at.unwrap_or_default()).as_seconds_f64();
+    let m = x.result.clone().unwrap_or_default();
+    let written = m["bytes"].as_u64().unwrap_or(0);
+    let rss = worker.peak_rss_kib().unwrap_or(0);
+    worker.stop(Duration::from_secs(5));
+
+    // (a) reading the same files over SSH.
+    let key = testbed::hosts::client_key()?;
+    let started = Instant::now();
+    let out = Command::new("ssh")
+        .args([
+            "-i",
+            &key.display().to_string(),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg(format!("satest@{}", a.address))
+        .arg(format!(
+            "find {} -type f -exec cat {{}} +",
+            datadir.display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "ssh cat: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ssh_cat = started.elapsed().as_secs_f64();
+
+    // (b) uploading the same bytes from a local file with aws-sdk-s3 multipart.
+    let store = worker::s3::Store::from_config(&app.cfg)
+        .await
+        .context("store")?;
+    let tmp = tempfile::NamedTempFile::new()?;
+    {
+        let mut body = store
+            .get(m["object_key"].as_str().unwrap_or_default())
+            .await?;
+        let mut f = tokio::fs::File::create(tmp.path()).await?;
+        tokio::io::copy(&mut body, &mut f).await?;
+    }
+    let f = tokio::fs::File::open(tmp.path()).await?;
+    let started = Instant::now();
+    let progress = std::sync::atomic::AtomicU64::new(0);
+    store
+        .upload("bench/baseline", f, &progress, async { (true, ()) })
+        .await?;
+    let upload = started.elapsed().as_secs_f64();
+
+    let slower = ssh_cat.max(upload);
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    println!(
+        "(k) snapshot backup of {:.2} GiB read, {:.2} GiB written: {took:.1} s; (a) ssh cat of the files {ssh_cat:.1} s \
+         ({:.0} MiB/s), (b) aws-sdk-s3 multipart upload of the written bytes from a file {upload:.1} s ({:.0} MiB/s); \
+         backup / slower baseline = {:.2} (target 1.25); sa-worker peak RSS {} MiB (target 128)",
+        gib(read),
+        gib(written),
+        read as f64 / 1048576.0 / ssh_cat,
+        written as f64 / 1048576.0 / upload,
+        took / slower,
+        rss / 1024
+    );
+    Ok(())
+}
+
+fn du_bytes(path: &std::path::Path) -> anyhow::Result<u64> {
+    let out = Command::new("du").arg("-sb").arg(path).output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .context("du")
 }
 
 /// Master `<cluster>-a` and slave `<cluster>-b` of `cluster`, with `rows` rows in `<cluster>.t`.
