@@ -82,6 +82,15 @@ impl Client {
             .await?)
     }
 
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        Ok(
+            Self::check(self.http.patch(self.url(path)).json(body).send().await?)
+                .await?
+                .json()
+                .await?,
+        )
+    }
+
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         Self::check(self.http.delete(self.url(path)).send().await?).await?;
         Ok(())

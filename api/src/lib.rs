@@ -7,6 +7,7 @@ pub mod error;
 pub mod metrics;
 pub mod outbox;
 pub mod routes;
+pub mod scheduler;
 pub mod startup;
 pub mod ui;
 

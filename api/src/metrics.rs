@@ -7,6 +7,8 @@ pub struct ApiMetrics {
     pub submitted: IntCounterVec,
     pub published: IntCounter,
     pub publish_failures: IntCounter,
+    /// Actions this replica's scheduler fired.
+    pub scheduled: IntCounter,
     /// Actions by kind and status, read from the store at scrape time.
     pub actions: IntGaugeVec,
 }
@@ -29,6 +31,11 @@ impl ApiMetrics {
             "Publications that failed (the outbox relay retries them)",
         )
         .unwrap();
+        let scheduled = IntCounter::new(
+            "sa_scheduled_actions_total",
+            "Actions fired by this replica's scheduler",
+        )
+        .unwrap();
         let actions = IntGaugeVec::new(
             Opts::new("sa_actions", "Stored actions by kind and status"),
             &["kind", "status"],
@@ -39,12 +46,14 @@ impl ApiMetrics {
         registry
             .register(Box::new(publish_failures.clone()))
             .unwrap();
+        registry.register(Box::new(scheduled.clone())).unwrap();
         registry.register(Box::new(actions.clone())).unwrap();
         Self {
             registry,
             submitted,
             published,
             publish_failures,
+            scheduled,
             actions,
         }
     }

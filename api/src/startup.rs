@@ -74,6 +74,11 @@ impl Application {
             Duration::from_secs(1),
             shutdown.clone(),
         ));
+        tracker.spawn(crate::scheduler::run(
+            self.state.clone(),
+            Duration::from_millis(100),
+            shutdown.clone(),
+        ));
         tracker.spawn(outbox::mark(
             self.state.clone(),
             self.confirmed,

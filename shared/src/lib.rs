@@ -8,6 +8,7 @@ pub mod dns;
 pub mod log;
 pub mod queue;
 pub mod retention;
+pub mod schedule;
 pub mod telemetry;
 pub mod validate;
 

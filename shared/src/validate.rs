@@ -107,6 +107,9 @@ pub struct ClusterParams {
     /// Where a slave's data comes from: `master` (a copy, the default) or `backup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// `false`: do not create the cluster's default backup schedules (db_configure_slave).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_schedules: Option<bool>,
 }
 
 /// Params of the kinds that name a cluster (`db_configure_master`, `db_configure_slave`,
@@ -117,7 +120,7 @@ pub fn cluster_params(kind: &str, params: &Value) -> Result<ClusterParams, Field
         .ok_or_else(|| FieldError::new("params", "must be an object"))?;
     let allowed: &[&str] = match kind {
         "db_configure_master" => &["cluster", "dns_name", "fix"],
-        "db_configure_slave" => &["cluster", "from"],
+        "db_configure_slave" => &["cluster", "from", "default_schedules"],
         _ => &["cluster"],
     };
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -156,11 +159,22 @@ pub fn cluster_params(kind: &str, params: &Value) -> Result<ClusterParams, Field
             "must be \"master\" (a copy of the master) or \"backup\" (the cluster's latest backup)",
         )),
     };
+    let default_schedules = match obj.get("default_schedules") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            return Err(FieldError::new(
+                "params.default_schedules",
+                "must be true or false",
+            ))
+        }
+    };
     Ok(ClusterParams {
         cluster,
         dns_name,
         fix,
         from,
+        default_schedules,
     })
 }
 

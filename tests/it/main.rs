@@ -12,6 +12,7 @@ mod faults;
 mod logs;
 mod ordering;
 mod poison;
+mod scheduler;
 mod serialization;
 mod shutdown;
 mod ssh_failures;

@@ -145,6 +145,40 @@ impl TestApp {
         crate::procs::Proc::spawn("sa-worker", &format!("sa-test-{name}-{}", short_id()), &cfg)
     }
 
+    /// Stop the in-process api (its scheduler too); `client` no longer answers.
+    pub async fn stop_api(&mut self) {
+        self.shutdown.cancel();
+        if let Some(a) = self.api.take() {
+            let _ = a.await;
+        }
+    }
+
+    /// Start an `sa-api` process (a replica: same database and queues, its own port); it and
+    /// a client for it once it answers.
+    pub async fn start_api_process(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<(crate::procs::Proc, Client)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut cfg = self.cfg.clone();
+        cfg.listen = ([127, 0, 0, 1], port).into();
+        cfg.api_url = format!("http://127.0.0.1:{port}");
+        let proc =
+            crate::procs::Proc::spawn("sa-api", &format!("sa-test-{name}-{}", short_id()), &cfg)?;
+        let client = Client::new(&cfg.api_url);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !client.healthy().await {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "sa-api {name} did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok((proc, client))
+    }
+
     /// Register `host` as server `name` with its pinned host key.
     pub async fn add_host(&self, name: &str, host: &TestHost) -> anyhow::Result<Value> {
         Ok(self.client.add_server(&host.server_json(name)).await?)

@@ -89,10 +89,12 @@ impl SshPool {
             .mode(0o700)
             .create(&control_dir)?;
         std::fs::set_permissions(&control_dir, std::fs::Permissions::from_mode(0o700))?;
-        // The empty ssh_config keeps the operator's ~/.ssh/config out of our connections.
+        // Our own ssh_config keeps the operator's ~/.ssh/config out of our connections. AES-GCM
+        // first: with AES-NI it costs far less CPU than chacha20 when backups stream gigabytes.
         std::fs::write(
             control_dir.join("config"),
-            "GlobalKnownHostsFile /dev/null\nServerAliveCountMax 3\n",
+            "GlobalKnownHostsFile /dev/null\nServerAliveCountMax 3\n\
+             Ciphers aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com\n",
         )?;
         Ok(Self {
             key: cfg.ssh_key.clone(),

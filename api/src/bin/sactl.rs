@@ -53,6 +53,9 @@ enum Cmd {
     /// List and show actions.
     #[command(subcommand)]
     Actions(ActionsCmd),
+    /// Schedules: `sactl schedules add nightly --cluster shop --role master --kind db_backup --cron '0 30 3 * * *'`.
+    #[command(subcommand)]
+    Schedules(SchedulesCmd),
     /// Cancel an action: a queued one never starts, a running one is killed.
     Cancel { id: i64 },
     /// Print an action's log; `-f` follows it until the action ends.
@@ -60,6 +63,52 @@ enum Cmd {
         id: i64,
         #[arg(short, long)]
         follow: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchedulesCmd {
+    /// Schedules with their next fire time and last run.
+    List,
+    /// One schedule with its last runs.
+    Show {
+        name: String,
+    },
+    Add {
+        name: String,
+        /// Run on this server...
+        #[arg(long, conflicts_with_all = ["cluster", "role"])]
+        server: Option<String>,
+        /// ...or on this cluster's master or slave (resolved at each run).
+        #[arg(long, requires = "role")]
+        cluster: Option<String>,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        kind: String,
+        /// The action's params, as JSON.
+        #[arg(long)]
+        params: Option<String>,
+        /// Cron expression (5 fields, or 6-7 with seconds first).
+        #[arg(long, conflicts_with = "every")]
+        cron: Option<String>,
+        /// Or an interval in seconds.
+        #[arg(long)]
+        every: Option<i64>,
+        #[arg(long)]
+        jitter: Option<i64>,
+        /// After downtime: run once ("once", default) or not at all ("skip").
+        #[arg(long)]
+        catch_up: Option<String>,
+    },
+    Enable {
+        name: String,
+    },
+    Disable {
+        name: String,
+    },
+    Rm {
+        name: String,
     },
 }
 
@@ -144,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = Client::new(&cli.api);
     match cli.cmd {
         Cmd::Servers(cmd) => servers(&client, cmd).await?,
+        Cmd::Schedules(cmd) => schedules(&client, cmd).await?,
         Cmd::Run {
             server,
             file,
@@ -317,6 +367,118 @@ async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {
             client
                 .delete(&format!("/v1/servers/{}", urlencode(&name)))
                 .await?;
+            println!("removed {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn schedules(client: &Client, cmd: SchedulesCmd) -> anyhow::Result<()> {
+    let path = |name: &str| format!("/v1/schedules/{}", urlencode(name));
+    match cmd {
+        SchedulesCmd::List => {
+            println!(
+                "{:<28} {:<24} {:<16} {:<20} {:<26} LAST RUN",
+                "NAME", "TARGET", "KIND", "WHEN", "NEXT"
+            );
+            for s in client
+                .get("/v1/schedules")
+                .await?
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                let target = match (
+                    s["target"]["server"].as_str(),
+                    s["target"]["cluster"].as_str(),
+                ) {
+                    (Some(server), _) => server.to_string(),
+                    (_, Some(c)) => format!("{c}/{}", s["target"]["role"].as_str().unwrap_or("")),
+                    _ => "-".into(),
+                };
+                let when = match s["cron"].as_str() {
+                    Some(c) => c.to_string(),
+                    None => format!("every {}s", s["every_s"]),
+                };
+                let last = &s["last_runs"][0];
+                let last = match last["outcome"].as_str() {
+                    Some("fired") => format!(
+                        "action {} {}",
+                        last["action_id"],
+                        last["status"].as_str().unwrap_or("")
+                    ),
+                    Some(other) => format!("{other}: {}", last["reason"].as_str().unwrap_or("")),
+                    None => "-".into(),
+                };
+                println!(
+                    "{:<28} {:<24} {:<16} {:<20} {:<26} {last}",
+                    s["name"].as_str().unwrap_or_default(),
+                    target,
+                    s["kind"].as_str().unwrap_or_default(),
+                    when,
+                    s["next_fire_at"].as_str().unwrap_or("disabled"),
+                );
+            }
+        }
+        SchedulesCmd::Show { name } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&client.get(&path(&name)).await?)?
+            );
+        }
+        SchedulesCmd::Add {
+            name,
+            server,
+            cluster,
+            role,
+            kind,
+            params,
+            cron,
+            every,
+            jitter,
+            catch_up,
+        } => {
+            let params: Option<Value> = match params {
+                Some(p) => Some(serde_json::from_str(&p).context("--params: not JSON")?),
+                None => None,
+            };
+            let target = match server {
+                Some(s) => json!({"server": s}),
+                None => json!({"cluster": cluster, "role": role}),
+            };
+            let mut body = json!({"name": name, "target": target, "kind": kind});
+            for (k, v) in [
+                ("params", params),
+                ("cron", cron.map(Value::from)),
+                ("every_s", every.map(Value::from)),
+                ("jitter_s", jitter.map(Value::from)),
+                ("catch_up", catch_up.map(Value::from)),
+            ] {
+                if let Some(v) = v {
+                    body[k] = v;
+                }
+            }
+            let (_, s) = client.post("/v1/schedules", &body).await?;
+            println!(
+                "added {}: next at {}",
+                s["name"].as_str().unwrap_or_default(),
+                s["next_fire_at"].as_str().unwrap_or("-")
+            );
+        }
+        SchedulesCmd::Enable { name } => {
+            client
+                .patch(&path(&name), &json!({"enabled": true}))
+                .await?;
+            println!("enabled {name}");
+        }
+        SchedulesCmd::Disable { name } => {
+            client
+                .patch(&path(&name), &json!({"enabled": false}))
+                .await?;
+            println!("disabled {name}");
+        }
+        SchedulesCmd::Rm { name } => {
+            client.delete(&path(&name)).await?;
             println!("removed {name}");
         }
     }

@@ -48,13 +48,12 @@ struct Retry {
     backoff_s: u32,
 }
 
-fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
-    validate::server_name("server", &r.server)?;
-    let kind: ActionKind = r
-        .kind
+/// A kind and its params, checked and normalized (also for schedules).
+pub(crate) fn validate_kind(kind: &str, params: Option<Value>) -> ApiResult<(ActionKind, Value)> {
+    let kind: ActionKind = kind
         .parse()
         .map_err(|e: String| ApiError::bad("kind", format!("kind: {e}")))?;
-    let params = r.params.unwrap_or_else(|| json!({}));
+    let params = params.unwrap_or_else(|| json!({}));
     let params = match kind {
         ActionKind::RunScript => json!(validate::run_script_params(&params)?),
         ActionKind::DbStatus => {
@@ -69,6 +68,12 @@ fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
             json!(validate::cluster_params(kind.as_str(), &params)?)
         }
     };
+    Ok((kind, params))
+}
+
+fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
+    validate::server_name("server", &r.server)?;
+    let (kind, params) = validate_kind(&r.kind, r.params)?;
     if let Some(t) = r.timeout_s {
         if t == 0 || t > MAX_TIMEOUT_S {
             return Err(ApiError::bad(

@@ -1,10 +1,11 @@
 //! The HTTP routes, one module per resource.
 
-mod actions;
+pub(crate) mod actions;
 mod backups;
 mod clusters;
 mod health;
 mod logs;
+mod schedules;
 mod servers;
 
 use std::sync::Arc;
@@ -28,6 +29,16 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/actions", post(actions::submit).get(actions::list))
         .route("/v1/clusters/{name}", get(clusters::show))
         .route("/v1/backups", get(backups::list))
+        .route(
+            "/v1/schedules",
+            post(schedules::create).get(schedules::list),
+        )
+        .route(
+            "/v1/schedules/{name}",
+            get(schedules::show)
+                .patch(schedules::patch)
+                .delete(schedules::delete),
+        )
         .route("/v1/backups/{id}", get(backups::show))
         .route("/v1/actions/{id}", get(actions::show))
         .route("/v1/actions/{id}/log", get(logs::show))

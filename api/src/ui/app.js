@@ -214,6 +214,27 @@ async function clusterPage(name) {
   app().replaceChildren(el("h1", { text: "Cluster " + c.name }), facts, el("h2", { text: "Recent DB actions" }), recent);
 }
 
+// ---- /ui/schedules --------------------------------------------------------------------------
+async function schedulesPage() {
+  const r = await api("/v1/schedules");
+  const table = el("table", { id: "schedules" }, el("tr", {},
+    ...["Name", "Target", "Kind", "When", "Next", "Last runs"].map((h) => el("th", { text: h }))));
+  for (const s of r) {
+    const target = s.target.server
+      ? link("/ui/servers/" + encodeURIComponent(s.target.server), s.target.server)
+      : el("span", {}, link("/ui/clusters/" + encodeURIComponent(s.target.cluster), s.target.cluster), " " + s.target.role);
+    const runs = el("span", { class: "runs" });
+    for (const run of s.last_runs.slice(0, 5)) {
+      if (run.action_id) runs.append(link("/ui/actions/" + run.action_id, when(run.slot).slice(11)), " ", statusBadge(run.status || "queued"), " ");
+      else runs.append(el("span", { class: "skipped", title: run.reason || "", text: when(run.slot).slice(11) + " skipped" }), " ");
+    }
+    table.append(el("tr", {}, el("td", { text: s.name }), el("td", {}, target), el("td", { text: s.kind }),
+      el("td", { text: s.cron || ("every " + s.every_s + " s") }),
+      el("td", { text: s.enabled ? when(s.next_fire_at) : "disabled" }), el("td", {}, runs)));
+  }
+  app().replaceChildren(el("h1", { text: "Schedules" }), table);
+}
+
 // ---- routing --------------------------------------------------------------------------------
 (async () => {
   const p = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
@@ -222,6 +243,7 @@ async function clusterPage(name) {
     else if (p[1] === "servers" && p[2]) await serverPage(p[2]);
     else if (p[1] === "clusters" && p[2]) await clusterPage(p[2]);
     else if (p[1] === "servers") await serversPage();
+    else if (p[1] === "schedules") await schedulesPage();
     else await actionsPage();
   } catch (e) {
     app().replaceChildren(el("p", { class: "error", text: "Error: " + e.message }));

@@ -31,6 +31,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/ui/servers", get(page))
         .route("/ui/servers/{name}", get(page))
         .route("/ui/clusters/{name}", get(page))
+        .route("/ui/schedules", get(page))
         .route(
             "/ui/app.js",
             get(|| async {

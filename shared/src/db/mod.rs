@@ -6,6 +6,7 @@ pub mod backups;
 pub mod clusters;
 pub mod leases;
 pub mod logs;
+pub mod schedules;
 pub mod servers;
 
 use std::{str::FromStr, time::Duration};

@@ -24,7 +24,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
     let p = validate::cluster_params("db_configure_slave", &ctx.action.params)?;
     if p.from.as_deref() == Some("backup") {
         // Seeded from the cluster's latest backup, then caught up by replication.
-        return super::db_restore::restore(
+        let done = super::db_restore::restore(
             ctx,
             &validate::RestoreParams {
                 backup: validate::BackupRef::Latest(validate::LatestWord::Latest),
@@ -34,7 +34,11 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
                 cluster: p.cluster.clone(),
             },
         )
-        .await;
+        .await?;
+        if p.default_schedules != Some(false) {
+            super::default_schedules(ctx, &p.cluster).await;
+        }
+        return Ok(done);
     }
     let pool = &ctx.worker.pool;
     let store = |e: sqlx::Error| ActionError::Failed(format!("store: {e}"));
@@ -79,6 +83,9 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
     clusters::add_slave(pool, &cluster.name, &ctx.server.name)
         .await
         .map_err(store)?;
+    if p.default_schedules != Some(false) {
+        super::default_schedules(ctx, &cluster.name).await;
+    }
     Ok(Done {
         exit_code: 0,
         result: Some(

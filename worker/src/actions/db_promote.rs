@@ -90,6 +90,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
         m.close().await;
     }
     let demoted = result?;
+    backup_new_master(ctx, &cluster.name).await;
     log.system("Mission accomplished.").await;
     Ok(Done {
         exit_code: 0,
@@ -279,4 +280,50 @@ async fn demote(
     .await?;
     m.exec("START SLAVE").await?;
     Ok(clients.len())
+}
+
+/// A cluster that backs up gets a backup of its new master at once (new slaves are seeded from
+/// the current master's backups); its role-based schedules follow by themselves.
+async fn backup_new_master(ctx: &Ctx<'_>, cluster: &str) {
+    let pool = &ctx.worker.pool;
+    match shared::db::schedules::cluster_backs_up(pool, cluster).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            ctx.log
+                .system(format!(
+                    "Warning: could not check the backup schedules: {e}"
+                ))
+                .await;
+            return;
+        }
+    }
+    let backup = shared::db::actions::NewAction {
+        server: ctx.server.name.clone(),
+        kind: shared::ActionKind::DbBackup,
+        params: json!({"tag": "after-promote"}),
+        timeout_s: None,
+        urgent: false,
+        idempotency_key: Some(format!("after-promote-{}", ctx.action.id)),
+        retry: None,
+    };
+    match shared::db::actions::insert(pool, &backup).await {
+        Ok((a, _)) => {
+            // Published now (the api's outbox relay would otherwise do it within seconds).
+            if ctx.worker.publisher.publish(a.id).await.is_ok() {
+                let _ = shared::db::actions::mark_published(pool, &[a.id]).await;
+            }
+            ctx.log
+                .system(format!(
+                    "Backup of the new master queued (action {}).",
+                    a.id
+                ))
+                .await
+        }
+        Err(e) => {
+            ctx.log
+                .system(format!("Warning: backup of the new master not queued: {e}"))
+                .await
+        }
+    }
 }

@@ -107,6 +107,7 @@ async fn configure(
                 dns_name: None,
                 fix: false,
                 from: None,
+                default_schedules: None,
             };
             super::db_configure_master::configure(ctx, db, &cp, true).await
         }

@@ -110,6 +110,26 @@ async fn point_dns(
     Ok(())
 }
 
+/// A cluster with a master and a slave gets its default backup schedules (logged).
+async fn default_schedules(ctx: &Ctx<'_>, cluster: &str) {
+    match shared::db::schedules::ensure_backup_defaults(&ctx.worker.pool, cluster).await {
+        Ok(created) if created.is_empty() => {}
+        Ok(created) => {
+            ctx.log
+                .system(format!(
+                    "Default backup schedules created: {} (every 10 minutes from the slave, daily from the master).",
+                    created.join(", ")
+                ))
+                .await
+        }
+        Err(e) => {
+            ctx.log
+                .system(format!("Warning: default backup schedules not created: {e}"))
+                .await
+        }
+    }
+}
+
 /// The backup store, or why there is none.
 fn store(ctx: &Ctx<'_>) -> Result<crate::s3::Store, ActionError> {
     ctx.worker

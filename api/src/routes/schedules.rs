@@ -1,0 +1,214 @@
+//! `/v1/schedules`: create, list (with next fire time and last runs), show, change, delete.
+//! Body: `{"name","target":{"server"}|{"cluster","role"},"kind","params"?,"cron"|"every_s",
+//! "jitter_s"?,"enabled"?,"catch_up"?: "once"|"skip"}`. The kind and its params are validated
+//! as for `POST /v1/actions`.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    Json,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shared::{
+    db::schedules::{self, NewSchedule, Schedule, ScheduleError},
+    schedule::Timing,
+    validate,
+};
+
+use crate::{
+    error::{from_value, ApiError, ApiResult},
+    startup::AppState,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleRequest {
+    name: String,
+    target: Target,
+    kind: String,
+    params: Option<Value>,
+    cron: Option<String>,
+    every_s: Option<i64>,
+    jitter_s: Option<i64>,
+    enabled: Option<bool>,
+    catch_up: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    server: Option<String>,
+    cluster: Option<String>,
+    role: Option<String>,
+}
+
+fn validate_request(r: ScheduleRequest) -> ApiResult<(NewSchedule, Timing)> {
+    validate::server_name("name", &r.name)?;
+    let (server, cluster, role) = match (r.target.server, r.target.cluster, r.target.role) {
+        (Some(s), None, None) => {
+            validate::server_name("target.server", &s)?;
+            (Some(s), None, None)
+        }
+        (None, Some(c), Some(role)) if role == "master" || role == "slave" => {
+            validate::server_name("target.cluster", &c)?;
+            (None, Some(c), Some(role))
+        }
+        (None, Some(_), _) => {
+            return Err(ApiError::bad(
+                "target.role",
+                "target.role: must be \"master\" or \"slave\" with target.cluster",
+            ))
+        }
+        _ => {
+            return Err(ApiError::bad(
+                "target",
+                "target: give {\"server\"} or {\"cluster\", \"role\"}",
+            ))
+        }
+    };
+    let (kind, params) = crate::routes::actions::validate_kind(&r.kind, r.params)?;
+    let timing = Timing::parse(r.cron.as_deref(), r.every_s).map_err(|e| {
+        let f = e.field.clone();
+        ApiError::bad(&f, format!("{f}: {}", e.message))
+    })?;
+    let jitter_s = match r.jitter_s {
+        None => 0,
+        Some(j) if (0..=86_400).contains(&j) => j as i32,
+        Some(_) => return Err(ApiError::bad("jitter_s", "jitter_s: must be 0-86400")),
+    };
+    let catch_up = match r.catch_up.as_deref() {
+        None | Some("once") => "once",
+        Some("skip") => "skip",
+        Some(_) => {
+            return Err(ApiError::bad(
+                "catch_up",
+                "catch_up: must be \"once\" (one run after downtime) or \"skip\"",
+            ))
+        }
+    };
+    Ok((
+        NewSchedule {
+            name: r.name,
+            target_server: server,
+            target_cluster: cluster,
+            target_role: role,
+            kind: kind.as_str().to_string(),
+            params,
+            cron: r.cron,
+            every_s: r.every_s.map(|s| s as i32),
+            jitter_s,
+            enabled: r.enabled.unwrap_or(true),
+            catch_up: catch_up.to_string(),
+        },
+        timing,
+    ))
+}
+
+/// A schedule as the API shows it: its definition, next fire time and last runs.
+async fn view(state: &AppState, s: Schedule) -> ApiResult<Value> {
+    let runs = schedules::runs(&state.pool, s.id, 10).await?;
+    let target = match (&s.target_server, &s.target_cluster) {
+        (Some(server), _) => json!({"server": server}),
+        (_, Some(cluster)) => json!({"cluster": cluster, "role": s.target_role}),
+        _ => Value::Null,
+    };
+    Ok(json!({
+        "name": s.name, "target": target, "kind": s.kind, "params": s.params.0,
+        "cron": s.cron, "every_s": s.every_s, "jitter_s": s.jitter_s, "enabled": s.enabled,
+        "catch_up": s.catch_up, "next_slot": s.next_slot,
+        "next_fire_at": if s.enabled { json!(s.next_fire_at) } else { Value::Null },
+        "created_at": s.created_at, "last_runs": runs,
+    }))
+}
+
+fn conflict(e: ScheduleError) -> ApiError {
+    match e {
+        ScheduleError::Duplicate(n) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("a schedule named {n:?} already exists"),
+        )
+        .field("name"),
+        ScheduleError::Db(e) => ApiError::internal(e),
+    }
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(body) = body?;
+    let (new, timing) = validate_request(from_value(body)?)?;
+    let s = schedules::insert(&state.pool, &new, &timing)
+        .await
+        .map_err(conflict)?;
+    Ok((StatusCode::CREATED, Json(view(&state, s).await?)))
+}
+
+pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<Value>>> {
+    let mut out = Vec::new();
+    for s in schedules::list(&state.pool).await? {
+        out.push(view(&state, s).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn find(state: &AppState, name: &str) -> ApiResult<Schedule> {
+    schedules::get(&state.pool, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no schedule named {name:?}")))
+}
+
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let s = find(&state, &name).await?;
+    Ok(Json(view(&state, s).await?))
+}
+
+/// Merge the body's fields into the schedule and validate the whole again.
+pub async fn patch(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(body) = body?;
+    let Value::Object(changes) = body else {
+        return Err(ApiError::bad("body", "body: must be a JSON object"));
+    };
+    let s = find(&state, &name).await?;
+    let mut current = view(&state, s.clone()).await?;
+    let obj = current.as_object_mut().expect("an object");
+    for k in ["next_slot", "next_fire_at", "created_at", "last_runs"] {
+        obj.remove(k);
+    }
+    for (k, v) in changes {
+        // Giving one of cron/every_s replaces the other.
+        if k == "cron" {
+            obj.insert("every_s".into(), Value::Null);
+        }
+        if k == "every_s" {
+            obj.insert("cron".into(), Value::Null);
+        }
+        obj.insert(k, v);
+    }
+    let (new, timing) = validate_request(from_value(current)?)?;
+    let s = schedules::update(&state.pool, s.id, &new, &timing)
+        .await
+        .map_err(conflict)?;
+    Ok(Json(view(&state, s).await?))
+}
+
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    if schedules::delete(&state.pool, &name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no schedule named {name:?}")))
+    }
+}
