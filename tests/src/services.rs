@@ -271,6 +271,10 @@ impl Moto {
         Ok(())
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Kill it (an S3 outage).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

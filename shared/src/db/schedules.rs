@@ -191,8 +191,9 @@ pub async fn runs(pool: &PgPool, id: i64, limit: i64) -> sqlx::Result<Vec<Run>> 
     .await
 }
 
-/// Fire what is due: the ids of the actions created (to publish now).
-pub async fn fire_due(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<i64>> {
+/// Fire up to `limit` due schedules: how many were due, and the ids of the actions created
+/// (to publish now).
+pub async fn fire_due(pool: &PgPool, limit: i64) -> sqlx::Result<(usize, Vec<i64>)> {
     let mut tx = pool.begin().await?;
     let due: Vec<Schedule> = sqlx::query_as(
         "SELECT * FROM schedules WHERE enabled AND next_fire_at <= now()
@@ -205,13 +206,13 @@ pub async fn fire_due(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<i64>> {
         .fetch_one(&mut *tx)
         .await?;
     let mut fired = Vec::new();
-    for s in due {
-        if let Some(id) = fire_one(&mut tx, &s, now).await? {
+    for s in &due {
+        if let Some(id) = fire_one(&mut tx, s, now).await? {
             fired.push(id);
         }
     }
     tx.commit().await?;
-    Ok(fired)
+    Ok((due.len(), fired))
 }
 
 async fn fire_one(

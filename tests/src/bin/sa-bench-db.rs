@@ -171,6 +171,14 @@ async fn lock_hold(app: &TestApp, n: usize) -> anyhow::Result<()> {
 
 /// (k) A big snapshot backup through a real `sa-worker` process against its two baselines.
 async fn backup_speed(moto: &Moto, mib: u64) -> anyhow::Result<()> {
+    // S3 is another machine in production; here the Python emulator shares the 2 cores with
+    // the database host, sshd and the worker. It gets priority (for the backup and for the
+    // upload baseline alike) so that it is not starved by the very pipeline it is timing.
+    if let Some(pid) = moto.pid() {
+        let _ = Command::new("renice")
+            .args(["-n", "-10", "-p", &pid.to_string()])
+            .output();
+    }
     let app = TestApp::spawn_with(|c| moto.configure(c)).await?;
     let mut worker = app.start_worker_process("k")?;
     let a = TestHost::start()?.with_mariadb_on_btrfs(1, (mib * 2 + 1024) as u32)?;
@@ -238,6 +246,31 @@ async fn backup_speed(moto: &Moto, mib: u64) -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let ssh_cat = started.elapsed().as_secs_f64();
+    // For the record: the backup's own producer alone (tar | zstd over SSH, to /dev/null).
+    let started = Instant::now();
+    let _ = Command::new("ssh")
+        .args([
+            "-i",
+            &key.display().to_string(),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg(format!("satest@{}", a.address))
+        .arg(format!(
+            "tar -C {} -cf - . | zstd -1 -T0 -q -c",
+            datadir.display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .output()?;
+    let producer = started.elapsed().as_secs_f64();
+    println!("    (tar | zstd over ssh to /dev/null: {producer:.1} s; backup log:)");
+    for line in log.lines().filter(|l| !l.contains("...")) {
+        println!("    {line}");
+    }
 
     // (b) uploading the same bytes from a local file with aws-sdk-s3 multipart.
     let store = worker::s3::Store::from_config(&app.cfg)
@@ -259,6 +292,21 @@ async fn backup_speed(moto: &Moto, mib: u64) -> anyhow::Result<()> {
         .await?;
     let upload = started.elapsed().as_secs_f64();
 
+    // For the record: the same upload fed by a pipe (`cat` of the file) instead of the file.
+    let mut cat = tokio::process::Command::new("cat")
+        .arg(tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let pipe = cat.stdout.take().context("stdout")?;
+    let started = Instant::now();
+    store
+        .upload("bench/baseline-pipe", pipe, &progress, async { (true, ()) })
+        .await?;
+    println!(
+        "    (the same upload fed through a pipe: {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    let _ = cat.wait().await;
     let slower = ssh_cat.max(upload);
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     println!(
