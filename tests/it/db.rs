@@ -609,6 +609,35 @@ async fn cluster_page_shows_master_slaves_and_dns_record() {
         .screenshot(&std::path::PathBuf::from(target).join("ui-screenshots/cluster.png"))
         .await
         .unwrap();
+
+    // The cluster's default backup schedules on the schedules page, with their next time.
+    browser
+        .goto(&format!("{}/ui/schedules", app.api_url))
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for(
+                "return document.querySelectorAll('#schedules tr').length === 3",
+                std::time::Duration::from_secs(10)
+            )
+            .await
+    );
+    let text = browser
+        .eval("return document.getElementById('schedules').textContent")
+        .await
+        .unwrap();
+    let text = text.as_str().unwrap();
+    for expected in [
+        "shop-backup-10min",
+        "shop-backup-daily",
+        "shop slave",
+        "shop master",
+        "db_backup",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from: {text}");
+    }
+    assert!(!text.contains("disabled"), "{text}");
 }
 
 async fn act(
