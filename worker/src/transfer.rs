@@ -62,10 +62,17 @@ pub async fn upload(
     };
     // Awaited by the uploader after the last part, before it completes the object.
     let rejected_tail = std::sync::Mutex::new(String::new());
+    let progress_read = progress.clone();
     let confirm = async {
         let status = child.wait().await;
         let tail = err_rx.await.unwrap_or_default();
         let ok = matches!(status, Ok(ref s) if s.success()) && marked_ok(&tail);
+        ctx.log
+            .system(format!(
+                "Stream ended ({:.1} MiB); completing the upload...",
+                progress_read.load(Ordering::Relaxed) as f64 / 1048576.0
+            ))
+            .await;
         if !ok {
             *rejected_tail.lock().expect("poisoned") = tail.clone();
         }
