@@ -127,18 +127,13 @@ pub async fn restart(worker: &Worker, server: &Server) -> Result<Db, ActionError
             ran.code, ran.stderr
         )));
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match Db::connect(worker, server).await {
-            Ok(db) => return Ok(db),
-            Err(e) if Instant::now() > deadline => {
-                return Err(ActionError::Failed(format!(
-                    "mysqld did not come back within 60 s after the restart: {e}"
-                )))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
+    Db::wait_up(worker, server, Duration::from_secs(60))
+        .await
+        .map_err(|e| {
+            ActionError::Failed(format!(
+                "mysqld did not come back within 60 s after the restart: {e}"
+            ))
+        })
 }
 
 /// Binary logging on with a server_id of its own (not 0, not `clash`, the master's): if not,

@@ -201,6 +201,16 @@ fn rand_u32() -> u32 {
     t.subsec_nanos() ^ std::process::id().rotate_left(16)
 }
 
+/// `schema`.`table`, quoted for SQL.
+pub fn table_ident(schema: &str, table: &str) -> String {
+    format!("{}.{}", ident(schema), ident(table))
+}
+
+/// An identifier quoted for SQL.
+pub fn ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
 pub const SYSTEM_SCHEMAS: &str = "'mysql', 'information_schema', 'performance_schema', 'sys'";
 
 /// A column of a row as JSON (NULL → null, numbers as numbers, the rest as text).
@@ -241,6 +251,29 @@ impl Db {
             "SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ({SYSTEM_SCHEMAS}) ORDER BY 1"
         ))
         .await
+    }
+
+    /// The base tables outside mysqld's own schemas: (schema, table), sorted.
+    pub async fn user_tables(&mut self) -> Result<Vec<(String, String)>, DbError> {
+        self.conn
+            .query(format!(
+                "SELECT table_schema, table_name FROM information_schema.tables
+                 WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ({SYSTEM_SCHEMAS}) ORDER BY 1, 2"
+            ))
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Connect to `server`'s mysqld, retrying every 250 ms for up to `limit` (it is starting).
+    pub async fn wait_up(worker: &Worker, server: &Server, limit: Duration) -> Result<Db, DbError> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            match Db::connect(worker, server).await {
+                Ok(db) => return Ok(db),
+                Err(e) if std::time::Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
     }
 
     /// One string value (`SELECT @@gtid_current_pos`...), empty if NULL.

@@ -135,26 +135,12 @@ pub async fn list(
     .await
 }
 
-/// What retention sees of a lineage: every backup, and whether its action still runs.
-pub async fn retention_items(pool: &PgPool, lineage: &str) -> sqlx::Result<Vec<(Backup, bool)>> {
-    let rows: Vec<(i64, bool)> = sqlx::query_as(
-        "SELECT b.id, COALESCE(a.status IN ('queued', 'waiting', 'running'), false)
-         FROM backups b LEFT JOIN actions a ON a.id = b.action_id WHERE b.lineage = $1",
-    )
-    .bind(lineage)
-    .fetch_all(pool)
-    .await?;
-    let all: Vec<Backup> = sqlx::query_as("SELECT * FROM backups WHERE lineage = $1")
-        .bind(lineage)
-        .fetch_all(pool)
-        .await?;
-    Ok(all
-        .into_iter()
-        .map(|b| {
-            let running = rows.iter().any(|(id, r)| *id == b.id && *r);
-            (b, running)
-        })
-        .collect())
+#[derive(sqlx::FromRow)]
+struct WithRun {
+    #[sqlx(flatten)]
+    backup: Backup,
+    /// Its backup action is still queued or running.
+    running: bool,
 }
 
 /// The backups of `lineage` that `policy` lets go.
@@ -163,20 +149,26 @@ pub async fn expired(
     lineage: &str,
     policy: &retention::Policy,
 ) -> sqlx::Result<Vec<Backup>> {
-    let items = retention_items(pool, lineage).await?;
+    let items: Vec<WithRun> = sqlx::query_as(
+        "SELECT b.*, COALESCE(a.status IN ('queued', 'waiting', 'running'), false) AS running
+         FROM backups b LEFT JOIN actions a ON a.id = b.action_id WHERE b.lineage = $1",
+    )
+    .bind(lineage)
+    .fetch_all(pool)
+    .await?;
     let view: Vec<retention::Item> = items
         .iter()
-        .map(|(b, running)| retention::Item {
-            id: b.id,
-            committed: b.status == "committed",
-            at: b.started_at,
-            running: *running,
+        .map(|i| retention::Item {
+            id: i.backup.id,
+            committed: i.backup.status == "committed",
+            at: i.backup.started_at,
+            running: i.running,
         })
         .collect();
     let gone = retention::expired(&view, policy);
     Ok(items
         .into_iter()
-        .map(|(b, _)| b)
+        .map(|i| i.backup)
         .filter(|b| gone.contains(&b.id))
         .collect())
 }

@@ -90,31 +90,18 @@ pub async fn insert(
     s: &NewSchedule,
     timing: &Timing,
 ) -> Result<Schedule, ScheduleError> {
-    let next = timing.next_after(Utc::now()).unwrap_or_else(Utc::now);
-    sqlx::query_as(
-        "INSERT INTO schedules (name, target_server, target_cluster, target_role, kind, params, cron,
-                                every_s, jitter_s, enabled, catch_up, next_slot, next_fire_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *",
+    save(
+        pool,
+        "INSERT INTO schedules (id, name, target_server, target_cluster, target_role, kind, params,
+                                cron, every_s, jitter_s, enabled, catch_up, next_slot, next_fire_at)
+         VALUES (COALESCE($1, nextval('schedules_id_seq')), $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                 $11, $12, $13, $14)
+         RETURNING *",
+        None,
+        s,
+        timing,
     )
-    .bind(&s.name)
-    .bind(&s.target_server)
-    .bind(&s.target_cluster)
-    .bind(&s.target_role)
-    .bind(&s.kind)
-    .bind(Json(&s.params))
-    .bind(&s.cron)
-    .bind(s.every_s)
-    .bind(s.jitter_s)
-    .bind(s.enabled)
-    .bind(&s.catch_up)
-    .bind(next)
-    .bind(next + jitter(s.jitter_s, next.timestamp()))
-    .fetch_one(pool)
     .await
-    .map_err(|e| match e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => ScheduleError::Duplicate(s.name.clone()),
-        e => e.into(),
-    })
 }
 
 /// Replace a schedule's definition (`PATCH` merges before calling this); its next slot is
@@ -125,35 +112,51 @@ pub async fn update(
     s: &NewSchedule,
     timing: &Timing,
 ) -> Result<Schedule, ScheduleError> {
-    let next = timing.next_after(Utc::now()).unwrap_or_else(Utc::now);
-    sqlx::query_as(
+    save(
+        pool,
         "UPDATE schedules SET name = $2, target_server = $3, target_cluster = $4, target_role = $5,
                 kind = $6, params = $7, cron = $8, every_s = $9, jitter_s = $10, enabled = $11,
                 catch_up = $12, next_slot = $13, next_fire_at = $14
          WHERE id = $1 RETURNING *",
+        Some(id),
+        s,
+        timing,
     )
-    .bind(id)
-    .bind(&s.name)
-    .bind(&s.target_server)
-    .bind(&s.target_cluster)
-    .bind(&s.target_role)
-    .bind(&s.kind)
-    .bind(Json(&s.params))
-    .bind(&s.cron)
-    .bind(s.every_s)
-    .bind(s.jitter_s)
-    .bind(s.enabled)
-    .bind(&s.catch_up)
-    .bind(next)
-    .bind(next + jitter(s.jitter_s, next.timestamp()))
-    .fetch_one(pool)
     .await
-    .map_err(|e| match e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
-            ScheduleError::Duplicate(s.name.clone())
-        }
-        e => e.into(),
-    })
+}
+
+/// Run `sql` ($1 the id, then the definition and its next slot from now).
+async fn save(
+    pool: &PgPool,
+    sql: &str,
+    id: Option<i64>,
+    s: &NewSchedule,
+    timing: &Timing,
+) -> Result<Schedule, ScheduleError> {
+    let next = timing.next_after(Utc::now()).unwrap_or_else(Utc::now);
+    sqlx::query_as(sql)
+        .bind(id)
+        .bind(&s.name)
+        .bind(&s.target_server)
+        .bind(&s.target_cluster)
+        .bind(&s.target_role)
+        .bind(&s.kind)
+        .bind(Json(&s.params))
+        .bind(&s.cron)
+        .bind(s.every_s)
+        .bind(s.jitter_s)
+        .bind(s.enabled)
+        .bind(&s.catch_up)
+        .bind(next)
+        .bind(next + jitter(s.jitter_s, next.timestamp()))
+        .fetch_one(pool)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                ScheduleError::Duplicate(s.name.clone())
+            }
+            e => e.into(),
+        })
 }
 
 pub async fn get(pool: &PgPool, name: &str) -> sqlx::Result<Option<Schedule>> {

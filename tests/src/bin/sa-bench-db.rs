@@ -243,17 +243,7 @@ async fn backup_speed(moto: &Moto, mib: u64) -> anyhow::Result<()> {
     let key = testbed::hosts::client_key()?;
     let started = Instant::now();
     let out = Command::new("ssh")
-        .args([
-            "-i",
-            &key.display().to_string(),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("satest@{}", a.address))
+        .args(ssh_args(&key, &a))
         .arg(format!(
             "find {} -type f -exec cat {{}} +",
             datadir.display()
@@ -269,17 +259,7 @@ async fn backup_speed(moto: &Moto, mib: u64) -> anyhow::Result<()> {
     // For the record: the backup's own producer alone (tar | zstd over SSH, to /dev/null).
     let started = Instant::now();
     let _ = Command::new("ssh")
-        .args([
-            "-i",
-            &key.display().to_string(),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("satest@{}", a.address))
+        .args(ssh_args(&key, &a))
         .arg(format!(
             "tar -C {} -cf - . | zstd -1 -T0 -q -c",
             datadir.display()
@@ -329,17 +309,7 @@ async fn backup_speed(moto: &Moto, mib: u64) -> anyhow::Result<()> {
     let _ = cat.wait().await;
     // For the record: the backup's producer over a plain ssh process, uploaded by the same code.
     let mut remote = tokio::process::Command::new("ssh")
-        .args([
-            "-i",
-            &key.display().to_string(),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("satest@{}", a.address))
+        .args(ssh_args(&key, &a))
         .arg(format!(
             "tar -C {} -cf - . | zstd -1 -T0 -q -c",
             datadir.display()
@@ -370,6 +340,20 @@ async fn backup_speed(moto: &Moto, mib: u64) -> anyhow::Result<()> {
         rss / 1024
     );
     Ok(())
+}
+
+/// `ssh` options and destination for a plain connection to a test host (the baselines).
+fn ssh_args(key: &std::path::Path, host: &TestHost) -> Vec<String> {
+    let mut args: Vec<String> = vec!["-i".into(), key.display().to_string()];
+    for o in [
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "LogLevel=ERROR",
+    ] {
+        args.extend(["-o".to_string(), o.to_string()]);
+    }
+    args.push(format!("satest@{}", host.address));
+    args
 }
 
 fn du_bytes(path: &std::path::Path) -> anyhow::Result<u64> {

@@ -507,23 +507,14 @@ async fn locked_snapshot(
 
 async fn count_rows(db: &mut Db) -> Result<BTreeMap<String, u64>, ActionError> {
     use mysql_async::prelude::Queryable;
-    let tables: Vec<(String, String)> = db
-        .conn
-        .query(format!(
-            "SELECT table_schema, table_name FROM information_schema.tables
-             WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ({}) ORDER BY 1, 2",
-            crate::mysql::SYSTEM_SCHEMAS
-        ))
-        .await
-        .map_err(|e| db.error(e))?;
+    let tables = db.user_tables().await?;
     let mut counts = BTreeMap::new();
     for (schema, name) in tables {
         let n: Option<u64> = db
             .conn
             .query_first(format!(
-                "SELECT COUNT(*) FROM `{}`.`{}`",
-                schema.replace('`', "``"),
-                name.replace('`', "``")
+                "SELECT COUNT(*) FROM {}",
+                crate::mysql::table_ident(&schema, &name)
             ))
             .await
             .map_err(|e| db.error(e))?;

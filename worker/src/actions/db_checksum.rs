@@ -18,10 +18,10 @@ use shared::{
 };
 
 use super::{ActionError, Ctx, Done};
-use crate::mysql::{column, Db};
+use crate::mysql::{column, ident, table_ident, Db};
 
-const SKIP_SCHEMAS: &str =
-    "'mysql', 'information_schema', 'performance_schema', 'sys', 'serveractions'";
+/// Where the checksums are written (replicated with the data).
+const CHECKSUM_SCHEMA: &str = "serveractions";
 /// Chunks are sized to take about this long on the master (pt-table-checksum: 0.5 s).
 const CHUNK_TIME: f64 = 0.5;
 const FIRST_CHUNK_ROWS: u64 = 10_000;
@@ -260,16 +260,12 @@ fn text(v: &serde_json::Value) -> String {
 }
 
 async fn tables(db: &mut Db) -> Result<Vec<Table>, ActionError> {
-    let names: Vec<(String, String)> = db
-        .conn
-        .query(format!(
-            "SELECT table_schema, table_name FROM information_schema.tables
-             WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ({SKIP_SCHEMAS}) ORDER BY 1, 2"
-        ))
-        .await
-        .map_err(|e| db.error(e))?;
     let mut out = Vec::new();
-    for (schema, name) in names {
+    // Our own checksum table is not checksummed.
+    for (schema, name) in db.user_tables().await? {
+        if schema == CHECKSUM_SCHEMA {
+            continue;
+        }
         let cols: Vec<(String, String)> = db
             .conn
             .exec(
@@ -302,10 +298,6 @@ async fn tables(db: &mut Db) -> Result<Vec<Table>, ActionError> {
         });
     }
     Ok(out)
-}
-
-fn ident(s: &str) -> String {
-    format!("`{}`", s.replace('`', "``"))
 }
 
 /// A value as an SQL literal (the statement is replicated as text).
@@ -343,7 +335,7 @@ fn compare(key: &[String], vals: &[Value], after: bool) -> String {
 
 /// Checksum one table chunk by chunk on the master; (rows, chunks).
 async fn checksum_table(db: &mut Db, t: &Table) -> Result<(u64, u64), ActionError> {
-    let table = format!("{}.{}", ident(&t.schema), ident(&t.name));
+    let table = table_ident(&t.schema, &t.name);
     let mut parts = t.columns.clone();
     if !t.nullable.is_empty() {
         let isnull: Vec<String> = t.nullable.iter().map(|c| format!("ISNULL({c})")).collect();

@@ -303,21 +303,15 @@ async fn restore_data(ctx: &Ctx<'_>, backup: &Backup) -> Result<Db, ActionError>
         .as_deref()
         .unwrap_or("systemctl start mariadb");
     run_step(ctx, "starting mysqld", start).await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match Db::connect(worker, server).await {
-            Ok(db) => {
-                log.system("mysqld is up on the restored data.").await;
-                return Ok(db);
-            }
-            Err(e) if Instant::now() > deadline => {
-                return Err(ActionError::Failed(format!(
-                    "mysqld did not come up on the restored data within 120 s: {e}"
-                )))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
+    let db = Db::wait_up(worker, server, Duration::from_secs(120))
+        .await
+        .map_err(|e| {
+            ActionError::Failed(format!(
+                "mysqld did not come up on the restored data within 120 s: {e}"
+            ))
+        })?;
+    log.system("mysqld is up on the restored data.").await;
+    Ok(db)
 }
 
 async fn run_step(ctx: &Ctx<'_>, what: &str, cmd: &str) -> Result<(), ActionError> {

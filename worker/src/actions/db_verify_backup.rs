@@ -198,15 +198,7 @@ async fn check(ctx: &Ctx<'_>, db: &mut Db, backup: &Backup, scratch: &str, dec: 
             return Ok(Err(bad));
         }
     }
-    let tables: Vec<(String, String)> = db
-        .conn
-        .query(format!(
-            "SELECT table_schema, table_name FROM information_schema.tables
-             WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ({}) ORDER BY 1, 2",
-            crate::mysql::SYSTEM_SCHEMAS
-        ))
-        .await
-        .map_err(|e| db.error(e))?;
+    let tables = db.user_tables().await?;
     let manifest = backup
         .manifest
         .as_ref()
@@ -215,11 +207,7 @@ async fn check(ctx: &Ctx<'_>, db: &mut Db, backup: &Backup, scratch: &str, dec: 
     let expected = manifest["tables"].as_object().cloned();
     let mut counts = serde_json::Map::new();
     for (schema, name) in &tables {
-        let t = format!(
-            "`{}`.`{}`",
-            schema.replace('`', "``"),
-            name.replace('`', "``")
-        );
+        let t = crate::mysql::table_ident(schema, name);
         let rows: Vec<(String, String, String, String)> = db
             .conn
             .query(format!("CHECK TABLE {t}"))
