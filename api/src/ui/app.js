@@ -225,7 +225,11 @@ async function schedulesPage() {
       : el("span", {}, link("/ui/clusters/" + encodeURIComponent(s.target.cluster), s.target.cluster), " " + s.target.role);
     const runs = el("span", { class: "runs" });
     for (const run of s.last_runs.slice(0, 5)) {
-      if (run.action_id) runs.append(link("/ui/actions/" + run.action_id, when(run.slot).slice(11)), " ", statusBadge(run.status || "queued"), " ");
+      if (run.action_id) {
+        const a = link("/ui/actions/" + run.action_id, when(run.slot).slice(11));
+        if (run.reason) a.title = run.reason; // a catch-up run after downtime
+        runs.append(a, " ", statusBadge(run.status || "queued"), " ");
+      }
       else runs.append(el("span", { class: "skipped", title: run.reason || "", text: when(run.slot).slice(11) + " skipped" }), " ");
     }
     table.append(el("tr", {}, el("td", { text: s.name }), el("td", {}, target), el("td", { text: s.kind }),

@@ -233,13 +233,16 @@ async fn fire_one(
     };
     // Missed slots (the scheduler was down) collapse into the latest one.
     let slot = timing.last_at_or_before(s.next_slot, now);
-    let missed = slot > s.next_slot;
-    let mut outcome = match (missed, s.catch_up.as_str()) {
-        (true, "skip") => Err(format!(
-            "slots from {} to {} were missed while no scheduler ran (catch_up: skip)",
+    let missed = (slot > s.next_slot).then(|| {
+        format!(
+            "slots from {} to {} were missed while no scheduler ran (catch_up: {})",
             s.next_slot.format("%Y-%m-%d %H:%M:%S"),
-            slot.format("%Y-%m-%d %H:%M:%S")
-        )),
+            slot.format("%Y-%m-%d %H:%M:%S"),
+            s.catch_up
+        )
+    });
+    let mut outcome = match (&missed, s.catch_up.as_str()) {
+        (Some(why), "skip") => Err(why.clone()),
         _ => Ok(()),
     };
     if outcome.is_ok() {
@@ -277,7 +280,8 @@ async fn fire_one(
         Err(e) => Err(e),
     };
     let (kind, action_id, reason) = match &action {
-        Ok(id) => ("fired", Some(*id), None),
+        // A catch-up run says which slots it stands for.
+        Ok(id) => ("fired", Some(*id), missed),
         Err(why) => ("skipped", None, Some(why.clone())),
     };
     sqlx::query(
