@@ -38,6 +38,9 @@ struct Args {
     /// Size of the backup in (k), MiB (a database plus incompressible ballast in its datadir).
     #[arg(long, default_value_t = 2048)]
     backup_mib: u64,
+    /// Rounds of backup and baselines in (k) (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Only run these parts (g, h, i, j, k).
     #[arg(long, default_value = "ghijk")]
     parts: String,
@@ -93,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
         lock_hold(&app, args.backups).await?;
     }
     if args.parts.contains('k') {
-        backup_speed(&moto, args.backup_mib).await?;
+        backup_speed(&moto, args.backup_mib, args.rounds).await?;
     }
     Ok(())
 }
@@ -170,7 +173,7 @@ async fn lock_hold(app: &TestApp, n: usize) -> anyhow::Result<()> {
 }
 
 /// (k) A big snapshot backup through a real `sa-worker` process against its two baselines.
-async fn backup_speed(moto: &Moto, mib: u64) -> anyhow::Result<()> {
+async fn backup_speed(moto: &Moto, mib: u64, rounds: usize) -> anyhow::Result<()> {
     // S3 is another machine in production; here the Python emulator shares the 2 cores with
     // the database host, sshd and the worker. It gets priority (for the backup and for the
     // upload baseline alike) so that it is not starved by the very pipeline it is timing.
@@ -228,34 +231,79 @@ async fn backup_speed(moto: &Moto, mib: u64) -> anyhow::Result<()> {
         store.delete("bench/warm-up").await?;
     }
 
-    let (x, log) = app
-        .act("k-a", "db_backup", json!({"strategy": "snapshot"}))
-        .await?;
-    ensure!(x.status == Status::Succeeded, "backup failed:\n{log}");
-    let took =
-        (x.finished_at.unwrap_or_default() - x.started_at.unwrap_or_default()).as_seconds_f64();
-    let m = x.result.clone().unwrap_or_default();
-    let written = m["bytes"].as_u64().unwrap_or(0);
+    // Rounds of (backup, (a), (b)) interleaved, medians reported: the emulator's completion of
+    // a 1.5 GiB object alone varies by several seconds from one upload to the next.
+    let key = testbed::hosts::client_key()?;
+    let store = worker::s3::Store::from_config(&app.cfg)
+        .await
+        .context("store")?;
+    let tmp = tempfile::NamedTempFile::new()?;
+    let (mut backups, mut cats, mut uploads) = (Vec::new(), Vec::new(), Vec::new());
+    let mut written = 0;
+    for round in 1..=rounds {
+        let (x, log) = app
+            .act("k-a", "db_backup", json!({"strategy": "snapshot"}))
+            .await?;
+        ensure!(x.status == Status::Succeeded, "backup failed:\n{log}");
+        let took =
+            (x.finished_at.unwrap_or_default() - x.started_at.unwrap_or_default()).as_seconds_f64();
+        let m = x.result.clone().unwrap_or_default();
+        written = m["bytes"].as_u64().unwrap_or(0);
+        if round == 1 {
+            println!("    (backup log of round 1:)");
+            for line in log.lines() {
+                println!("    {line}");
+            }
+            let mut body = store
+                .get(m["object_key"].as_str().unwrap_or_default())
+                .await?;
+            let mut f = tokio::fs::File::create(tmp.path()).await?;
+            tokio::io::copy(&mut body, &mut f).await?;
+        }
+        let streamed = stream_seconds(&log);
+
+        // (a) reading the same files over SSH.
+        let started = Instant::now();
+        let out = Command::new("ssh")
+            .args(ssh_args(&key, &a))
+            .arg(format!(
+                "find {} -type f -exec cat {{}} +",
+                datadir.display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "ssh cat: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ssh_cat = started.elapsed().as_secs_f64();
+
+        // (b) uploading the same bytes from a local file with aws-sdk-s3 multipart.
+        let f = tokio::fs::File::open(tmp.path()).await?;
+        let started = Instant::now();
+        let progress = std::sync::atomic::AtomicU64::new(0);
+        let (_, parts_done) = store
+            .upload("bench/baseline", f, &progress, async {
+                (true, Instant::now())
+            })
+            .await?;
+        let upload = started.elapsed().as_secs_f64();
+        store.delete("bench/baseline").await?;
+        println!(
+            "    round {round}: backup {took:.1} s (stream {streamed:.0} s, then completing), (a) {ssh_cat:.1} s, \
+             (b) {upload:.1} s (parts {:.1} s, completing {:.1} s): {:.2}",
+            (parts_done - started).as_secs_f64(),
+            upload - (parts_done - started).as_secs_f64(),
+            took / ssh_cat.max(upload)
+        );
+        backups.push(took);
+        cats.push(ssh_cat);
+        uploads.push(upload);
+    }
     let rss = worker.peak_rss_kib().unwrap_or(0);
     worker.stop(Duration::from_secs(5));
 
-    // (a) reading the same files over SSH.
-    let key = testbed::hosts::client_key()?;
-    let started = Instant::now();
-    let out = Command::new("ssh")
-        .args(ssh_args(&key, &a))
-        .arg(format!(
-            "find {} -type f -exec cat {{}} +",
-            datadir.display()
-        ))
-        .stdout(std::process::Stdio::null())
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "ssh cat: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ssh_cat = started.elapsed().as_secs_f64();
     // For the record: the backup's own producer alone (tar | zstd over SSH, to /dev/null).
     let started = Instant::now();
     let _ = Command::new("ssh")
@@ -266,72 +314,19 @@ async fn backup_speed(moto: &Moto, mib: u64) -> anyhow::Result<()> {
         ))
         .stdout(std::process::Stdio::null())
         .output()?;
-    let producer = started.elapsed().as_secs_f64();
-    println!("    (tar | zstd over ssh to /dev/null: {producer:.1} s; backup log:)");
-    for line in log.lines() {
-        println!("    {line}");
-    }
-
-    // (b) uploading the same bytes from a local file with aws-sdk-s3 multipart.
-    let store = worker::s3::Store::from_config(&app.cfg)
-        .await
-        .context("store")?;
-    let tmp = tempfile::NamedTempFile::new()?;
-    {
-        let mut body = store
-            .get(m["object_key"].as_str().unwrap_or_default())
-            .await?;
-        let mut f = tokio::fs::File::create(tmp.path()).await?;
-        tokio::io::copy(&mut body, &mut f).await?;
-    }
-    let f = tokio::fs::File::open(tmp.path()).await?;
-    let started = Instant::now();
-    let progress = std::sync::atomic::AtomicU64::new(0);
-    store
-        .upload("bench/baseline", f, &progress, async { (true, ()) })
-        .await?;
-    let upload = started.elapsed().as_secs_f64();
-
-    // For the record: the same upload fed by a pipe (`cat` of the file) instead of the file.
-    let mut cat = tokio::process::Command::new("cat")
-        .arg(tmp.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    let pipe = cat.stdout.take().context("stdout")?;
-    let started = Instant::now();
-    store
-        .upload("bench/baseline-pipe", pipe, &progress, async { (true, ()) })
-        .await?;
     println!(
-        "    (the same upload fed through a pipe: {:.1} s)",
+        "    (tar | zstd over ssh to /dev/null: {:.1} s)",
         started.elapsed().as_secs_f64()
     );
-    let _ = cat.wait().await;
-    // For the record: the backup's producer over a plain ssh process, uploaded by the same code.
-    let mut remote = tokio::process::Command::new("ssh")
-        .args(ssh_args(&key, &a))
-        .arg(format!(
-            "tar -C {} -cf - . | zstd -1 -T0 -q -c",
-            datadir.display()
-        ))
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    let pipe = remote.stdout.take().context("stdout")?;
-    let started = Instant::now();
-    store
-        .upload("bench/ssh-pipe", pipe, &progress, async { (true, ()) })
-        .await?;
-    println!(
-        "    (tar | zstd over a plain ssh process, uploaded: {:.1} s)",
-        started.elapsed().as_secs_f64()
-    );
-    let _ = remote.wait().await;
+
+    let (took, ssh_cat, upload) = (median(backups), median(cats), median(uploads));
     let slower = ssh_cat.max(upload);
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     println!(
-        "(k) snapshot backup of {:.2} GiB read, {:.2} GiB written: {took:.1} s; (a) ssh cat of the files {ssh_cat:.1} s \
-         ({:.0} MiB/s), (b) aws-sdk-s3 multipart upload of the written bytes from a file {upload:.1} s ({:.0} MiB/s); \
-         backup / slower baseline = {:.2} (target 1.25); sa-worker peak RSS {} MiB (target 128)",
+        "(k) snapshot backup of {:.2} GiB read, {:.2} GiB written, medians of {rounds} rounds: {took:.1} s; \
+         (a) ssh cat of the files {ssh_cat:.1} s ({:.0} MiB/s), (b) aws-sdk-s3 multipart upload of the written \
+         bytes from a file {upload:.1} s ({:.0} MiB/s); backup / slower baseline = {:.2} (target 1.25); \
+         sa-worker peak RSS {} MiB (target 128)",
         gib(read),
         gib(written),
         read as f64 / 1048576.0 / ssh_cat,
@@ -340,6 +335,25 @@ async fn backup_speed(moto: &Moto, mib: u64) -> anyhow::Result<()> {
         rss / 1024
     );
     Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Seconds from the snapshot to "Stream ended" in a backup log (for the per-round line).
+fn stream_seconds(log: &str) -> f64 {
+    let at = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .and_then(|l| l.get(1..20))
+            .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").ok())
+    };
+    match (at("Snapshot taken"), at("Stream ended")) {
+        (Some(a), Some(b)) => (b - a).as_seconds_f64(),
+        _ => f64::NAN,
+    }
 }
 
 /// `ssh` options and destination for a plain connection to a test host (the baselines).
