@@ -284,6 +284,80 @@ async fn a_slave_seeded_from_a_backup_replicates() {
     assert_eq!(b.sql("SELECT @@read_only").unwrap(), "1");
 }
 
+/// The story's recovery: the slave's backup, then the master dies, the slave is promoted, and a
+/// fresh slave seeded from that backup (taken before the promote) catches up from the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_promote_a_new_slave_seeded_from_the_old_slaves_backup_replicates() {
+    let (app, _moto) = app_with_s3().await;
+    let mut a = TestHost::start().unwrap().with_mariadb(161).unwrap();
+    let b = TestHost::start().unwrap().with_mariadb(162).unwrap();
+    let c = TestHost::start()
+        .unwrap()
+        .with_mariadb_without_binlog()
+        .unwrap();
+    for (name, h) in [("dba", &a), ("dbb", &b), ("dbc", &c)] {
+        app.add_db_host(name, h).await.unwrap();
+    }
+    let cluster = json!({"cluster": "shop", "default_schedules": false});
+    let (x, log) = app
+        .act("dba", "db_configure_master", json!({"cluster": "shop"}))
+        .await
+        .unwrap();
+    assert_eq!(x.status, Status::Succeeded, "{log}");
+    load(&a, 10_000);
+    let (x, log) = app
+        .act("dbb", "db_configure_slave", cluster.clone())
+        .await
+        .unwrap();
+    assert_eq!(x.status, Status::Succeeded, "{log}");
+    let (x, log) = app
+        .act("dbb", "db_backup", json!({"strategy": "mariabackup"}))
+        .await
+        .unwrap();
+    assert_eq!(x.status, Status::Succeeded, "{log}");
+    // Replicated after the backup, then the master dies.
+    a.sql("INSERT INTO shop.orders (id, customer) VALUES (10001, 'after the backup')")
+        .unwrap();
+    let pos = a.sql("SELECT @@gtid_binlog_pos").unwrap();
+    b.sql(&format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"))
+        .unwrap();
+    a.kill();
+    let (x, log) = app.act("dbb", "db_promote", json!({})).await.unwrap();
+    assert_eq!(x.status, Status::Succeeded, "{log}");
+    // The new master knows where its binary log starts.
+    assert!(
+        !log.contains("GTID position: \n")
+            && log.contains("Retrieved new master info... GTID position: 0-"),
+        "{log}"
+    );
+    b.sql("INSERT INTO shop.orders (id, customer) VALUES (10002, 'on the new master')")
+        .unwrap();
+
+    // C had no binary log: it gets one, with the replicated changes, before it is seeded.
+    let (x, log) = app
+        .act(
+            "dbc",
+            "db_configure_slave",
+            json!({"cluster": "shop", "from": "backup", "default_schedules": false}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(x.status, Status::Succeeded, "{log}");
+    assert!(log.contains("Catching up from dbb from GTID"), "{log}");
+    assert_eq!(c.sql("SELECT @@log_slave_updates").unwrap(), "1");
+    let caught = crate::eventually(std::time::Duration::from_secs(30), async || {
+        c.sql("SELECT count(*) FROM shop.orders WHERE id > 10000")
+            .unwrap()
+            == "2"
+    })
+    .await;
+    assert!(
+        caught,
+        "the new slave does not catch up from the new master"
+    );
+    assert_eq!(checksums(&b), checksums(&c));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_read_lock_is_not_kept_waiting_behind_a_long_query() {
     let (app, _moto) = app_with_s3().await;

@@ -255,7 +255,7 @@ impl TestHost {
         let data = self.datadir();
         let data = data.display();
         let binlog = match binlog_server_id {
-            Some(id) => format!("log-bin=bin\nserver-id={id}\n"),
+            Some(id) => format!("log-bin=bin\nserver-id={id}\nlog-slave-updates=1\n"),
             None => String::new(),
         };
         fs::write(

@@ -143,24 +143,40 @@ pub async fn ensure_binlog(
     db: &mut Db,
     clash: Option<u64>,
 ) -> Result<(), ActionError> {
+    const LOGGING: &str = "SELECT @@log_bin AS log_bin, @@server_id AS server_id, \
+                           @@log_slave_updates AS log_slave_updates";
     let row = db
-        .query_first_row("SELECT @@log_bin AS log_bin, @@server_id AS server_id")
+        .query_first_row(LOGGING)
         .await?
         .ok_or_else(|| ActionError::Failed("no answer from mysqld".into()))?;
     let id = column(&row, "server_id").as_u64().unwrap_or(0);
-    if column(&row, "log_bin") == 1 && id != 0 && Some(id) != clash {
+    let logging = column(&row, "log_bin") == 1 && id != 0 && Some(id) != clash;
+    if logging && column(&row, "log_slave_updates") == 1 {
         ctx.log
             .system(format!("Binary logging is on (server_id {id})."))
             .await;
         return Ok(());
     }
-    let new_id = server_id_for(ctx.server).to_string();
-    ctx.log
-        .system(format!(
-            "Server doesn't appear to be logging binary logs, configuring and restarting server with binary logging (server_id {new_id}, {}).",
-            config_file(ctx.server)
-        ))
-        .await;
+    let new_id = if logging {
+        // Only the slave updates are missing from the binary log: a slave that is promoted
+        // must serve what it replicated to the other slaves.
+        ctx.log
+            .system(format!(
+                "Replicated changes are not written to the binary log (log_slave_updates): configuring and restarting server ({}).",
+                config_file(ctx.server)
+            ))
+            .await;
+        id.to_string()
+    } else {
+        let new_id = server_id_for(ctx.server).to_string();
+        ctx.log
+            .system(format!(
+                "Server doesn't appear to be logging binary logs, configuring and restarting server with binary logging (server_id {new_id}, {}).",
+                config_file(ctx.server)
+            ))
+            .await;
+        new_id
+    };
     set(
         ctx.worker,
         ctx.server,
@@ -168,6 +184,7 @@ pub async fn ensure_binlog(
             ("log_bin", "mysql-bin"),
             ("server_id", &new_id),
             ("binlog_format", "ROW"),
+            ("log_slave_updates", "ON"),
         ],
     )
     .await?;
@@ -175,20 +192,21 @@ pub async fn ensure_binlog(
     let old = std::mem::replace(db, restart(ctx.worker, ctx.server).await?);
     old.close().await;
     let row = db
-        .query_first_row("SELECT @@log_bin AS log_bin, @@server_id AS server_id")
+        .query_first_row(LOGGING)
         .await?
         .ok_or_else(|| ActionError::Failed("no answer from mysqld".into()))?;
     if column(&row, "log_bin") != 1
+        || column(&row, "log_slave_updates") != 1
         || column(&row, "server_id") != new_id.parse::<u64>().unwrap_or(0)
     {
         return Err(ActionError::Failed(format!(
-            "mysqld restarted but binary logging is still off or server_id is not {new_id}: is {} read by mysqld?",
+            "mysqld restarted but binary logging (with log_slave_updates) is still off or server_id is not {new_id}: is {} read by mysqld?",
             config_file(ctx.server)
         )));
     }
     ctx.log
         .system(format!(
-            "mysqld restarted in {:.1} s: binary logging on, server_id {new_id}.",
+            "mysqld restarted in {:.1} s: binary logging on (with replicated changes), server_id {new_id}.",
             started.elapsed().as_secs_f64()
         ))
         .await;

@@ -1,16 +1,21 @@
 //! `sa-demo`: the main job on local test hosts. Starts two test hosts (own loopback address and
 //! sshd each), `sa-api` and two `sa-worker` processes, registers the hosts, submits a few script
-//! actions, prints their logs and the URLs to look at. `--keep` leaves it all running until
+//! actions and prints their logs. Then the story we come from, on three MariaDB test hosts and an
+//! S3 emulator: master and slave configured, a backup of the slave to S3, the master dies, the
+//! slave is promoted and the cluster's record moved to it, and a fresh slave is seeded from the
+//! backup (`--no-db` skips it). Prints the URLs to look at; `--keep` leaves it all running until
 //! Ctrl-C. Run it through `scripts/demo.sh`, which builds the binaries first.
 
 use std::time::{Duration, Instant};
 
 use api::client::Client;
 use clap::Parser;
+use serde_json::json;
 use shared::Config;
 use testbed::{
     hosts::{client_key, TestHost},
     procs::Proc,
+    services::Moto,
 };
 
 #[derive(Parser)]
@@ -18,6 +23,9 @@ struct Args {
     /// Keep the api, workers and hosts running until Ctrl-C.
     #[arg(long)]
     keep: bool,
+    /// Skip the database scene (MariaDB test hosts and the S3 emulator).
+    #[arg(long)]
+    no_db: bool,
 }
 
 #[tokio::main]
@@ -25,6 +33,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut cfg = Config::load(None)?;
     cfg.ssh_key = Some(client_key()?);
+    let moto = if args.no_db {
+        None
+    } else {
+        let moto = Moto::start().await?;
+        moto.configure(&mut cfg);
+        Some(moto)
+    };
     let hosts = [TestHost::start()?, TestHost::start()?];
     for (i, h) in hosts.iter().enumerate() {
         println!("test host web{}: sshd on {}:22", i + 1, h.address);
@@ -113,6 +128,9 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", client.log(*id, 0).await?.text);
         println!();
     }
+    if moto.is_some() {
+        db_scene(&client).await?;
+    }
     let base = &cfg.api_url;
     println!("Look at:");
     println!("  {base}/ui/actions               the log viewer (run with --keep to browse it)");
@@ -133,5 +151,99 @@ async fn main() -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
     }
     drop(workers);
+    Ok(())
+}
+
+/// The incident of the 2007 logs, replayed: a master dies and the slave takes over.
+async fn db_scene(client: &Client) -> anyhow::Result<()> {
+    let cluster = format!("shop{}", chrono::Utc::now().format("%H%M%S"));
+    println!("── The incident: cluster {cluster} on MariaDB test hosts db1 (master), db2 (slave), db3 (spare) ──");
+    let mut db = Vec::new();
+    for i in 1..=3u32 {
+        let h = TestHost::start()?.with_mariadb(i)?;
+        let name = format!("db{i}");
+        if client.get(&format!("/v1/servers/{name}")).await.is_ok() {
+            client.delete(&format!("/v1/servers/{name}")).await?;
+        }
+        client.add_server(&h.db_server_json(&name)).await?;
+        println!("test host {name}: sshd and mariadbd on {}", h.address);
+        db.push(h);
+    }
+    // No default backup schedules: the demo's hosts are gone when it ends.
+    let c = json!({"cluster": cluster, "default_schedules": false});
+    act(
+        client,
+        "db1",
+        "db_configure_master",
+        &json!({"cluster": cluster}),
+        false,
+    )
+    .await?;
+    db[0].sql(
+        "CREATE DATABASE shop; CREATE TABLE shop.orders (id INT AUTO_INCREMENT PRIMARY KEY, item VARCHAR(40));
+         INSERT INTO shop.orders (item) SELECT CONCAT('item ', seq) FROM mysql.seq_1_to_10000",
+    )?;
+    act(client, "db2", "db_configure_slave", &c, false).await?;
+    act(
+        client,
+        "db2",
+        "db_backup",
+        &json!({"strategy": "mariabackup", "tag": "10min"}),
+        false,
+    )
+    .await?;
+    db[0]
+        .sql("INSERT INTO shop.orders (item) SELECT 'after the backup' FROM mysql.seq_1_to_500")?;
+    let pos = db[0].sql("SELECT @@gtid_binlog_pos")?;
+    db[1].sql(&format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"))?;
+    println!(
+        "db1 has {} orders; now it dies (mariadbd and sshd killed).\n",
+        db[0].sql("SELECT COUNT(*) FROM shop.orders")?
+    );
+    db[0].kill();
+    act(client, "db2", "db_promote", &json!({}), true).await?;
+    let record = client.get(&format!("/v1/clusters/{cluster}")).await?;
+    println!("GET /v1/clusters/{cluster}: {record}\n");
+    act(
+        client,
+        "db3",
+        "db_configure_slave",
+        &json!({"cluster": cluster, "from": "backup", "default_schedules": false}),
+        true,
+    )
+    .await?;
+    db[1].sql("INSERT INTO shop.orders (item) VALUES ('written on the new master')")?;
+    let pos = db[1].sql("SELECT @@gtid_binlog_pos")?;
+    db[2].sql(&format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"))?;
+    println!(
+        "orders on db2 (new master): {}, on db3 (new slave, seeded from the backup): {}\n",
+        db[1].sql("SELECT COUNT(*) FROM shop.orders")?,
+        db[2].sql("SELECT COUNT(*) FROM shop.orders")?
+    );
+    Ok(())
+}
+
+/// Submit `kind` on `server`, wait, and print its log (whole, or its status line).
+async fn act(
+    client: &Client,
+    server: &str,
+    kind: &str,
+    params: &serde_json::Value,
+    whole: bool,
+) -> anyhow::Result<()> {
+    let a = client
+        .submit(&json!({"server": server, "kind": kind, "params": params}))
+        .await?;
+    let a = client.wait(a.id, Duration::from_secs(180)).await?;
+    let log = client.log(a.id, 0).await?.text;
+    println!("── action {} {kind} on {server} — {} ──", a.id, a.status);
+    if whole || a.status != shared::Status::Succeeded {
+        print!("{log}");
+        println!();
+    }
+    anyhow::ensure!(
+        a.status == shared::Status::Succeeded,
+        "{kind} on {server} did not succeed"
+    );
     Ok(())
 }

@@ -152,6 +152,15 @@ pub(super) async fn replicate(
     sdb: &mut Db,
 ) -> Result<serde_json::Value, ActionError> {
     let log = &ctx.log;
+    // The binary log starts where the copy is, so that once promoted this server can serve
+    // slaves seeded from that position or later (e.g. from a backup of it). Its binary log is
+    // empty here: RESET MASTER before the copy, which was loaded with sql_log_bin = 0.
+    let seeded = sdb.string("SELECT @@gtid_slave_pos").await?;
+    sdb.exec(&format!(
+        "SET GLOBAL gtid_binlog_state = '{}'",
+        seeded.replace('\'', "")
+    ))
+    .await?;
     let change = format!(
         "CHANGE MASTER TO MASTER_HOST = '{}', MASTER_PORT = {}, MASTER_USER = '{}', MASTER_PASSWORD = '{}', \
          MASTER_USE_GTID = slave_pos",
@@ -187,6 +196,13 @@ pub(super) async fn replicate(
         }
         for k in ["Last_IO_Error", "Last_SQL_Error"] {
             if let Some(e) = column(&s, k).as_str().filter(|e| !e.is_empty()) {
+                if e.contains("not in the master's binlog") {
+                    return Err(ActionError::Failed(format!(
+                        "the master's binary log does not reach back to GTID {seeded:?} (a backup \
+                         taken before a promote, or purged binary logs): seed from the master, or \
+                         from a backup of it. {k}: {e}"
+                    )));
+                }
                 if Instant::now() + Duration::from_secs(50) > deadline {
                     return Err(ActionError::Failed(format!(
                         "replication does not start: {k}: {e}"
