@@ -128,9 +128,11 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", client.log(*id, 0).await?.text);
         println!();
     }
-    if moto.is_some() {
-        db_scene(&client).await?;
-    }
+    // Held to the end: `--keep` leaves the database hosts up too.
+    let _db_hosts = match &moto {
+        Some(_) => db_scene(&client).await?,
+        None => Vec::new(),
+    };
     let base = &cfg.api_url;
     println!("Look at:");
     println!("  {base}/ui/actions               the log viewer (run with --keep to browse it)");
@@ -155,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The incident of the 2007 logs, replayed: a master dies and the slave takes over.
-async fn db_scene(client: &Client) -> anyhow::Result<()> {
+async fn db_scene(client: &Client) -> anyhow::Result<Vec<TestHost>> {
     let cluster = format!("shop{}", chrono::Utc::now().format("%H%M%S"));
     println!("── The incident: cluster {cluster} on MariaDB test hosts db1 (master), db2 (slave), db3 (spare) ──");
     let mut db = Vec::new();
@@ -220,7 +222,7 @@ async fn db_scene(client: &Client) -> anyhow::Result<()> {
         db[1].sql("SELECT COUNT(*) FROM shop.orders")?,
         db[2].sql("SELECT COUNT(*) FROM shop.orders")?
     );
-    Ok(())
+    Ok(db)
 }
 
 /// Submit `kind` on `server`, wait, and print its log (whole, or its status line).
