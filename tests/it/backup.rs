@@ -74,6 +74,8 @@ async fn round_trip(strategy: &str, a: TestHost) {
         log.contains(&format!("Backup {} committed", m["id"])),
         "{log}"
     );
+    // The stream's producer yielded to the database (niceness read on the host).
+    assert!(log.contains("produced at nice 10)"), "{log}");
 
     let listed = app.client.get("/v1/backups?lineage=dba").await.unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");

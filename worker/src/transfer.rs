@@ -25,6 +25,13 @@ const STDERR_TAIL: usize = 16 << 10;
 
 /// Marks the producer's exit status in a pipeline's stderr: `{ producer; echo sa-exit:$? >&2; } | zstd`.
 pub const EXIT_MARK: &str = "sa-exit:";
+/// Marks the niceness the stream's producer got, in its stderr.
+const NICE_MARK: &str = "sa-nice:";
+/// Prefixed to an upload's command: the producer yields CPU and I/O to the database on the same
+/// host (the login shell lowers its own priority, which the pipeline inherits; ignored where
+/// `renice`/`ionice` are missing), and says which niceness it got.
+const YIELD: &str = "renice -n 10 -p $$ >/dev/null 2>&1; ionice -c 2 -n 7 -p $$ >/dev/null 2>&1; \
+                     echo \"sa-nice:$(nice)\" >&2; ";
 
 /// Run `cmd` on `server` and upload its stdout as `key`. The upload is completed only if the
 /// command exits 0 and, when its stderr carries [`EXIT_MARK`], the marked status is 0 too;
@@ -40,7 +47,7 @@ pub async fn upload(
     let mut child = lease
         .session
         .clone()
-        .arc_raw_command(cmd)
+        .arc_raw_command(format!("{YIELD}{cmd}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -67,9 +74,14 @@ pub async fn upload(
         let status = child.wait().await;
         let tail = err_rx.await.unwrap_or_default();
         let ok = matches!(status, Ok(ref s) if s.success()) && marked_ok(&tail);
+        let nice = tail
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(NICE_MARK))
+            .map(|n| format!(", produced at nice {}", n.trim()))
+            .unwrap_or_default();
         ctx.log
             .system(format!(
-                "Stream ended ({:.1} MiB); completing the upload...",
+                "Stream ended ({:.1} MiB{nice}); completing the upload...",
                 progress_read.load(Ordering::Relaxed) as f64 / 1048576.0
             ))
             .await;
@@ -200,7 +212,7 @@ pub fn last_lines(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with(EXIT_MARK))
+        .filter(|l| !l.is_empty() && !l.starts_with(EXIT_MARK) && !l.starts_with(NICE_MARK))
         .collect();
     lines[lines.len().saturating_sub(n)..].join(" / ")
 }
@@ -215,5 +227,9 @@ mod tests {
         assert!(marked_ok("x\nsa-exit:0\n"));
         assert!(!marked_ok("mysqldump: Got error: 1045\nsa-exit:2\n"));
         assert_eq!(last_lines("a\n\nb\nsa-exit:2\nc\n", 2), "b / c");
+        assert_eq!(
+            last_lines("sa-nice:10\ntar: x: Cannot open\n", 2),
+            "tar: x: Cannot open"
+        );
     }
 }
