@@ -79,6 +79,13 @@ async fn round_trip(strategy: &str, a: TestHost) {
 
     let listed = app.client.get("/v1/backups?lineage=dba").await.unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let (code, out, err) = crate::cli::sactl(&app, &["backups", "list", "--lineage", "dba"]);
+    assert_eq!(code, 0, "{err}");
+    let row = out.lines().nth(1).unwrap_or_default().to_string();
+    assert!(
+        row.contains(&format!(" {strategy} ")) && row.contains(" committed "),
+        "{out}"
+    );
     assert_eq!(listed[0]["status"], "committed");
     assert_eq!(listed[0]["tag"], "daily");
     let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();

@@ -8,7 +8,7 @@ use testbed::procs::{bin_dir, Proc};
 
 use crate::{eventually, TestApp, TestHost};
 
-fn sactl(app: &TestApp, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn sactl(app: &TestApp, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin_dir().join("sactl"))
         .env("SA_API_URL", &app.api_url)
         .args(args)
@@ -162,4 +162,54 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sactl_act_submits_any_kind_and_names_bad_params() {
+    let mut app = TestApp::spawn().await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+
+    // Any kind, params from -p (JSON where it parses) and --params; --wait follows the log.
+    let (code, out, err) = sactl(
+        &app,
+        &[
+            "act",
+            "web1",
+            "run_script",
+            "--params",
+            r#"{"env": {"N": "1"}}"#,
+            "-p",
+            "script=echo \"act $N\"; exit 3",
+            "--wait",
+        ],
+    );
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains("act 1"), "{out}");
+    assert!(err.contains("(run_script) queued on web1"), "{err}");
+
+    // Bad input: the API's field, or the CLI's own flag; nothing queued.
+    let (code, _, err) = sactl(
+        &app,
+        &["act", "web1", "db_backup", "-p", "strategy=tarball"],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("field: params.strategy"), "{err}");
+    let (code, _, err) = sactl(&app, &["act", "web1", "run_script", "--params", "[1]"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--params: not a JSON object"), "{err}");
+    let (code, _, err) = sactl(&app, &["act", "web1", "run_script", "-p", "script"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("-p: \"script\" is not NAME=VALUE"), "{err}");
+    let (actions, _) = app.client.actions("limit=10").await.unwrap();
+    assert_eq!(actions.len(), 1, "only the good one was queued");
+
+    // Backups and clusters are readable from the CLI too.
+    let (code, out, err) = sactl(&app, &["backups", "list", "--cluster", "shop"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("    ID  LINEAGE"), "{out}");
+    let (code, _, err) = sactl(&app, &["clusters", "show", "nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("nope"), "{err}");
 }

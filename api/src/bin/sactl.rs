@@ -50,9 +50,32 @@ enum Cmd {
         #[arg(last = true)]
         script: Vec<String>,
     },
+    /// Submit an action of any kind: `sactl act db2 db_promote --wait`,
+    /// `sactl act db3 db_configure_slave -p cluster=shop -p from=backup`.
+    Act {
+        server: String,
+        kind: String,
+        /// A parameter, NAME=VALUE (repeatable); VALUE is JSON if it parses as JSON, else a string.
+        #[arg(short = 'p', long = "param")]
+        param: Vec<String>,
+        /// All parameters as one JSON object (the -p ones are added to it).
+        #[arg(long)]
+        params: Option<String>,
+        /// Follow the log and exit with the action's exit code.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        urgent: bool,
+    },
     /// List and show actions.
     #[command(subcommand)]
     Actions(ActionsCmd),
+    /// Backups: `sactl backups list --cluster shop`.
+    #[command(subcommand)]
+    Backups(BackupsCmd),
+    /// A DB cluster: its master, slaves and master DNS record.
+    #[command(subcommand)]
+    Clusters(ClustersCmd),
     /// Schedules: `sactl schedules add nightly --cluster shop --role master --kind db_backup --cron '0 30 3 * * *'`.
     #[command(subcommand)]
     Schedules(SchedulesCmd),
@@ -64,6 +87,26 @@ enum Cmd {
         #[arg(short, long)]
         follow: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum BackupsCmd {
+    /// Backups, newest first.
+    List {
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long)]
+        lineage: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// One backup with its manifest.
+    Show { id: i64 },
+}
+
+#[derive(Subcommand)]
+enum ClustersCmd {
+    Show { name: String },
 }
 
 #[derive(Subcommand)]
@@ -236,6 +279,74 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("action {} queued on {}", action.id, action.server);
             let done = follow(&client, action.id).await?;
             return Ok(exit_code(&done));
+        }
+        Cmd::Act {
+            server,
+            kind,
+            param,
+            params,
+            wait,
+            urgent,
+        } => {
+            let params = action_params(params.as_deref(), &param)?;
+            let action = client
+                .submit(
+                    &json!({"server": server, "kind": kind, "params": params, "urgent": urgent}),
+                )
+                .await?;
+            if !wait {
+                println!("{}", action.id);
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!("action {} ({kind}) queued on {}", action.id, action.server);
+            let done = follow(&client, action.id).await?;
+            return Ok(exit_code(&done));
+        }
+        Cmd::Backups(BackupsCmd::List {
+            cluster,
+            lineage,
+            limit,
+        }) => {
+            let mut q = vec![format!("limit={limit}")];
+            for (k, v) in [("cluster", cluster), ("lineage", lineage)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", urlencode(&v)));
+                }
+            }
+            let list = client.get(&format!("/v1/backups?{}", q.join("&"))).await?;
+            println!(
+                "{:>6}  {:<14} {:<12} {:<11} {:<11} {:>10}  {:<19}  {:<8} GTID",
+                "ID", "LINEAGE", "SERVER", "STRATEGY", "STATUS", "MIB", "STARTED", "VERIFIED"
+            );
+            for b in list.as_array().into_iter().flatten() {
+                let text = |k: &str| b[k].as_str().unwrap_or("").to_string();
+                let started = text("started_at");
+                println!(
+                    "{:>6}  {:<14} {:<12} {:<11} {:<11} {:>10}  {:<19}  {:<8} {}",
+                    b["id"],
+                    text("lineage"),
+                    text("server"),
+                    text("strategy"),
+                    text("status"),
+                    b["bytes"]
+                        .as_f64()
+                        .map(|n| format!("{:.1}", n / 1048576.0))
+                        .unwrap_or_default(),
+                    started.get(..19).unwrap_or(&started).replace('T', " "),
+                    text("verified"),
+                    text("gtid")
+                );
+            }
+        }
+        Cmd::Backups(BackupsCmd::Show { id }) => {
+            let v = client.get(&format!("/v1/backups/{id}")).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Cmd::Clusters(ClustersCmd::Show { name }) => {
+            let v = client
+                .get(&format!("/v1/clusters/{}", urlencode(&name)))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Cmd::Actions(ActionsCmd::List {
             server,
@@ -515,6 +626,25 @@ fn exit_code(a: &Action) -> ExitCode {
         eprintln!("action {} {}", a.id, a.status);
     }
     ExitCode::from(code)
+}
+
+/// An action's params from `--params JSON` and `-p NAME=VALUE` (VALUE as JSON when it parses).
+fn action_params(params: Option<&str>, pairs: &[String]) -> anyhow::Result<serde_json::Value> {
+    let mut obj = match params {
+        None => serde_json::Map::new(),
+        Some(p) => match serde_json::from_str(p) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => bail!("--params: not a JSON object: {p}"),
+        },
+    };
+    for kv in pairs {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("-p: {kv:?} is not NAME=VALUE");
+        };
+        let value = serde_json::from_str(v).unwrap_or_else(|_| json!(v));
+        obj.insert(k.to_string(), value);
+    }
+    Ok(serde_json::Value::Object(obj))
 }
 
 fn urlencode(s: &str) -> String {
