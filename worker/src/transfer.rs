@@ -24,7 +24,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const STDERR_TAIL: usize = 16 << 10;
 
 /// Marks the producer's exit status in a pipeline's stderr: `{ producer; echo sa-exit:$? >&2; } | zstd`.
-pub const EXIT_MARK: &str = "sa-exit:";
+const EXIT_MARK: &str = "sa-exit:";
 /// Marks the niceness the stream's producer got, in its stderr.
 const NICE_MARK: &str = "sa-nice:";
 /// Prefixed to an upload's command: the producer yields CPU and I/O to the database on the same
@@ -197,6 +197,12 @@ async fn read_tail(mut r: impl AsyncRead + Unpin) -> String {
         }
     }
     String::from_utf8_lossy(&tail).into_owned()
+}
+
+/// `producer | consumer`, with the producer's exit status marked on stderr (a pipeline's own
+/// status is only its last command's): check it with [`marked_ok`].
+pub fn piped(producer: &str, consumer: &str) -> String {
+    format!("{{ {producer}; echo {EXIT_MARK}$? >&2; }} | {consumer}")
 }
 
 /// No [`EXIT_MARK`] line, or every one of them says 0.

@@ -26,7 +26,7 @@ use super::{ActionError, Ctx, Done};
 use crate::{
     mysql::{column, ClientOpts, Db},
     s3::{Store, Uploaded},
-    transfer::{self, EXIT_MARK},
+    transfer::{self, piped},
 };
 
 /// The global read lock: each try waits at most this long, this many times.
@@ -214,11 +214,6 @@ pub fn suffix(compression: &str) -> &'static str {
     } else {
         "gz"
     }
-}
-
-/// `producer | compress`, with the producer's exit status marked on stderr.
-fn piped(producer: &str, compress: &str) -> String {
-    format!("{{ {producer}; echo {EXIT_MARK}$? >&2; }} | {compress}")
 }
 
 async fn logical(

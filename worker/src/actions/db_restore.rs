@@ -20,7 +20,7 @@ use shared::{
 use super::{ActionError, Ctx, Done};
 use crate::{
     mysql::{ClientOpts, Db},
-    transfer::{self, EXIT_MARK},
+    transfer,
 };
 
 pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
@@ -211,8 +211,14 @@ async fn restore_data(ctx: &Ctx<'_>, backup: &Backup) -> Result<Db, ActionError>
             .exec_input(
                 server,
                 &format!(
-                    "{{ {dec} < {file}; echo {EXIT_MARK}$? >&2; }} | mysql {} --init-command='SET SESSION sql_log_bin = 0'; rc=$?; rm -f {file}; exit $rc",
-                    opts.args
+                    "{}; rc=$?; rm -f {file}; exit $rc",
+                    transfer::piped(
+                        &format!("{dec} < {file}"),
+                        &format!(
+                            "mysql {} --init-command='SET SESSION sql_log_bin = 0'",
+                            opts.args
+                        )
+                    )
                 ),
                 b"",
             )
@@ -237,7 +243,10 @@ async fn restore_data(ctx: &Ctx<'_>, backup: &Backup) -> Result<Db, ActionError>
         &store,
         &backup.object_key,
         &sha,
-        &format!("rm -rf {staging} && mkdir -p {staging} && {{ {dec}; echo {EXIT_MARK}$? >&2; }} | {unpack}"),
+        &format!(
+            "rm -rf {staging} && mkdir -p {staging} && {}",
+            transfer::piped(dec, &unpack)
+        ),
     )
     .await;
     if let Err(e) = fetched {

@@ -16,10 +16,7 @@ use shared::{
 };
 
 use super::{ActionError, Ctx, Done};
-use crate::{
-    mysql::Db,
-    transfer::{self, EXIT_MARK},
-};
+use crate::{mysql::Db, transfer};
 
 pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
     let p = validate::verify_params(&ctx.action.params)?;
@@ -104,10 +101,14 @@ async fn verify(ctx: &Ctx<'_>, backup: &Backup, scratch: &str) -> Verdict {
     let data = format!("{scratch}/data");
     let fetch = match backup.strategy.as_str() {
         "logical" => format!("cat > {scratch}/dump"),
-        "mariabackup" => {
-            format!("mkdir {data} && {{ {dec}; echo {EXIT_MARK}$? >&2; }} | mbstream -x -C {data}")
-        }
-        _ => format!("mkdir {data} && {{ {dec}; echo {EXIT_MARK}$? >&2; }} | tar -x -C {data}"),
+        "mariabackup" => format!(
+            "mkdir {data} && {}",
+            transfer::piped(dec, &format!("mbstream -x -C {data}"))
+        ),
+        _ => format!(
+            "mkdir {data} && {}",
+            transfer::piped(dec, &format!("tar -x -C {data}"))
+        ),
     };
     match transfer::download(ctx, server, &store, &backup.object_key, &sha, &fetch).await {
         Ok(_) => {}
@@ -189,8 +190,9 @@ async fn check(ctx: &Ctx<'_>, db: &mut Db, backup: &Backup, scratch: &str, dec: 
         let loaded = step(
             ctx,
             "loading the dump",
-            &format!(
-                "{{ {dec} < {scratch}/dump; echo {EXIT_MARK}$? >&2; }} | mariadb --socket={scratch}/mysqld.sock"
+            &transfer::piped(
+                &format!("{dec} < {scratch}/dump"),
+                &format!("mariadb --socket={scratch}/mysqld.sock"),
             ),
         )
         .await?;
