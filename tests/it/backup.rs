@@ -99,6 +99,23 @@ async fn round_trip(strategy: &str, a: TestHost) {
         ],
         "objects in the bucket"
     );
+    // The object describes itself: its manifest is inside it too, after the stream.
+    let inside = store
+        .manifest_inside(&keys[0])
+        .await
+        .unwrap()
+        .expect("a manifest inside the object");
+    for field in [
+        "id",
+        "server",
+        "strategy",
+        "compression",
+        "bytes",
+        "sha256",
+        "gtid",
+    ] {
+        assert_eq!(inside[field], m[field], "{field}: {inside}");
+    }
 
     let (r, log) = app
         .act(

@@ -12,6 +12,7 @@ pub mod mysql;
 pub mod runner;
 pub mod s3;
 pub mod ssh;
+pub mod trailer;
 pub mod transfer;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};

@@ -101,14 +101,16 @@ impl Store {
     }
 
     /// Upload everything `src` yields as `key` (multipart); `progress` counts the bytes read.
-    /// Once `src` ended and every part is stored, `confirm` says whether the stream is good:
-    /// only then is the object completed (else the upload is aborted: `Rejected`).
+    /// Once `src` ended, `confirm` says whether the stream is good: only then is the object
+    /// completed (else the upload is aborted: `Rejected`); `trailer` gives the bytes appended
+    /// after the stream (they are not in the returned size and sha256).
     pub async fn upload<T>(
         &self,
         key: &str,
         mut src: impl AsyncRead + Unpin,
         progress: &AtomicU64,
         confirm: impl std::future::Future<Output = (bool, T)>,
+        trailer: impl FnOnce(&Uploaded, &T) -> Vec<u8>,
     ) -> Result<(Uploaded, T), S3Error> {
         let created = self
             .client
@@ -120,14 +122,10 @@ impl Store {
             .map_err(|e| self.err("CreateMultipartUpload", key, describe(&e)))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         let result = async {
-            let parts = self
-                .upload_parts(key, &upload_id, &mut src, progress)
+            let (parts, uploaded, extra) = self
+                .upload_parts(key, &upload_id, &mut src, progress, confirm, trailer)
                 .await?;
-            let (good, extra) = confirm.await;
-            if !good {
-                return Err(S3Error::Rejected);
-            }
-            let uploaded = self.complete(key, &upload_id, parts).await?;
+            self.complete(key, &upload_id, parts).await?;
             Ok((uploaded, extra))
         }
         .await;
@@ -145,56 +143,78 @@ impl Store {
         result
     }
 
-    async fn upload_parts(
+    /// Full parts are uploaded as they are read; the short one that ends the stream waits for
+    /// `confirm` and takes the trailer.
+    async fn upload_parts<T>(
         &self,
         key: &str,
         upload_id: &str,
         src: &mut (impl AsyncRead + Unpin),
         progress: &AtomicU64,
-    ) -> Result<(Vec<CompletedPart>, Uploaded), S3Error> {
+        confirm: impl std::future::Future<Output = (bool, T)>,
+        trailer: impl FnOnce(&Uploaded, &T) -> Vec<u8>,
+    ) -> Result<(Vec<CompletedPart>, Uploaded, T), S3Error> {
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         let mut done: Vec<CompletedPart> = Vec::new();
         let mut running: JoinSet<Result<CompletedPart, S3Error>> = JoinSet::new();
         let mut number = 0i32;
-        loop {
-            let size = if number < 1000 { PART } else { BIG_PART };
-            let part = read_part(src, size).await.map_err(S3Error::Source)?;
-            let last = part.len() < size;
-            if part.is_empty() && number > 0 {
-                break;
-            }
-            hasher.update(&part);
-            total += part.len() as u64;
-            progress.store(total, Ordering::Relaxed);
-            number += 1;
+        let mut spawn = async |number: i32, part: Bytes, done: &mut Vec<CompletedPart>| {
             while running.len() >= IN_FLIGHT {
                 done.push(joined(running.join_next().await)?);
             }
             let (store, key, id) = (self.clone(), key.to_string(), upload_id.to_string());
             running.spawn(async move { store.upload_part(&key, &id, number, part).await });
-            if last {
-                break;
+            Ok::<_, S3Error>(())
+        };
+        let last = loop {
+            let size = if number < 1000 { PART } else { BIG_PART };
+            let part = read_part(src, size).await.map_err(S3Error::Source)?;
+            hasher.update(&part);
+            total += part.len() as u64;
+            progress.store(total, Ordering::Relaxed);
+            number += 1;
+            if part.len() < size {
+                break part;
             }
+            spawn(number, part, &mut done).await?;
+        };
+        let (good, extra) = confirm.await;
+        if !good {
+            return Err(S3Error::Rejected);
+        }
+        let uploaded = Uploaded {
+            bytes: total,
+            sha256: hex(&hasher.finalize()),
+            parts: number as usize,
+        };
+        let trailer = trailer(&uploaded, &extra);
+        let last = if trailer.is_empty() {
+            last
+        } else {
+            Bytes::from([&last[..], &trailer].concat())
+        };
+        // A stream of whole parts ends with an empty read: no empty part after full ones.
+        if !last.is_empty() || number == 1 {
+            spawn(number, last, &mut done).await?;
         }
         while let Some(r) = running.join_next().await {
             done.push(joined(Some(r))?);
         }
         done.sort_by_key(|p| p.part_number());
         let uploaded = Uploaded {
-            bytes: total,
-            sha256: hex(&hasher.finalize()),
             parts: done.len(),
+            ..uploaded
         };
-        Ok((done, uploaded))
+        Ok((done, uploaded, extra))
     }
 
     async fn complete(
         &self,
         key: &str,
         upload_id: &str,
-        (done, uploaded): (Vec<CompletedPart>, Uploaded),
-    ) -> Result<Uploaded, S3Error> {
+        done: Vec<CompletedPart>,
+    ) -> Result<(), S3Error> {
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
@@ -208,7 +228,7 @@ impl Store {
             .send()
             .await
             .map_err(|e| self.err("CompleteMultipartUpload", key, describe(&e)))?;
-        Ok(uploaded)
+        Ok(())
     }
 
     async fn upload_part(
@@ -276,6 +296,27 @@ impl Store {
             .await
             .map_err(|e| self.err("GetObject", key, describe(&e)))?;
         Ok(out.body.into_async_read())
+    }
+
+    /// The object's last `n` bytes (all of it if it is shorter): where its manifest is.
+    pub async fn tail(&self, key: &str, n: u64) -> Result<Vec<u8>, S3Error> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes=-{n}"))
+            .send()
+            .await
+            .map_err(|e| self.err("GetObject", key, describe(&e)))?;
+        let body = out.body.collect().await;
+        let body = body.map_err(|e| self.err("GetObject", key, describe(&e)))?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    /// The manifest inside a backup object (see [`crate::trailer`]), if it has one.
+    pub async fn manifest_inside(&self, key: &str) -> Result<Option<serde_json::Value>, S3Error> {
+        Ok(crate::trailer::decode(&self.tail(key, 4 << 20).await?))
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), S3Error> {

@@ -11,7 +11,7 @@ use std::{
 };
 
 use openssh::Stdio;
-use shared::db::servers::Server;
+use shared::db::{backups::Backup, servers::Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::{
@@ -33,15 +33,17 @@ const NICE_MARK: &str = "sa-nice:";
 const YIELD: &str = "renice -n 10 -p $$ >/dev/null 2>&1; ionice -c 2 -n 7 -p $$ >/dev/null 2>&1; \
                      echo \"sa-nice:$(nice)\" >&2; ";
 
-/// Run `cmd` on `server` and upload its stdout as `key`. The upload is completed only if the
-/// command exits 0 and, when its stderr carries [`EXIT_MARK`], the marked status is 0 too;
-/// otherwise it is aborted. Returns what was uploaded and the command's stderr (tail).
+/// Run `cmd` on `server` and upload its stdout as `key`, followed by what `trailer` makes of
+/// the upload and the command's stderr. The upload is completed only if the command exits 0
+/// and, when its stderr carries [`EXIT_MARK`], the marked status is 0 too; otherwise it is
+/// aborted. Returns what was uploaded (without the trailer) and the command's stderr (tail).
 pub async fn upload(
     ctx: &Ctx<'_>,
     server: &Server,
     store: &Store,
     key: &str,
     cmd: &str,
+    trailer: impl FnOnce(&Uploaded, &str) -> Vec<u8>,
 ) -> Result<(Uploaded, String), ActionError> {
     let lease = ctx.worker.ssh.session(server).await?;
     let mut child = lease
@@ -70,6 +72,7 @@ pub async fn upload(
     // Awaited by the uploader after the last part, before it completes the object.
     let rejected_tail = std::sync::Mutex::new(String::new());
     let progress_read = progress.clone();
+    let ended = std::sync::OnceLock::new();
     let confirm = async {
         let status = child.wait().await;
         let tail = err_rx.await.unwrap_or_default();
@@ -85,15 +88,17 @@ pub async fn upload(
                 progress_read.load(Ordering::Relaxed) as f64 / 1048576.0
             ))
             .await;
+        let _ = ended.set(Instant::now());
         if !ok {
             *rejected_tail.lock().expect("poisoned") = tail.clone();
         }
         (ok, tail)
     };
-    let upload = Box::pin(store.upload(key, stdout, &progress, confirm));
+    let trailer = |u: &Uploaded, tail: &String| trailer(u, tail);
+    let upload = Box::pin(store.upload(key, stdout, &progress, confirm, trailer));
     let (up, ()) = tokio::select! {
         r = async { tokio::join!(upload, errors) } => r,
-        _ = report(ctx, &progress, "uploaded") => unreachable!("report never ends"),
+        _ = report(ctx, &progress, "uploaded", Some(&ended)) => unreachable!("report never ends"),
     };
     match up {
         Ok((u, tail)) => Ok((u, tail)),
@@ -105,22 +110,27 @@ pub async fn upload(
     }
 }
 
-/// Feed object `key` to `cmd`'s stdin on `server`; the object's sha256 must equal `sha256`.
+/// Feed `backup`'s object to `cmd`'s stdin on `server`: its bytes up to the manifest inside
+/// (see [`crate::trailer`]), whose sha256 must equal the manifest's.
 /// The command must not make its result visible before the worker says so: it writes into a
 /// staging place, and the caller moves it into place only after this returned Ok.
 pub async fn download(
     ctx: &Ctx<'_>,
     server: &Server,
     store: &Store,
-    key: &str,
-    sha256: &str,
+    backup: &Backup,
     cmd: &str,
 ) -> Result<u64, ActionError> {
+    let (key, sha256) = (
+        &backup.object_key,
+        backup.sha256.as_deref().unwrap_or_default(),
+    );
     let body = store
         .get(key)
         .await
         .map_err(|e| ActionError::Failed(e.to_string()))?;
-    let mut reader = HashingReader::new(body);
+    let stream = backup.bytes.map_or(u64::MAX, |n| n as u64);
+    let mut reader = HashingReader::new(body.take(stream));
     let progress = reader.bytes.clone();
     let lease = ctx.worker.ssh.session(server).await?;
     let mut child = lease
@@ -148,7 +158,7 @@ pub async fn download(
     };
     let (copied, tail) = tokio::select! {
         r = async { tokio::join!(feed, read_tail(stderr)) } => r,
-        _ = report(ctx, &progress, "downloaded") => unreachable!("report never ends"),
+        _ = report(ctx, &progress, "downloaded", None) => unreachable!("report never ends"),
     };
     let status = child.wait().await;
     let copied = copied.map_err(|e| ActionError::Failed(format!("streaming {key}: {e}")))?;
@@ -168,19 +178,29 @@ pub async fn download(
     Ok(copied)
 }
 
-/// Log the transferred bytes and rate every few seconds (never returns).
-async fn report(ctx: &Ctx<'_>, bytes: &AtomicU64, what: &str) {
+/// Log the transferred bytes and rate every few seconds, and once the source has `ended`, how
+/// long the store has been completing the object (never returns).
+async fn report(
+    ctx: &Ctx<'_>,
+    bytes: &AtomicU64,
+    what: &str,
+    ended: Option<&std::sync::OnceLock<Instant>>,
+) {
     let started = Instant::now();
     loop {
         tokio::time::sleep(PROGRESS_EVERY).await;
-        let n = bytes.load(Ordering::Relaxed) as f64;
-        ctx.log
-            .system(format!(
-                "... {what} {:.1} MiB ({:.1} MiB/s)",
-                n / 1048576.0,
-                n / 1048576.0 / started.elapsed().as_secs_f64()
-            ))
-            .await;
+        let line = match ended.and_then(|e| e.get()) {
+            Some(at) => format!(
+                "... completing the upload ({:.0} s)",
+                at.elapsed().as_secs_f64()
+            ),
+            None => {
+                let n = bytes.load(Ordering::Relaxed) as f64 / 1048576.0;
+                let rate = n / started.elapsed().as_secs_f64();
+                format!("... {what} {n:.1} MiB ({rate:.1} MiB/s)")
+            }
+        };
+        ctx.log.system(line).await;
     }
 }
 

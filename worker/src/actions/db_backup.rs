@@ -26,6 +26,7 @@ use super::{ActionError, Ctx, Done};
 use crate::{
     mysql::{column, ClientOpts, Db},
     s3::{Store, Uploaded},
+    trailer,
     transfer::{self, piped},
 };
 
@@ -100,24 +101,31 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
     let started = Instant::now();
     let started_at = chrono::Utc::now();
     let opts = ClientOpts::new(ctx.worker, server).await?;
+    let manifest = |u: &Uploaded, t: &Taken| {
+        json!({
+            "id": row.id, "lineage": lineage, "cluster": server.cluster, "server": server.name,
+            "strategy": strategy.as_str(), "tag": p.tag, "compression": compression,
+            "object_key": row.object_key, "bytes": u.bytes, "sha256": u.sha256,
+            "parts": u.parts, "gtid": t.gtid, "binlog_file": t.binlog_file,
+            "binlog_pos": t.binlog_pos, "lock_held_ms": t.lock_held_ms,
+            "tables": t.tables, "started_at": started_at, "finished_at": chrono::Utc::now(),
+            "seconds": started.elapsed().as_secs_f64(), "action_id": ctx.action.id,
+        })
+    };
+    // The manifest inside the object is written when the stream ends (its times are the
+    // stream's); the one beside it and in PostgreSQL once the object is complete.
+    let inside = |u: &Uploaded, t: &Taken| trailer::encode(compression, &manifest(u, t));
+    let key = &row.object_key;
     let taken = match strategy {
-        Strategy::Logical => logical(ctx, &store, &row.object_key, &opts, &compress).await,
-        Strategy::Mariabackup => mariabackup(ctx, &store, &row.object_key, &opts, &compress).await,
-        Strategy::Snapshot => snapshot(ctx, &store, &row.object_key, row.id, &compress).await,
+        Strategy::Logical => logical(ctx, &store, key, &opts, &compress, &inside).await,
+        Strategy::Mariabackup => mariabackup(ctx, &store, key, &opts, &compress, &inside).await,
+        Strategy::Snapshot => snapshot(ctx, &store, key, row.id, &compress, &inside).await,
     };
     opts.cleanup(ctx.worker, server).await;
     let (uploaded, taken) = taken?;
     let secs = started.elapsed().as_secs_f64();
-    let manifest = json!({
-        "id": row.id, "lineage": lineage, "cluster": server.cluster, "server": server.name,
-        "strategy": strategy.as_str(), "tag": p.tag, "compression": compression,
-        "object_key": row.object_key, "bytes": uploaded.bytes, "sha256": uploaded.sha256,
-        "parts": uploaded.parts, "gtid": taken.gtid, "binlog_file": taken.binlog_file,
-        "binlog_pos": taken.binlog_pos, "lock_held_ms": taken.lock_held_ms,
-        "tables": taken.tables, "started_at": started_at, "finished_at": chrono::Utc::now(),
-        "seconds": secs, "action_id": ctx.action.id,
-    });
-    // The manifest travels beside the backup: a backup is self-describing without PostgreSQL.
+    let manifest = manifest(&uploaded, &taken);
+    // And beside it, where a listing finds it without reading the backup.
     store
         .put(
             &row.manifest_key(),
@@ -216,12 +224,16 @@ pub fn suffix(compression: &str) -> &'static str {
     }
 }
 
+/// What goes after a backup's stream: the manifest, from the upload and the position taken.
+type Inside<'a> = dyn Fn(&Uploaded, &Taken) -> Vec<u8> + Sync + 'a;
+
 async fn logical(
     ctx: &Ctx<'_>,
     store: &Store,
     key: &str,
     opts: &ClientOpts,
     compress: &str,
+    inside: &Inside<'_>,
 ) -> Result<(Uploaded, Taken), ActionError> {
     let mut db = Db::connect(ctx.worker, ctx.server).await?;
     let databases = db.user_databases().await;
@@ -245,7 +257,15 @@ async fn logical(
     );
     let copy_position = "awk '/^-- (SET GLOBAL gtid_slave_pos|CHANGE MASTER TO MASTER_LOG_FILE)/ { print \"sa-pos:\" $0 > \"/dev/stderr\" } { print }'";
     let cmd = piped(&dump, &format!("{copy_position} | {compress}"));
-    let (up, stderr) = transfer::upload(ctx, ctx.server, store, key, &cmd).await?;
+    let (up, stderr) = transfer::upload(ctx, ctx.server, store, key, &cmd, |u, tail| {
+        inside(u, &dump_position(tail))
+    })
+    .await?;
+    Ok((up, dump_position(&stderr)))
+}
+
+/// The position mysqldump wrote (copied to stderr by the backup's pipeline).
+fn dump_position(stderr: &str) -> Taken {
     let mut taken = Taken::default();
     for line in stderr.lines().filter_map(|l| l.strip_prefix("sa-pos:")) {
         if line.contains("gtid_slave_pos") {
@@ -260,7 +280,7 @@ async fn logical(
                 .and_then(|p| p.trim_end_matches(';').trim().parse().ok());
         }
     }
-    Ok((up, taken))
+    taken
 }
 
 /// The `n`th single-quoted string of `line`.
@@ -274,6 +294,7 @@ async fn mariabackup(
     key: &str,
     opts: &ClientOpts,
     compress: &str,
+    inside: &Inside<'_>,
 ) -> Result<(Uploaded, Taken), ActionError> {
     let datadir = super::datadir(ctx.server);
     // Its chatter goes to a file; the info file (position, GTID) is copied to stderr at the end.
@@ -289,7 +310,10 @@ async fn mariabackup(
             compress
         )
     );
-    let (up, stderr) = transfer::upload(ctx, ctx.server, store, key, &cmd).await?;
+    let (up, stderr) = transfer::upload(ctx, ctx.server, store, key, &cmd, |u, tail| {
+        inside(u, &info_position(tail))
+    })
+    .await?;
     let chatter: Vec<&str> = stderr
         .lines()
         .filter(|l| !l.starts_with("sa-info:"))
@@ -300,6 +324,11 @@ async fn mariabackup(
             transfer::last_lines(&chatter.join("\n"), 1)
         ))
         .await;
+    Ok((up, info_position(&stderr)))
+}
+
+/// The position in mariadb-backup's info file (copied to stderr by the backup's command).
+fn info_position(stderr: &str) -> Taken {
     let mut taken = Taken::default();
     for line in stderr.lines().filter_map(|l| l.strip_prefix("sa-info:")) {
         // binlog_pos = filename 'bin.000002', position '1234', GTID of the last change '0-1-6'
@@ -309,7 +338,7 @@ async fn mariabackup(
             taken.gtid = quoted(v, 2).unwrap_or_default();
         }
     }
-    Ok((up, taken))
+    taken
 }
 
 async fn snapshot(
@@ -318,6 +347,7 @@ async fn snapshot(
     key: &str,
     backup_id: i64,
     compress: &str,
+    inside: &Inside<'_>,
 ) -> Result<(Uploaded, Taken), ActionError> {
     let (worker, server, log) = (ctx.worker, ctx.server, &ctx.log);
     let mut lock = Db::connect(worker, server).await?;
@@ -347,7 +377,7 @@ async fn snapshot(
         .map_err(|_| ActionError::Failed(format!("odd snapshot path {snap:?}")))?
         .into_owned();
     let cmd = piped(&format!("tar -C {quoted_snap} -cf - ."), compress);
-    let up = transfer::upload(ctx, server, store, key, &cmd).await;
+    let up = transfer::upload(ctx, server, store, key, &cmd, |u, _| inside(u, &taken)).await;
     match &server.db_snapshot_cleanup_command {
         Some(cleanup) => {
             let out = worker

@@ -184,21 +184,13 @@ pub(super) fn decompressor(b: &Backup) -> &'static str {
 async fn restore_data(ctx: &Ctx<'_>, backup: &Backup) -> Result<Db, ActionError> {
     let (worker, server, log) = (ctx.worker, ctx.server, &ctx.log);
     let store = super::store(ctx)?;
-    let sha = backup.sha256.clone().unwrap_or_default();
     let datadir = super::datadir(server);
     let staging = format!("{datadir}.sa-restore-{}", ctx.action.id);
     let dec = decompressor(backup);
     if backup.strategy == "logical" {
         let file = format!("{staging}.sql");
-        let fetched = transfer::download(
-            ctx,
-            server,
-            &store,
-            &backup.object_key,
-            &sha,
-            &format!("cat > {file}"),
-        )
-        .await;
+        let fetched =
+            transfer::download(ctx, server, &store, backup, &format!("cat > {file}")).await;
         if let Err(e) = fetched {
             let _ = worker.ssh.exec(server, &format!("rm -f {file}")).await;
             return Err(e);
@@ -241,8 +233,7 @@ async fn restore_data(ctx: &Ctx<'_>, backup: &Backup) -> Result<Db, ActionError>
         ctx,
         server,
         &store,
-        &backup.object_key,
-        &sha,
+        backup,
         &format!(
             "rm -rf {staging} && mkdir -p {staging} && {}",
             transfer::piped(dec, &unpack)

@@ -96,7 +96,6 @@ type Verdict = Result<Result<serde_json::Value, String>, ActionError>;
 async fn verify(ctx: &Ctx<'_>, backup: &Backup, scratch: &str) -> Verdict {
     let (worker, server, log) = (ctx.worker, ctx.server, &ctx.log);
     let store = super::store(ctx)?;
-    let sha = backup.sha256.clone().unwrap_or_default();
     let dec = super::db_restore::decompressor(backup);
     let data = format!("{scratch}/data");
     let fetch = match backup.strategy.as_str() {
@@ -110,7 +109,7 @@ async fn verify(ctx: &Ctx<'_>, backup: &Backup, scratch: &str) -> Verdict {
             transfer::piped(dec, &format!("tar -x -C {data}"))
         ),
     };
-    match transfer::download(ctx, server, &store, &backup.object_key, &sha, &fetch).await {
+    match transfer::download(ctx, server, &store, backup, &fetch).await {
         Ok(_) => {}
         Err(ActionError::BadData(reason)) => return Ok(Err(reason)),
         Err(e) => return Err(e),
