@@ -69,7 +69,7 @@ pub async fn upload(
         let tail = read_tail(stderr).await;
         let _ = err_tx.send(tail);
     };
-    // Awaited by the uploader after the last part, before it completes the object.
+    // Awaited by the uploader once the stream ended, before its last part and the completion.
     let rejected_tail = std::sync::Mutex::new(String::new());
     let progress_read = progress.clone();
     let ended = std::sync::OnceLock::new();
