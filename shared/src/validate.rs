@@ -426,12 +426,32 @@ pub fn backup_params(params: &Value) -> Result<BackupParams, FieldError> {
     Ok(p)
 }
 
-/// `"latest"` or a backup id.
+/// `"latest"`, a backup id, or `{"object": KEY}`: an object in the bucket, described by the
+/// manifest inside it (a restore needs no row in the database: disaster recovery).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
 pub enum BackupRef {
     Id(i64),
     Latest(LatestWord),
+    Object { object: String },
+}
+
+fn object_key(r: &BackupRef) -> Result<(), FieldError> {
+    match r {
+        BackupRef::Object { object }
+            if object.is_empty()
+                || object.len() > 1024
+                || object.starts_with('/')
+                || object.starts_with("s3://")
+                || object.chars().any(char::is_control) =>
+        {
+            Err(FieldError::new(
+                "params.backup.object",
+                "an object key in the backup bucket, such as \"db1/17/backup.tar.zst\"",
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -466,6 +486,7 @@ pub fn restore_params(params: &Value) -> Result<RestoreParams, FieldError> {
     if let Some(l) = &p.lineage {
         server_name("params.lineage", l)?;
     }
+    object_key(&p.backup)?;
     if p.before.is_some() && p.backup != BackupRef::Latest(LatestWord::Latest) {
         return Err(FieldError::new(
             "params.before",
@@ -485,6 +506,13 @@ pub struct VerifyParams {
 
 pub fn verify_params(params: &Value) -> Result<VerifyParams, FieldError> {
     let p: VerifyParams = parse_params("db_verify_backup", params)?;
+    if matches!(p.backup, BackupRef::Object { .. }) {
+        // Its verdict is recorded on the backup's row.
+        return Err(FieldError::new(
+            "params.backup",
+            "a backup id or \"latest\" (an object without its row cannot record a verdict)",
+        ));
+    }
     if let Some(l) = &p.lineage {
         server_name("params.lineage", l)?;
     }

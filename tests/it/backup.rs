@@ -310,6 +310,92 @@ async fn a_slave_seeded_from_a_backup_replicates() {
     assert_eq!(b.sql("SELECT @@read_only").unwrap(), "1");
 }
 
+/// Disaster recovery: the control plane lost its backup rows and the manifest objects; the
+/// backup object alone restores, described by the manifest inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_object_alone_restores_from_the_manifest_inside_it() {
+    let (app, _moto) = app_with_s3().await;
+    let a = TestHost::start().unwrap().with_mariadb(161).unwrap();
+    let b = TestHost::start().unwrap().with_mariadb(162).unwrap();
+    app.add_db_host("dba", &a).await.unwrap();
+    app.add_db_host("dbb", &b).await.unwrap();
+    load(&a, 20_000);
+    let (x, log) = app
+        .act("dba", "db_backup", json!({"strategy": "mariabackup"}))
+        .await
+        .unwrap();
+    assert_eq!(x.status, Status::Succeeded, "{log}");
+    let m = x.result.unwrap();
+    let key = m["object_key"].as_str().unwrap().to_string();
+    let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
+    store
+        .delete(&format!("dba/{}/manifest.json", m["id"]))
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM backups")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // Not objects of ours: clear failures, B untouched.
+    store
+        .put("elsewhere/dump.sql.zst", b"not a backup".to_vec())
+        .await
+        .unwrap();
+    for (object, says) in [
+        ("elsewhere/dump.sql.zst", "has no manifest inside"),
+        ("dba/999/backup.xbstream.zst", "GetObject"),
+    ] {
+        let (r, log) = app
+            .act(
+                "dbb",
+                "db_restore",
+                json!({"backup": {"object": object}, "as": "master", "cluster": "dr"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, Status::Failed, "{log}");
+        assert!(log.contains(says), "{object}: {log}");
+        assert!(
+            log.contains("was not touched") || !log.contains("Restoring"),
+            "{log}"
+        );
+    }
+    assert_eq!(
+        b.sql("SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'shop'")
+            .unwrap(),
+        "0"
+    );
+
+    let (r, log) = app
+        .act(
+            "dbb",
+            "db_restore",
+            json!({"backup": {"object": key}, "as": "master", "cluster": "dr"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{log}");
+    assert!(
+        log.contains(&format!("Restoring backup {} (mariabackup", m["id"])),
+        "{log}"
+    );
+    assert_eq!(checksums(&b), checksums(&a), "restored data differs");
+    // A bad object key is named as such, nothing queued.
+    let err = app
+        .client
+        .post(
+            "/v1/actions",
+            &json!({"server": "dbb", "kind": "db_restore",
+                    "params": {"backup": {"object": "s3://bucket/key"}, "as": "master", "cluster": "dr"}}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, api::client::ClientError::Api { status: 400, field: Some(f), .. } if f == "params.backup.object"),
+        "{err:?}"
+    );
+}
+
 /// The story's recovery: the slave's backup, then the master dies, the slave is promoted, and a
 /// fresh slave seeded from that backup (taken before the promote) catches up from the new master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -666,6 +752,11 @@ async fn a_corrupted_object_a_missing_bucket_and_bad_params_are_clear_failures()
             "params.before",
         ),
         ("db_verify_backup", json!({}), "params.backup"),
+        (
+            "db_verify_backup",
+            json!({"backup": {"object": "dba/1/backup.sql.zst"}}),
+            "params.backup",
+        ),
     ] {
         let err = app
             .client

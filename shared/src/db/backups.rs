@@ -31,6 +31,33 @@ pub struct Backup {
 }
 
 impl Backup {
+    /// The backup a manifest describes (the one inside its object), found at `object_key`.
+    /// `None` if a field a restore needs is missing.
+    pub fn from_manifest(object_key: &str, m: &serde_json::Value) -> Option<Backup> {
+        let text = |f: &str| m[f].as_str().map(str::to_string);
+        Some(Backup {
+            id: m["id"].as_i64()?,
+            lineage: text("lineage")?,
+            cluster: text("cluster"),
+            server: text("server")?,
+            strategy: text("strategy")?,
+            tag: text("tag"),
+            status: "committed".into(),
+            action_id: m["action_id"].as_i64(),
+            object_key: object_key.to_string(),
+            compression: text("compression")?,
+            bytes: Some(m["bytes"].as_i64()?),
+            sha256: Some(text("sha256")?),
+            gtid: text("gtid"),
+            manifest: Some(Json(m.clone())),
+            verified: None,
+            verify_note: None,
+            verified_at: None,
+            started_at: text("started_at")?.parse().ok()?,
+            committed_at: None,
+        })
+    }
+
     /// The manifest object stored beside the backup.
     pub fn manifest_key(&self) -> String {
         format!("{}/{}/manifest.json", self.lineage, self.id)

@@ -159,6 +159,22 @@ pub(super) async fn resolve(
             }
             Ok(b)
         }
+        BackupRef::Object { object } => {
+            let store = super::store(ctx)?;
+            let at = format!("s3://{}/{object}", store.bucket);
+            let m = store
+                .manifest_inside(object)
+                .await
+                .map_err(|e| ActionError::Failed(e.to_string()))?
+                .ok_or_else(|| {
+                    ActionError::Failed(format!(
+                        "{at} has no manifest inside: not a backup of this tool (or one older than manifests inside objects)"
+                    ))
+                })?;
+            Backup::from_manifest(object, &m).ok_or_else(|| {
+                ActionError::Failed(format!("the manifest inside {at} lacks fields: {m}"))
+            })
+        }
         BackupRef::Latest(_) => backups::latest(pool, lineage, before)
             .await
             .map_err(store_err)?
