@@ -118,13 +118,16 @@ impl TestHost {
                  PermitRootLogin no\n\
                  MaxSessions 64\n\
                  MaxStartups 200:30:400\n\
-                 SetEnv SA_HOST_DIR={dir}\n\
+                 SetEnv SA_HOST_DIR={dir} PATH={bin}:/usr/local/bin:/usr/bin:/bin:/usr/games\n\
                  LogLevel ERROR\n",
                 key = key.display(),
                 pid = root.path().join("sshd.pid").display(),
                 dir = dir.display(),
+                bin = root.path().join("bin").display(),
             ),
         )?;
+        // First in the login user's PATH: where `without_command` shadows a tool.
+        fs::create_dir(root.path().join("bin"))?;
         fs::create_dir_all("/run/sshd")?;
         let log = fs::File::create(root.path().join("sshd.log"))?;
         let mut cmd = Command::new("/usr/sbin/sshd");
@@ -181,6 +184,18 @@ impl TestHost {
             "name": name, "address": self.address.to_string(), "ssh_user": LOGIN_USER,
             "host_key": self.host_key(),
         })
+    }
+
+    /// A host whose `command` fails as if it were not installed (exit 127), for the login
+    /// user's sessions.
+    pub fn without_command(self, command: &str) -> anyhow::Result<Self> {
+        let path = self.root.path().join("bin").join(command);
+        fs::write(
+            &path,
+            "#!/bin/sh\necho \"$0: not installed on this test host\" >&2\nexit 127\n",
+        )?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+        Ok(self)
     }
 
     /// Read a file the scripts wrote in `$SA_HOST_DIR` (empty if missing).

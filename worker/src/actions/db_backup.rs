@@ -199,14 +199,14 @@ async fn expire(ctx: &Ctx<'_>, store: &Store, lineage: &str) {
     }
 }
 
-/// zstd when the server has it (fast), else gzip: (name, compressing command).
+/// zstd when the server has a working one (fast), else gzip: (name, compressing command).
 async fn compressor(ctx: &Ctx<'_>) -> Result<(&'static str, String), ActionError> {
     let (_, out) = ctx
         .worker
         .ssh
         .exec(
             ctx.server,
-            "command -v zstd >/dev/null 2>&1 && echo zstd || echo gzip",
+            "zstd -V >/dev/null 2>&1 && echo zstd || echo gzip",
         )
         .await?;
     Ok(if out.trim() == "zstd" {
