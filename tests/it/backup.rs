@@ -27,6 +27,18 @@ fn load(host: &TestHost, rows: u32) {
     .unwrap();
 }
 
+/// Whether `slave` gets, within 30 s, the two orders (ids above 10,000) the tests write on
+/// the master after seeding it.
+async fn catches_up(slave: &TestHost) -> bool {
+    crate::eventually(std::time::Duration::from_secs(30), async || {
+        slave
+            .sql("SELECT count(*) FROM shop.orders WHERE id > 10000")
+            .unwrap()
+            == "2"
+    })
+    .await
+}
+
 fn checksums(host: &TestHost) -> String {
     host.sql("CHECKSUM TABLE shop.orders, shop.events EXTENDED")
         .unwrap()
@@ -296,14 +308,8 @@ async fn a_slave_seeded_from_a_backup_replicates() {
     assert!(log.contains("Catching up from dba from GTID"), "{log}");
     a.sql("INSERT INTO shop.orders (id, customer) VALUES (10002, 'later')")
         .unwrap();
-    let caught = crate::eventually(std::time::Duration::from_secs(30), async || {
-        b.sql("SELECT count(*) FROM shop.orders WHERE id > 10000")
-            .unwrap()
-            == "2"
-    })
-    .await;
     assert!(
-        caught,
+        catches_up(&b).await,
         "the slave seeded from the backup does not replicate"
     );
     assert_eq!(checksums(&a), checksums(&b));
@@ -465,14 +471,8 @@ async fn after_a_promote_a_new_slave_seeded_from_the_old_slaves_backup_replicate
     assert_eq!(x.status, Status::Succeeded, "{log}");
     assert!(log.contains("Catching up from dbb from GTID"), "{log}");
     assert_eq!(c.sql("SELECT @@log_slave_updates").unwrap(), "1");
-    let caught = crate::eventually(std::time::Duration::from_secs(30), async || {
-        c.sql("SELECT count(*) FROM shop.orders WHERE id > 10000")
-            .unwrap()
-            == "2"
-    })
-    .await;
     assert!(
-        caught,
+        catches_up(&c).await,
         "the new slave does not catch up from the new master"
     );
     assert_eq!(checksums(&b), checksums(&c));

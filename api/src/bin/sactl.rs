@@ -272,13 +272,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 body["idempotency_key"] = json!(k);
             }
             let action = client.submit(&body).await?;
-            if !wait {
-                println!("{}", action.id);
-                return Ok(ExitCode::SUCCESS);
-            }
-            eprintln!("action {} queued on {}", action.id, action.server);
-            let done = follow(&client, action.id).await?;
-            return Ok(exit_code(&done));
+            return submitted(&client, &action, wait, "").await;
         }
         Cmd::Act {
             server,
@@ -294,13 +288,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     &json!({"server": server, "kind": kind, "params": params, "urgent": urgent}),
                 )
                 .await?;
-            if !wait {
-                println!("{}", action.id);
-                return Ok(ExitCode::SUCCESS);
-            }
-            eprintln!("action {} ({kind}) queued on {}", action.id, action.server);
-            let done = follow(&client, action.id).await?;
-            return Ok(exit_code(&done));
+            return submitted(&client, &action, wait, &format!(" ({kind})")).await;
         }
         Cmd::Backups(BackupsCmd::List {
             cluster,
@@ -594,6 +582,22 @@ async fn schedules(client: &Client, cmd: SchedulesCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A queued action: its id, or with `wait` its log followed to the end and its exit code.
+async fn submitted(
+    client: &Client,
+    action: &Action,
+    wait: bool,
+    what: &str,
+) -> anyhow::Result<ExitCode> {
+    if !wait {
+        println!("{}", action.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("action {}{what} queued on {}", action.id, action.server);
+    let done = follow(client, action.id).await?;
+    Ok(exit_code(&done))
 }
 
 /// Print the log as it grows until the action is over; returns the final action.

@@ -315,13 +315,11 @@ async fn backup_speed(moto: &Moto, mib: u64, rounds: usize) -> anyhow::Result<()
     worker.stop(Duration::from_secs(5));
 
     // For the record: the backup's own producer alone (tar | zstd over SSH, to /dev/null).
+    let produce = format!("tar -C {} -cf - . | zstd -1 -T0 -q -c", datadir.display());
     let started = Instant::now();
     let _ = Command::new("ssh")
         .args(ssh_args(&key, &a))
-        .arg(format!(
-            "tar -C {} -cf - . | zstd -1 -T0 -q -c",
-            datadir.display()
-        ))
+        .arg(&produce)
         .stdout(std::process::Stdio::null())
         .output()?;
     println!(
@@ -334,10 +332,7 @@ async fn backup_speed(moto: &Moto, mib: u64, rounds: usize) -> anyhow::Result<()
     let started = Instant::now();
     let producer = tokio::process::Command::new("ssh")
         .args(ssh_args(&key, &a))
-        .arg(format!(
-            "tar -C {} -cf - . | zstd -1 -T0 -q -c",
-            datadir.display()
-        ))
+        .arg(&produce)
         .stdout(std::process::Stdio::null())
         .status();
     let f = tokio::fs::File::open(tmp.path()).await?;
