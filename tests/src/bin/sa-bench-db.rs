@@ -266,7 +266,7 @@ async fn backup_speed(moto: &Moto, mib: u64, rounds: usize) -> anyhow::Result<()
             let mut f = tokio::fs::File::create(tmp.path()).await?;
             tokio::io::copy(&mut body, &mut f).await?;
         }
-        let streamed = stream_seconds(&log);
+        let phases = phases(&app, &x).await?;
 
         // (a) reading the same files over SSH.
         let started = Instant::now();
@@ -301,7 +301,7 @@ async fn backup_speed(moto: &Moto, mib: u64, rounds: usize) -> anyhow::Result<()
         let upload = started.elapsed().as_secs_f64();
         store.delete("bench/baseline").await?;
         println!(
-            "    round {round}: backup {took:.1} s (stream {streamed:.0} s, then completing), (a) {ssh_cat:.1} s, \
+            "    round {round}: backup {took:.1} s ({phases}), (a) {ssh_cat:.1} s, \
              (b) {upload:.1} s (parts {:.1} s, completing {:.1} s): {:.2}",
             (parts_done - started).as_secs_f64(),
             upload - (parts_done - started).as_secs_f64(),
@@ -384,18 +384,42 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Seconds from the snapshot to "Stream ended" in a backup log (for the per-round line).
-fn stream_seconds(log: &str) -> f64 {
+/// A backup's phases from its log's timestamps (milliseconds): before the stream (lock,
+/// snapshot), counting rows, the stream, completing the object, and the rest (cleanup, commit).
+async fn phases(app: &TestApp, x: &shared::Action) -> anyhow::Result<String> {
+    let lines: Vec<(chrono::DateTime<chrono::Utc>, String)> = sqlx::query_as(
+        "SELECT ts, line FROM action_log WHERE action_id = $1 AND stream = 0 ORDER BY seq",
+    )
+    .bind(x.id)
+    .fetch_all(&app.pool)
+    .await?;
     let at = |needle: &str| {
-        log.lines()
-            .find(|l| l.contains(needle))
-            .and_then(|l| l.get(1..20))
-            .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").ok())
+        lines
+            .iter()
+            .find(|(_, l)| l.contains(needle))
+            .map(|(t, _)| *t)
     };
-    match (at("Snapshot taken"), at("Stream ended")) {
-        (Some(a), Some(b)) => (b - a).as_seconds_f64(),
-        _ => f64::NAN,
-    }
+    let (Some(start), Some(snap), Some(counted), Some(ended), Some(done), Some(end)) = (
+        x.started_at,
+        at("Snapshot taken"),
+        at("Rows counted"),
+        at("Stream ended"),
+        at("committed:"),
+        x.finished_at,
+    ) else {
+        return Ok("no phases in its log".into());
+    };
+    let s = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
+        (b - a).as_seconds_f64()
+    };
+    Ok(format!(
+        "lock and snapshot {:.2} s, counting rows {:.2} s, stream {:.1} s, completing {:.1} s, after {:.2} s",
+        s(start, snap),
+        s(snap, counted),
+        s(counted, ended),
+        s(ended, done),
+        s(done, end)
+    ))
 }
 
 /// `ssh` options and destination for a plain connection to a test host (the baselines).

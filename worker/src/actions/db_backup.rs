@@ -370,9 +370,17 @@ async fn snapshot(
         }
     };
     // Exact row counts in the transaction opened while the lock was held.
+    let counting = Instant::now();
     let counts = count_rows(&mut side).await;
     side.close().await;
-    taken.tables = Some(counts?);
+    let counts = counts?;
+    log.system(format!(
+        "Rows counted in {} tables ({:.1} s).",
+        counts.len(),
+        counting.elapsed().as_secs_f64()
+    ))
+    .await;
+    taken.tables = Some(counts);
     let quoted_snap = shlex::try_quote(&snap)
         .map_err(|_| ActionError::Failed(format!("odd snapshot path {snap:?}")))?
         .into_owned();
