@@ -88,6 +88,12 @@ async fn round_trip(strategy: &str, a: TestHost) {
     );
     // The stream's producer yielded to the database (niceness read on the host).
     assert!(log.contains("produced at nice 10)"), "{log}");
+    if strategy == "snapshot" {
+        // Exact counts at the snapshot's point, taken while it streamed.
+        assert_eq!(m["tables"]["shop.orders"], 1_200_000, "{m}");
+        assert_eq!(m["tables"]["shop.events"], 1_000, "{m}");
+        assert!(log.contains("Rows counted in 2 tables"), "{log}");
+    }
 
     let listed = app.client.get("/v1/backups?lineage=dba").await.unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
@@ -125,6 +131,7 @@ async fn round_trip(strategy: &str, a: TestHost) {
         "bytes",
         "sha256",
         "gtid",
+        "tables",
     ] {
         assert_eq!(inside[field], m[field], "{field}: {inside}");
     }
@@ -672,6 +679,45 @@ async fn an_interrupted_upload_leaves_no_backup_and_bad_restores_change_nothing(
         assert!(log.contains(reason), "{reason}: {log}");
     }
     assert_eq!(b.sql("SELECT i FROM keep.t").unwrap(), "1");
+}
+
+/// Rows are counted while the snapshot streams; a count that fails aborts the upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_row_count_aborts_the_snapshot_upload() {
+    let (app, _moto) = app_with_s3().await;
+    let a = TestHost::start()
+        .unwrap()
+        .with_mariadb_on_btrfs(211, 1024)
+        .unwrap();
+    app.add_db_host("dba", &a).await.unwrap();
+    load(&a, 10_000);
+    // A table without its tablespace: COUNT(*) fails, while tar copies the datadir fine.
+    a.sql("CREATE TABLE shop.gone (id INT PRIMARY KEY); ALTER TABLE shop.gone DISCARD TABLESPACE")
+        .unwrap();
+
+    let (x, log) = app
+        .act("dba", "db_backup", json!({"strategy": "snapshot"}))
+        .await
+        .unwrap();
+    assert_eq!(x.status, Status::Failed, "{log}");
+    assert!(log.contains("Stream ended"), "{log}");
+    assert!(log.contains("counting the rows of shop.gone"), "{log}");
+    assert!(!log.contains("Rows counted"), "{log}");
+    assert!(log.contains("removed."), "{log}");
+    let listed = app.client.get("/v1/backups?lineage=dba").await.unwrap();
+    assert_eq!(listed[0]["status"], "uncommitted", "{listed}");
+    let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
+    assert_eq!(
+        store.list("dba/").await.unwrap(),
+        Vec::<String>::new(),
+        "no object"
+    );
+    // Nothing of the counting session is left on the server.
+    assert_eq!(
+        a.sql("SELECT COUNT(*) FROM information_schema.processlist WHERE command = 'Sleep'")
+            .unwrap(),
+        "0"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

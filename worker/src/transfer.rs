@@ -34,17 +34,20 @@ const YIELD: &str = "renice -n 10 -p $$ >/dev/null 2>&1; ionice -c 2 -n 7 -p $$ 
                      echo \"sa-nice:$(nice)\" >&2; ";
 
 /// Run `cmd` on `server` and upload its stdout as `key`, followed by what `trailer` makes of
-/// the upload and the command's stderr. The upload is completed only if the command exits 0
-/// and, when its stderr carries [`EXIT_MARK`], the marked status is 0 too; otherwise it is
-/// aborted. Returns what was uploaded (without the trailer) and the command's stderr (tail).
-pub async fn upload(
+/// the upload, the command's stderr and the result of `alongside`, which runs while the stream
+/// flows (work the stream need not wait for, such as counting rows). The upload is completed
+/// only if `alongside` succeeded and the command exits 0 and, when its stderr carries
+/// [`EXIT_MARK`], the marked status is 0 too; otherwise it is aborted. Returns what was
+/// uploaded (without the trailer), the command's stderr (tail) and what `alongside` returned.
+pub async fn upload<R>(
     ctx: &Ctx<'_>,
     server: &Server,
     store: &Store,
     key: &str,
     cmd: &str,
-    trailer: impl FnOnce(&Uploaded, &str) -> Vec<u8>,
-) -> Result<(Uploaded, String), ActionError> {
+    alongside: impl std::future::Future<Output = Result<R, ActionError>>,
+    trailer: impl FnOnce(&Uploaded, &str, &R) -> Vec<u8>,
+) -> Result<(Uploaded, String, R), ActionError> {
     let lease = ctx.worker.ssh.session(server).await?;
     let mut child = lease
         .session
@@ -69,8 +72,13 @@ pub async fn upload(
         let tail = read_tail(stderr).await;
         let _ = err_tx.send(tail);
     };
+    let (side_tx, side_rx) = tokio::sync::oneshot::channel();
+    let alongside = async move {
+        let _ = side_tx.send(alongside.await);
+    };
     // Awaited by the uploader once the stream ended, before its last part and the completion.
     let rejected_tail = std::sync::Mutex::new(String::new());
+    let side_error = std::sync::Mutex::new(None);
     let progress_read = progress.clone();
     let ended = std::sync::OnceLock::new();
     let confirm = async {
@@ -92,20 +100,39 @@ pub async fn upload(
         if !ok {
             *rejected_tail.lock().expect("poisoned") = tail.clone();
         }
-        (ok, tail)
+        let side = side_rx.await.unwrap_or_else(|_| {
+            Err(ActionError::Failed(
+                "the work alongside the stream ended early".into(),
+            ))
+        });
+        match side {
+            Ok(r) => (ok, (tail, Some(r))),
+            Err(e) => {
+                *side_error.lock().expect("poisoned") = Some(e);
+                (false, (tail, None))
+            }
+        }
     };
-    let trailer = |u: &Uploaded, tail: &String| trailer(u, tail);
+    // Only called once `confirm` said yes: `alongside` succeeded.
+    let trailer = |u: &Uploaded, (tail, r): &(String, Option<R>)| {
+        r.as_ref().map(|r| trailer(u, tail, r)).unwrap_or_default()
+    };
     let upload = Box::pin(store.upload(key, stdout, &progress, confirm, trailer));
-    let (up, ()) = tokio::select! {
-        r = async { tokio::join!(upload, errors) } => r,
+    let (up, (), ()) = tokio::select! {
+        r = async { tokio::join!(upload, errors, alongside) } => r,
         _ = report(ctx, &progress, "uploaded", Some(&ended)) => unreachable!("report never ends"),
     };
     match up {
-        Ok((u, tail)) => Ok((u, tail)),
-        Err(crate::s3::S3Error::Rejected) => Err(ActionError::Failed(format!(
-            "the backup command failed: {}",
-            last_lines(&rejected_tail.lock().expect("poisoned"), 5)
-        ))),
+        Ok((u, (tail, Some(r)))) => Ok((u, tail, r)),
+        Ok((_, (_, None))) | Err(crate::s3::S3Error::Rejected) => {
+            if let Some(e) = side_error.lock().expect("poisoned").take() {
+                return Err(e);
+            }
+            Err(ActionError::Failed(format!(
+                "the backup command failed: {}",
+                last_lines(&rejected_tail.lock().expect("poisoned"), 5)
+            )))
+        }
         Err(e) => Err(ActionError::Failed(e.to_string())),
     }
 }

@@ -385,7 +385,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// A backup's phases from its log's timestamps (milliseconds): before the stream (lock,
-/// snapshot), counting rows, the stream, completing the object, and the rest (cleanup, commit).
+/// snapshot), the stream (rows are counted meanwhile), completing the object, and the rest.
 async fn phases(app: &TestApp, x: &shared::Action) -> anyhow::Result<String> {
     let lines: Vec<(chrono::DateTime<chrono::Utc>, String)> = sqlx::query_as(
         "SELECT ts, line FROM action_log WHERE action_id = $1 AND stream = 0 ORDER BY seq",
@@ -399,10 +399,9 @@ async fn phases(app: &TestApp, x: &shared::Action) -> anyhow::Result<String> {
             .find(|(_, l)| l.contains(needle))
             .map(|(t, _)| *t)
     };
-    let (Some(start), Some(snap), Some(counted), Some(ended), Some(done), Some(end)) = (
+    let (Some(start), Some(snap), Some(ended), Some(done), Some(end)) = (
         x.started_at,
         at("Snapshot taken"),
-        at("Rows counted"),
         at("Stream ended"),
         at("committed:"),
         x.finished_at,
@@ -413,10 +412,9 @@ async fn phases(app: &TestApp, x: &shared::Action) -> anyhow::Result<String> {
         (b - a).as_seconds_f64()
     };
     Ok(format!(
-        "lock and snapshot {:.2} s, counting rows {:.2} s, stream {:.1} s, completing {:.1} s, after {:.2} s",
+        "lock and snapshot {:.2} s, stream {:.1} s, completing {:.1} s, after {:.2} s",
         s(start, snap),
-        s(snap, counted),
-        s(counted, ended),
+        s(snap, ended),
         s(ended, done),
         s(done, end)
     ))

@@ -35,7 +35,7 @@ const LOCK_WAIT_S: u64 = 2;
 const LOCK_TRIES: u32 = 5;
 
 /// What a strategy found out besides the upload.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Taken {
     gtid: String,
     binlog_file: Option<String>,
@@ -257,10 +257,12 @@ async fn logical(
     );
     let copy_position = "awk '/^-- (SET GLOBAL gtid_slave_pos|CHANGE MASTER TO MASTER_LOG_FILE)/ { print \"sa-pos:\" $0 > \"/dev/stderr\" } { print }'";
     let cmd = piped(&dump, &format!("{copy_position} | {compress}"));
-    let (up, stderr) = transfer::upload(ctx, ctx.server, store, key, &cmd, |u, tail| {
-        inside(u, &dump_position(tail))
-    })
-    .await?;
+    let nothing = async { Ok(()) };
+    let (up, stderr, ()) =
+        transfer::upload(ctx, ctx.server, store, key, &cmd, nothing, |u, tail, _| {
+            inside(u, &dump_position(tail))
+        })
+        .await?;
     Ok((up, dump_position(&stderr)))
 }
 
@@ -310,10 +312,12 @@ async fn mariabackup(
             compress
         )
     );
-    let (up, stderr) = transfer::upload(ctx, ctx.server, store, key, &cmd, |u, tail| {
-        inside(u, &info_position(tail))
-    })
-    .await?;
+    let nothing = async { Ok(()) };
+    let (up, stderr, ()) =
+        transfer::upload(ctx, ctx.server, store, key, &cmd, nothing, |u, tail, _| {
+            inside(u, &info_position(tail))
+        })
+        .await?;
     let chatter: Vec<&str> = stderr
         .lines()
         .filter(|l| !l.starts_with("sa-info:"))
@@ -369,23 +373,39 @@ async fn snapshot(
             return Err(e);
         }
     };
-    // Exact row counts in the transaction opened while the lock was held.
-    let counting = Instant::now();
-    let counts = count_rows(&mut side).await;
-    side.close().await;
-    let counts = counts?;
-    log.system(format!(
-        "Rows counted in {} tables ({:.1} s).",
-        counts.len(),
-        counting.elapsed().as_secs_f64()
-    ))
-    .await;
-    taken.tables = Some(counts);
-    let quoted_snap = shlex::try_quote(&snap)
-        .map_err(|_| ActionError::Failed(format!("odd snapshot path {snap:?}")))?
-        .into_owned();
+    let quoted_snap = match shlex::try_quote(&snap) {
+        Ok(q) => q.into_owned(),
+        Err(_) => {
+            side.close().await;
+            return Err(ActionError::Failed(format!("odd snapshot path {snap:?}")));
+        }
+    };
+    // Exact row counts in the transaction opened while the lock was held, while the snapshot
+    // streams: the manifest inside the object waits for them.
+    let counting = async {
+        let started = Instant::now();
+        let counts = count_rows(&mut side).await;
+        side.close().await;
+        let counts = counts?;
+        log.system(format!(
+            "Rows counted in {} tables ({:.1} s).",
+            counts.len(),
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
+        Ok(counts)
+    };
     let cmd = piped(&format!("tar -C {quoted_snap} -cf - ."), compress);
-    let up = transfer::upload(ctx, server, store, key, &cmd, |u, _| inside(u, &taken)).await;
+    let up = transfer::upload(ctx, server, store, key, &cmd, counting, |u, _, counts| {
+        inside(
+            u,
+            &Taken {
+                tables: Some(counts.clone()),
+                ..taken.clone()
+            },
+        )
+    })
+    .await;
     match &server.db_snapshot_cleanup_command {
         Some(cleanup) => {
             let out = worker
@@ -421,7 +441,8 @@ async fn snapshot(
             .await
         }
     }
-    let (up, _) = up?;
+    let (up, _, counts) = up?;
+    taken.tables = Some(counts);
     Ok((up, taken))
 }
 
@@ -550,7 +571,12 @@ async fn count_rows(db: &mut Db) -> Result<BTreeMap<String, u64>, ActionError> {
                 crate::mysql::table_ident(&schema, &name)
             ))
             .await
-            .map_err(|e| db.error(e))?;
+            .map_err(|e| {
+                ActionError::Failed(format!(
+                    "counting the rows of {schema}.{name}: {}",
+                    db.error(e)
+                ))
+            })?;
         counts.insert(format!("{schema}.{name}"), n.unwrap_or(0));
     }
     db.exec("COMMIT").await?;
