@@ -403,7 +403,7 @@ async fn phases(app: &TestApp, x: &shared::Action) -> anyhow::Result<String> {
         x.started_at,
         at("Snapshot taken"),
         at("Stream ended"),
-        at("committed:"),
+        at(" removed."),
         x.finished_at,
     ) else {
         return Ok("no phases in its log".into());
@@ -412,7 +412,8 @@ async fn phases(app: &TestApp, x: &shared::Action) -> anyhow::Result<String> {
         (b - a).as_seconds_f64()
     };
     Ok(format!(
-        "lock and snapshot {:.2} s, stream {:.1} s, completing {:.1} s, after {:.2} s",
+        "lock and snapshot {:.2} s, stream {:.1} s, completing and removing the snapshot {:.1} s, \
+         after {:.2} s",
         s(start, snap),
         s(snap, ended),
         s(ended, done),
