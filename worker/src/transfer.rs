@@ -20,8 +20,6 @@ use crate::{
 };
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-/// The stream's pipe from ssh (Linux allows unprivileged processes up to 1 MiB by default).
-const PIPE_SIZE: usize = 1 << 20;
 /// The end of a command's stderr kept for its error message.
 const STDERR_TAIL: usize = 16 << 10;
 
@@ -67,9 +65,6 @@ pub async fn upload<R>(
             ))
         })?;
     let stdout = child.stdout().take().expect("piped");
-    // A bigger pipe from ssh: fewer wake-ups and larger reads (the default 64 KiB holds only
-    // two SSH packets). Best effort: without it the stream is only slower.
-    let _ = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_SIZE);
     let stderr = child.stderr().take().expect("piped");
     let progress = Arc::new(AtomicU64::new(0));
     let (err_tx, err_rx) = tokio::sync::oneshot::channel();

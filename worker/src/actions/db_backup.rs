@@ -395,7 +395,7 @@ async fn snapshot(
         .await;
         Ok(counts)
     };
-    let cmd = piped(&format!("tar -C {quoted_snap} -b 128 -cf - ."), compress);
+    let cmd = piped(&format!("tar -C {quoted_snap} -cf - ."), compress);
     let up = transfer::upload(ctx, server, store, key, &cmd, counting, |u, _, counts| {
         inside(
             u,
