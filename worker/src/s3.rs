@@ -156,20 +156,24 @@ impl Store {
     ) -> Result<(Vec<CompletedPart>, Uploaded, T), S3Error> {
         let mut hasher = Sha256::new();
         let mut total = 0u64;
-        let mut done: Vec<CompletedPart> = Vec::new();
-        let mut running: JoinSet<Result<CompletedPart, S3Error>> = JoinSet::new();
+        let mut done = Parts::default();
+        let mut running: JoinSet<Result<(CompletedPart, Bytes), S3Error>> = JoinSet::new();
         let mut number = 0i32;
-        let mut spawn = async |number: i32, part: Bytes, done: &mut Vec<CompletedPart>| {
+        let mut spawn = async |number: i32, part: Bytes, done: &mut Parts| {
             while running.len() >= IN_FLIGHT {
-                done.push(joined(running.join_next().await)?);
+                done.add(joined(running.join_next().await)?);
             }
             let (store, key, id) = (self.clone(), key.to_string(), upload_id.to_string());
-            running.spawn(async move { store.upload_part(&key, &id, number, part).await });
+            running.spawn(async move {
+                let p = store.upload_part(&key, &id, number, part.clone()).await?;
+                Ok((p, part))
+            });
             Ok::<_, S3Error>(())
         };
         let last = loop {
             let size = if number < 1000 { PART } else { BIG_PART };
-            let part = read_part(src, size).await.map_err(S3Error::Source)?;
+            let buf = done.spare.pop().unwrap_or_default();
+            let part = read_part(src, buf, size).await.map_err(S3Error::Source)?;
             hasher.update(&part);
             total += part.len() as u64;
             progress.store(total, Ordering::Relaxed);
@@ -199,8 +203,9 @@ impl Store {
             spawn(number, last, &mut done).await?;
         }
         while let Some(r) = running.join_next().await {
-            done.push(joined(Some(r))?);
+            done.add(joined(Some(r))?);
         }
+        let mut done = done.completed;
         done.sort_by_key(|p| p.part_number());
         let uploaded = Uploaded {
             parts: done.len(),
@@ -352,9 +357,27 @@ impl Store {
     }
 }
 
-fn joined(
-    r: Option<Result<Result<CompletedPart, S3Error>, tokio::task::JoinError>>,
-) -> Result<CompletedPart, S3Error> {
+/// The parts an upload completed, and the buffers of finished ones, which the next parts are
+/// read into: memory stays at the parts in flight instead of growing with the allocator's
+/// leftovers of one fresh 8 MiB buffer per part.
+#[derive(Default)]
+struct Parts {
+    completed: Vec<CompletedPart>,
+    spare: Vec<BytesMut>,
+}
+
+impl Parts {
+    fn add(&mut self, (part, body): (CompletedPart, Bytes)) {
+        self.completed.push(part);
+        // The SDK has dropped its copies once the part is acknowledged; if not, it is freed.
+        if let Ok(mut buf) = body.try_into_mut() {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+}
+
+fn joined<T>(r: Option<Result<Result<T, S3Error>, tokio::task::JoinError>>) -> Result<T, S3Error> {
     match r {
         Some(Ok(r)) => r,
         Some(Err(e)) => Err(S3Error::Source(std::io::Error::other(e))),
@@ -362,9 +385,13 @@ fn joined(
     }
 }
 
-/// Read up to `size` bytes (fewer only at the end of the stream).
-async fn read_part(src: &mut (impl AsyncRead + Unpin), size: usize) -> std::io::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(size);
+/// Read up to `size` bytes into `buf` (fewer only at the end of the stream).
+async fn read_part(
+    src: &mut (impl AsyncRead + Unpin),
+    mut buf: BytesMut,
+    size: usize,
+) -> std::io::Result<Bytes> {
+    buf.reserve(size);
     while buf.len() < size {
         let want = size - buf.len();
         let n = (&mut *src).take(want as u64).read_buf(&mut buf).await?;
