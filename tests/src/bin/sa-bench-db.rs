@@ -385,7 +385,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// A backup's phases from its log's timestamps (milliseconds): before the stream (lock,
-/// snapshot), the stream (rows are counted meanwhile), completing the object, and the rest.
+/// snapshot), the stream (rows are counted meanwhile), completing the object and removing the
+/// snapshot, and the rest (the manifest beside the object, the commit, retention).
 async fn phases(app: &TestApp, x: &shared::Action) -> anyhow::Result<String> {
     let lines: Vec<(chrono::DateTime<chrono::Utc>, String)> = sqlx::query_as(
         "SELECT ts, line FROM action_log WHERE action_id = $1 AND stream = 0 ORDER BY seq",
