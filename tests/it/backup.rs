@@ -1,8 +1,9 @@
 //! Backups to S3 (moto on loopback) and restores, against real MariaDB test hosts.
 
 use serde_json::json;
-use shared::Status;
+use shared::{db::backups::chunk_key, Status};
 use testbed::services::Moto;
+use tokio::io::AsyncReadExt;
 
 use crate::{TestApp, TestHost};
 
@@ -109,17 +110,17 @@ async fn round_trip(strategy: &str, a: TestHost) {
     let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
     let keys = store.list("dba/").await.unwrap();
     let id = m["id"].as_i64().unwrap();
-    assert_eq!(
-        keys,
-        [
-            listed[0]["object_key"].as_str().unwrap().to_string(),
-            format!("dba/{id}/manifest.json")
-        ],
-        "objects in the bucket"
-    );
-    // The object describes itself: its manifest is inside it too, after the stream.
+    // Its chunks (the stream in 8 MiB pieces, the last one ending with the manifest), and the
+    // manifest beside them.
+    let chunks = m["bytes"].as_u64().unwrap() as usize / worker::s3::CHUNK + 1;
+    assert_eq!(m["chunks"], chunks, "{m}");
+    let object = listed[0]["object_key"].as_str().unwrap();
+    let mut expected: Vec<String> = (1..=chunks).map(|n| chunk_key(object, n)).collect();
+    expected.push(format!("dba/{id}/manifest.json"));
+    assert_eq!(keys, expected, "objects in the bucket");
+    // The backup describes itself: its manifest is inside it too, after the stream.
     let inside = store
-        .manifest_inside(&keys[0])
+        .manifest_inside(&chunk_key(object, chunks))
         .await
         .unwrap()
         .expect("a manifest inside the object");
@@ -235,7 +236,10 @@ async fn verify_marks_a_good_backup_good_and_a_tampered_one_bad() {
         .await
         .unwrap();
     store
-        .put(b["object_key"].as_str().unwrap(), b"not a backup".to_vec())
+        .put(
+            &chunk_key(b["object_key"].as_str().unwrap(), 1),
+            b"not a backup".to_vec(),
+        )
         .await
         .unwrap();
     let (x, log) = app
@@ -324,7 +328,7 @@ async fn a_slave_seeded_from_a_backup_replicates() {
 }
 
 /// Disaster recovery: the control plane lost its backup rows and the manifest objects; the
-/// backup object alone restores, described by the manifest inside it.
+/// backup's objects alone restore, described by the manifest inside them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_object_alone_restores_from_the_manifest_inside_it() {
     let (app, _moto) = app_with_s3().await;
@@ -339,6 +343,11 @@ async fn a_backup_object_alone_restores_from_the_manifest_inside_it() {
     app.add_db_host("dba", &a).await.unwrap();
     app.add_db_host("dbb", &b).await.unwrap();
     load(&a, 20_000);
+    // Incompressible rows, so that the backup takes several chunks.
+    a.sql(
+        "CREATE TABLE shop.noise (b BLOB) SELECT RANDOM_BYTES(1024) AS b FROM mysql.seq_1_to_20000",
+    )
+    .unwrap();
     let (x, log) = app
         .act("dba", "db_backup", json!({"strategy": "mariabackup"}))
         .await
@@ -346,6 +355,7 @@ async fn a_backup_object_alone_restores_from_the_manifest_inside_it() {
     assert_eq!(x.status, Status::Succeeded, "{log}");
     let m = x.result.unwrap();
     let key = m["object_key"].as_str().unwrap().to_string();
+    assert!(m["chunks"].as_u64().unwrap() >= 2, "{m}");
     assert_eq!(m["compression"], "gzip", "{m}");
     assert!(key.ends_with(".xbstream.gz"), "{key}");
     let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
@@ -381,6 +391,33 @@ async fn a_backup_object_alone_restores_from_the_manifest_inside_it() {
             "{log}"
         );
     }
+    // Its first chunk missing: named as incomplete, B untouched.
+    let first = chunk_key(&key, 1);
+    let mut saved = Vec::new();
+    store
+        .get_all(vec![first.clone()])
+        .read_to_end(&mut saved)
+        .await
+        .unwrap();
+    store.delete(&first).await.unwrap();
+    let (r, log) = app
+        .act(
+            "dbb",
+            "db_restore",
+            json!({"backup": {"object": key}, "as": "master", "cluster": "dr"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Failed, "{log}");
+    assert!(
+        log.contains(&format!(
+            "is incomplete: {} chunks in the bucket, its manifest says {}",
+            m["chunks"].as_u64().unwrap() - 1,
+            m["chunks"]
+        )),
+        "{log}"
+    );
+    store.put(&first, saved).await.unwrap();
     assert_eq!(
         b.sql("SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'shop'")
             .unwrap(),
@@ -553,14 +590,29 @@ async fn retention_deletes_what_the_rules_let_go_and_nothing_else() {
         .fetch_one(&app.pool)
         .await
         .unwrap();
+        // Two chunks each; the oldest one stored as one object, as backups were before chunks.
         let key = format!("dba/{id}/backup.sql.zst");
-        sqlx::query("UPDATE backups SET object_key = $2 WHERE id = $1")
+        let chunks = (day < 70).then_some(2);
+        sqlx::query("UPDATE backups SET object_key = $2, chunks = $3 WHERE id = $1")
             .bind(id)
             .bind(&key)
+            .bind(chunks)
             .execute(&app.pool)
             .await
             .unwrap();
-        store.put(&key, b"old backup".to_vec()).await.unwrap();
+        match chunks {
+            Some(_) => {
+                store
+                    .put(&chunk_key(&key, 1), b"old ".to_vec())
+                    .await
+                    .unwrap();
+                store
+                    .put(&chunk_key(&key, 2), b"backup".to_vec())
+                    .await
+                    .unwrap();
+            }
+            None => store.put(&key, b"old backup".to_vec()).await.unwrap(),
+        }
         store
             .put(&format!("dba/{id}/manifest.json"), b"{}".to_vec())
             .await
@@ -577,6 +629,11 @@ async fn retention_deletes_what_the_rules_let_go_and_nothing_else() {
     .fetch_all(&app.pool)
     .await
     .unwrap();
+    // A chunk the failed upload could not delete (the store was unreachable then).
+    store
+        .put("dba/x/old.000001", b"left over".to_vec())
+        .await
+        .unwrap();
 
     let (x, log) = app
         .act("dba", "db_backup", json!({"strategy": "logical"}))
@@ -611,14 +668,22 @@ async fn retention_deletes_what_the_rules_let_go_and_nothing_else() {
     assert!(log.contains("Retention: deleted backups"), "{log}");
     // The deleted backups' objects are gone, the kept ones' are there.
     let keys = store.list("dba/").await.unwrap();
-    for id in &ids {
-        let present = keys.contains(&format!("dba/{id}/backup.sql.zst"));
-        assert_eq!(
-            present,
-            expected.contains(id),
-            "backup {id}: object present = {present}"
-        );
+    for (i, id) in ids.iter().enumerate() {
+        let key = format!("dba/{id}/backup.sql.zst");
+        let objects = match i {
+            0 => vec![key],
+            _ => vec![chunk_key(&key, 1), chunk_key(&key, 2)],
+        };
+        for object in objects {
+            let present = keys.contains(&object);
+            assert_eq!(
+                present,
+                expected.contains(id),
+                "backup {id}: {object} present = {present}"
+            );
+        }
     }
+    assert!(!keys.contains(&"dba/x/old.000001".to_string()), "{keys:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -738,7 +803,10 @@ async fn a_corrupted_object_a_missing_bucket_and_bad_params_are_clear_failures()
     let m = x.result.unwrap();
     let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
     store
-        .put(m["object_key"].as_str().unwrap(), vec![0u8; 4096])
+        .put(
+            &chunk_key(m["object_key"].as_str().unwrap(), 1),
+            vec![0u8; 4096],
+        )
         .await
         .unwrap();
     let (r, log) = app

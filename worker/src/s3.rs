@@ -1,7 +1,11 @@
 //! Backups' object store: any S3 API (AWS, moto on the test bed, S3-compatible stores) through
-//! aws-sdk-s3. Uploads stream: parts are cut from the source as it is read and uploaded while
-//! the next ones are read (a bounded number in flight), so memory stays bounded whatever the
-//! size, and a failed upload is aborted (no half object stays behind).
+//! aws-sdk-s3. A backup is a series of objects, its chunks: `<key>.000001`, `<key>.000002`...,
+//! whose concatenation is the backup (`cat <key>.*` by hand). Chunks are cut from the source as
+//! it is read and put while the next ones are read (a bounded number in flight), so memory stays
+//! bounded whatever the size; each chunk is whole once its PUT returns, so there is no completion
+//! step at the end (an S3 multipart upload's completion copies the whole object: minutes on AWS
+//! for big ones, seconds per GiB on the emulator) and no size ceiling (a multipart upload stops
+//! at 10,000 parts). A failed upload deletes the chunks it wrote.
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -11,23 +15,25 @@ use std::sync::{
 use aws_sdk_s3::{
     config::{Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation},
     primitives::ByteStream,
-    types::{CompletedMultipartUpload, CompletedPart},
+    types::{Delete, ObjectIdentifier},
     Client,
 };
 use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
-use shared::Config;
+use shared::{db::backups::chunk_key, Config};
 use tokio::{
     io::{AsyncRead, AsyncReadExt},
     task::JoinSet,
 };
 
-/// Parts are 8 MiB (S3's minimum is 5 MiB), 32 MiB after 1,000 parts (S3 allows 10,000).
-const PART: usize = 8 << 20;
-const BIG_PART: usize = 32 << 20;
-/// Parts uploading at once while the next one is read: memory ≈ (IN_FLIGHT + 1) × part size.
+/// A chunk's size: memory ≈ (IN_FLIGHT + 1) × CHUNK while uploading.
+pub const CHUNK: usize = 8 << 20;
+/// Chunks being put at once while the next one is read.
 const IN_FLIGHT: usize = 3;
-const PART_TRIES: u32 = 3;
+/// Chunks fetched ahead of the one being read, on download.
+const PREFETCH: usize = 2;
+const PUT_TRIES: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
@@ -58,7 +64,8 @@ pub struct Store {
 pub struct Uploaded {
     pub bytes: u64,
     pub sha256: String,
-    pub parts: usize,
+    /// Chunk objects: `chunk_key(key, 1..=chunks)`.
+    pub chunks: usize,
 }
 
 impl Store {
@@ -100,10 +107,15 @@ impl Store {
         }
     }
 
-    /// Upload everything `src` yields as `key` (multipart); `progress` counts the bytes read.
-    /// Once `src` ended, `confirm` says whether the stream is good: only then is the object
-    /// completed (else the upload is aborted: `Rejected`); `trailer` gives the bytes appended
-    /// after the stream (they are not in the returned size and sha256).
+    /// The client, for what this type does not wrap (the benchmark's multipart baseline).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Upload everything `src` yields as the chunks of `key`; `progress` counts the bytes read.
+    /// Once `src` ended, `confirm` says whether the stream is good: only then is the last chunk
+    /// put (else the chunks written are deleted: `Rejected`); `trailer` gives the bytes appended
+    /// after the stream, in the last chunk (they are not in the returned size and sha256).
     pub async fn upload<T>(
         &self,
         key: &str,
@@ -112,163 +124,116 @@ impl Store {
         confirm: impl std::future::Future<Output = (bool, T)>,
         trailer: impl FnOnce(&Uploaded, &T) -> Vec<u8>,
     ) -> Result<(Uploaded, T), S3Error> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.err("CreateMultipartUpload", key, describe(&e)))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_string();
-        let result = async {
-            let (parts, uploaded, extra) = self
-                .upload_parts(key, &upload_id, &mut src, progress, confirm, trailer)
-                .await?;
-            self.complete(key, &upload_id, parts).await?;
-            Ok((uploaded, extra))
-        }
-        .await;
+        let mut puts = Puts::default();
+        let result = self
+            .upload_chunks(key, &mut src, progress, confirm, trailer, &mut puts)
+            .await;
         if result.is_err() {
-            // Nothing half-written stays: the parts are discarded.
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
+            // Nothing half-written stays: the PUTs still running are stopped, then the chunks
+            // started so far are deleted (a chunk whose PUT was cut off may or may not exist;
+            // deleting a missing key is no error). If the store cannot be reached now, the
+            // backup's row stays uncommitted and retention deletes what is left of it later.
+            puts.running.shutdown().await;
+            let keys: Vec<String> = (1..=puts.started).map(|i| chunk_key(key, i)).collect();
+            let _ = self.delete_all(&keys).await;
         }
         result
     }
 
-    /// Full parts are uploaded as they are read; the short one that ends the stream waits for
-    /// `confirm` and takes the trailer.
-    async fn upload_parts<T>(
+    /// Full chunks are put as they are read (by tasks in `puts`); the short one that ends the
+    /// stream waits for `confirm` and takes the trailer.
+    async fn upload_chunks<T>(
         &self,
         key: &str,
-        upload_id: &str,
         src: &mut (impl AsyncRead + Unpin),
         progress: &AtomicU64,
         confirm: impl std::future::Future<Output = (bool, T)>,
         trailer: impl FnOnce(&Uploaded, &T) -> Vec<u8>,
-    ) -> Result<(Vec<CompletedPart>, Uploaded, T), S3Error> {
+        puts: &mut Puts,
+    ) -> Result<(Uploaded, T), S3Error> {
         let mut hasher = Sha256::new();
         let mut total = 0u64;
-        let mut done = Parts::default();
-        let mut running: JoinSet<Result<(CompletedPart, Bytes), S3Error>> = JoinSet::new();
-        let mut number = 0i32;
-        let mut spawn = async |number: i32, part: Bytes, done: &mut Parts| {
-            while running.len() >= IN_FLIGHT {
-                done.add(joined(running.join_next().await)?);
+        let mut spare: Vec<BytesMut> = Vec::new();
+        let mut number = 0usize;
+        let mut spawn = async |number: usize, chunk: Bytes, spare: &mut Vec<BytesMut>| {
+            while puts.running.len() >= IN_FLIGHT {
+                recycle(spare, joined(puts.running.join_next().await)?);
             }
-            let (store, key, id) = (self.clone(), key.to_string(), upload_id.to_string());
-            running.spawn(async move {
-                let p = store.upload_part(&key, &id, number, part.clone()).await?;
-                Ok((p, part))
+            puts.started = number;
+            let (store, key) = (self.clone(), chunk_key(key, number));
+            puts.running.spawn(async move {
+                store.put_chunk(&key, chunk.clone()).await?;
+                Ok(chunk)
             });
             Ok::<_, S3Error>(())
         };
         let last = loop {
-            let size = if number < 1000 { PART } else { BIG_PART };
-            let buf = done.spare.pop().unwrap_or_default();
-            let part = read_part(src, buf, size).await.map_err(S3Error::Source)?;
-            hasher.update(&part);
-            total += part.len() as u64;
+            let buf = spare.pop().unwrap_or_default();
+            let chunk = read_chunk(src, buf, CHUNK).await.map_err(S3Error::Source)?;
+            hasher.update(&chunk);
+            total += chunk.len() as u64;
             progress.store(total, Ordering::Relaxed);
             number += 1;
-            if part.len() < size {
-                break part;
+            if chunk.len() < CHUNK {
+                break chunk;
             }
-            spawn(number, part, &mut done).await?;
+            spawn(number, chunk, &mut spare).await?;
         };
         let (good, extra) = confirm.await;
         if !good {
             return Err(S3Error::Rejected);
         }
+        // A stream of whole chunks ends with an empty read: no empty chunk after full ones,
+        // unless the trailer goes there.
         let uploaded = Uploaded {
             bytes: total,
             sha256: hex(&hasher.finalize()),
-            parts: number as usize,
+            chunks: number,
         };
         let trailer = trailer(&uploaded, &extra);
-        let last = if trailer.is_empty() {
-            last
-        } else {
-            Bytes::from([&last[..], &trailer].concat())
-        };
-        // A stream of whole parts ends with an empty read: no empty part after full ones.
-        if !last.is_empty() || number == 1 {
-            spawn(number, last, &mut done).await?;
-        }
-        while let Some(r) = running.join_next().await {
-            done.add(joined(Some(r))?);
-        }
-        let mut done = done.completed;
-        done.sort_by_key(|p| p.part_number());
-        let uploaded = Uploaded {
-            parts: done.len(),
-            ..uploaded
-        };
-        Ok((done, uploaded, extra))
-    }
-
-    async fn complete(
-        &self,
-        key: &str,
-        upload_id: &str,
-        done: Vec<CompletedPart>,
-    ) -> Result<(), S3Error> {
-        self.client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(done))
-                    .build(),
+        let (last, uploaded) = if last.is_empty() && trailer.is_empty() && number > 1 {
+            (
+                None,
+                Uploaded {
+                    chunks: number - 1,
+                    ..uploaded
+                },
             )
-            .send()
-            .await
-            .map_err(|e| self.err("CompleteMultipartUpload", key, describe(&e)))?;
-        Ok(())
+        } else if trailer.is_empty() {
+            (Some(last), uploaded)
+        } else {
+            (Some(Bytes::from([&last[..], &trailer].concat())), uploaded)
+        };
+        if let Some(last) = last {
+            spawn(number, last, &mut spare).await?;
+        }
+        while let Some(r) = puts.running.join_next().await {
+            joined(Some(r))?;
+        }
+        Ok((uploaded, extra))
     }
 
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: i32,
-        body: Bytes,
-    ) -> Result<CompletedPart, S3Error> {
+    /// One chunk, tried again on failure.
+    async fn put_chunk(&self, key: &str, body: Bytes) -> Result<(), S3Error> {
         let mut tries = 0;
         loop {
             tries += 1;
             let sent = self
                 .client
-                .upload_part()
+                .put_object()
                 .bucket(&self.bucket)
                 .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
                 .body(ByteStream::from(body.clone()))
-                // The whole object's sha256 is ours to check (manifest, restore, verify):
-                // hashing every part again for the signature doubled the worker's CPU.
+                // The whole backup's sha256 is ours to check (manifest, restore, verify):
+                // hashing every chunk again for the signature doubled the worker's CPU.
                 .customize()
                 .disable_payload_signing()
                 .send()
                 .await;
             match sent {
-                Ok(out) => {
-                    return Ok(CompletedPart::builder()
-                        .part_number(number)
-                        .set_e_tag(out.e_tag().map(str::to_string))
-                        .build())
-                }
-                Err(e) if tries >= PART_TRIES => {
-                    return Err(self.err("UploadPart", key, describe(&e)))
+                Ok(_) => return Ok(()),
+                Err(e) if tries >= PUT_TRIES => {
+                    return Err(self.err("PutObject", key, describe(&e)))
                 }
                 Err(_) => {
                     tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(tries)))
@@ -276,6 +241,81 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// The concatenation of the objects `keys`, as a stream: the next few are fetched while
+    /// one is read.
+    pub fn get_all(&self, keys: Vec<String>) -> impl AsyncRead + Unpin + Send {
+        let store = self.clone();
+        let chunks = futures::stream::iter(keys)
+            .map(move |key| {
+                let store = store.clone();
+                async move {
+                    let out = store
+                        .client
+                        .get_object()
+                        .bucket(&store.bucket)
+                        .key(&key)
+                        .send()
+                        .await
+                        .map_err(|e| store.err("GetObject", &key, describe(&e)))?;
+                    let body = out.body.collect().await;
+                    let body = body.map_err(|e| store.err("GetObject", &key, describe(&e)))?;
+                    Ok::<_, S3Error>(body.into_bytes())
+                }
+            })
+            .buffered(PREFETCH + 1)
+            .map_err(std::io::Error::other);
+        tokio_util::io::StreamReader::new(Box::pin(chunks))
+    }
+
+    /// The chunks of the backup at `key`, in order (empty for a backup stored as one object,
+    /// as they were before chunks).
+    pub async fn chunks_of(&self, key: &str) -> Result<Vec<String>, S3Error> {
+        let prefix = format!("{key}.");
+        let mut keys: Vec<String> = self
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .filter(|k| {
+                let n = &k[prefix.len()..];
+                n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit())
+            })
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Delete `keys` (missing ones are no error), a thousand per request.
+    pub async fn delete_all(&self, keys: &[String]) -> Result<(), S3Error> {
+        for batch in keys.chunks(1000) {
+            let Some(first) = batch.first() else {
+                continue;
+            };
+            let objects = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.err("DeleteObjects", first, e))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| self.err("DeleteObjects", first, e))?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| self.err("DeleteObjects", first, describe(&e)))?;
+            if let Some(e) = out.errors().first() {
+                let key = e.key().unwrap_or(first);
+                return Err(self.err("DeleteObjects", key, e.message().unwrap_or("failed")));
+            }
+        }
+        Ok(())
     }
 
     pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), S3Error> {
@@ -288,19 +328,6 @@ impl Store {
             .await
             .map_err(|e| self.err("PutObject", key, describe(&e)))?;
         Ok(())
-    }
-
-    /// The object's bytes as a stream.
-    pub async fn get(&self, key: &str) -> Result<impl AsyncRead + Unpin + Send, S3Error> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.err("GetObject", key, describe(&e)))?;
-        Ok(out.body.into_async_read())
     }
 
     /// The object's last `n` bytes (all of it if it is shorter): where its manifest is.
@@ -357,23 +384,20 @@ impl Store {
     }
 }
 
-/// The parts an upload completed, and the buffers of finished ones, which the next parts are
-/// read into: memory stays at the parts in flight instead of growing with the allocator's
-/// leftovers of one fresh 8 MiB buffer per part.
+/// The PUTs of an upload's chunks: those running, and how many began.
 #[derive(Default)]
-struct Parts {
-    completed: Vec<CompletedPart>,
-    spare: Vec<BytesMut>,
+struct Puts {
+    running: JoinSet<Result<Bytes, S3Error>>,
+    started: usize,
 }
 
-impl Parts {
-    fn add(&mut self, (part, body): (CompletedPart, Bytes)) {
-        self.completed.push(part);
-        // The SDK has dropped its copies once the part is acknowledged; if not, it is freed.
-        if let Ok(mut buf) = body.try_into_mut() {
-            buf.clear();
-            self.spare.push(buf);
-        }
+/// Reuse an uploaded chunk's buffer for the next chunk: memory stays at the chunks in flight
+/// instead of growing with the allocator's leftovers of one fresh buffer per chunk.
+fn recycle(spare: &mut Vec<BytesMut>, body: Bytes) {
+    // The SDK has dropped its copies once the chunk is acknowledged; if not, it is freed.
+    if let Ok(mut buf) = body.try_into_mut() {
+        buf.clear();
+        spare.push(buf);
     }
 }
 
@@ -381,12 +405,12 @@ fn joined<T>(r: Option<Result<Result<T, S3Error>, tokio::task::JoinError>>) -> R
     match r {
         Some(Ok(r)) => r,
         Some(Err(e)) => Err(S3Error::Source(std::io::Error::other(e))),
-        None => Err(S3Error::Source(std::io::Error::other("no part"))),
+        None => Err(S3Error::Source(std::io::Error::other("no chunk"))),
     }
 }
 
 /// Read up to `size` bytes into `buf` (fewer only at the end of the stream).
-async fn read_part(
+async fn read_chunk(
     src: &mut (impl AsyncRead + Unpin),
     mut buf: BytesMut,
     size: usize,

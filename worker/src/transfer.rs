@@ -92,7 +92,7 @@ pub async fn upload<R>(
             .unwrap_or_default();
         ctx.log
             .system(format!(
-                "Stream ended ({:.1} MiB{nice}); completing the upload...",
+                "Stream ended ({:.1} MiB{nice}); finishing the upload...",
                 progress_read.load(Ordering::Relaxed) as f64 / 1048576.0
             ))
             .await;
@@ -137,7 +137,7 @@ pub async fn upload<R>(
     }
 }
 
-/// Feed `backup`'s object to `cmd`'s stdin on `server`: its bytes up to the manifest inside
+/// Feed `backup`'s objects to `cmd`'s stdin on `server`: their bytes up to the manifest inside
 /// (see [`crate::trailer`]), whose sha256 must equal the manifest's.
 /// The command must not make its result visible before the worker says so: it writes into a
 /// staging place, and the caller moves it into place only after this returned Ok.
@@ -152,10 +152,7 @@ pub async fn download(
         &backup.object_key,
         backup.sha256.as_deref().unwrap_or_default(),
     );
-    let body = store
-        .get(key)
-        .await
-        .map_err(|e| ActionError::Failed(e.to_string()))?;
+    let body = store.get_all(backup.object_keys());
     let stream = backup.bytes.map_or(u64::MAX, |n| n as u64);
     let mut reader = HashingReader::new(body.take(stream));
     let progress = reader.bytes.clone();
@@ -205,8 +202,8 @@ pub async fn download(
     Ok(copied)
 }
 
-/// Log the transferred bytes and rate every few seconds, and once the source has `ended`, how
-/// long the store has been completing the object (never returns).
+/// Log the transferred bytes and rate every few seconds, and once the source has `ended`,
+/// how long the last chunks have been uploading (never returns).
 async fn report(
     ctx: &Ctx<'_>,
     bytes: &AtomicU64,
@@ -218,7 +215,7 @@ async fn report(
         tokio::time::sleep(PROGRESS_EVERY).await;
         let line = match ended.and_then(|e| e.get()) {
             Some(at) => format!(
-                "... completing the upload ({:.0} s)",
+                "... finishing the upload ({:.0} s)",
                 at.elapsed().as_secs_f64()
             ),
             None => {

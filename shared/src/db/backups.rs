@@ -17,7 +17,10 @@ pub struct Backup {
     pub tag: Option<String>,
     pub status: String,
     pub action_id: Option<i64>,
+    /// Where the backup is: its chunks `chunk_key(object_key, 1..=chunks)`, or, without
+    /// `chunks` (backups made before chunks), the one object `object_key`.
     pub object_key: String,
+    pub chunks: Option<i32>,
     pub compression: String,
     pub bytes: Option<i64>,
     pub sha256: Option<String>,
@@ -45,6 +48,7 @@ impl Backup {
             status: "committed".into(),
             action_id: m["action_id"].as_i64(),
             object_key: object_key.to_string(),
+            chunks: m["chunks"].as_i64().and_then(|n| i32::try_from(n).ok()),
             compression: text("compression")?,
             bytes: Some(m["bytes"].as_i64()?),
             sha256: Some(text("sha256")?),
@@ -58,10 +62,25 @@ impl Backup {
         })
     }
 
+    /// The objects whose concatenation is the backup, in order.
+    pub fn object_keys(&self) -> Vec<String> {
+        match self.chunks {
+            Some(n) => (1..=n as usize)
+                .map(|i| chunk_key(&self.object_key, i))
+                .collect(),
+            None => vec![self.object_key.clone()],
+        }
+    }
+
     /// The manifest object stored beside the backup.
     pub fn manifest_key(&self) -> String {
         format!("{}/{}/manifest.json", self.lineage, self.id)
     }
+}
+
+/// The `n`th (from 1) chunk object of the backup at `object_key`: `<object_key>.000001`...
+pub fn chunk_key(object_key: &str, n: usize) -> String {
+    format!("{object_key}.{n:06}")
 }
 
 pub struct NewBackup<'a> {
@@ -102,13 +121,14 @@ pub async fn commit(
     pool: &PgPool,
     id: i64,
     bytes: i64,
+    chunks: i32,
     sha256: &str,
     gtid: &str,
     manifest: &serde_json::Value,
 ) -> sqlx::Result<Backup> {
     sqlx::query_as(
         "UPDATE backups SET status = 'committed', committed_at = now(), bytes = $2, sha256 = $3,
-                gtid = $4, manifest = $5
+                gtid = $4, manifest = $5, chunks = $6
          WHERE id = $1 RETURNING *",
     )
     .bind(id)
@@ -116,6 +136,7 @@ pub async fn commit(
     .bind(sha256)
     .bind(gtid)
     .bind(Json(manifest))
+    .bind(chunks)
     .fetch_one(pool)
     .await
 }

@@ -224,16 +224,7 @@ async fn backup_speed(moto: &Moto, mib: u64, rounds: usize) -> anyhow::Result<()
             .spawn()?
             .stdout
             .context("stdout")?;
-        let progress = std::sync::atomic::AtomicU64::new(0);
-        store
-            .upload(
-                "bench/warm-up",
-                warm,
-                &progress,
-                async { (true, ()) },
-                |_, _| Vec::new(),
-            )
-            .await?;
+        multipart_upload(&store, "bench/warm-up", warm).await?;
         store.delete("bench/warm-up").await?;
     }
 
@@ -245,6 +236,7 @@ async fn backup_speed(moto: &Moto, mib: u64, rounds: usize) -> anyhow::Result<()
         .context("store")?;
     let tmp = tempfile::NamedTempFile::new()?;
     let (mut backups, mut cats, mut uploads) = (Vec::new(), Vec::new(), Vec::new());
+    let mut chunk_uploads = Vec::new();
     let mut written = 0;
     for round in 1..=rounds {
         let (x, log) = app
@@ -260,9 +252,13 @@ async fn backup_speed(moto: &Moto, mib: u64, rounds: usize) -> anyhow::Result<()
             for line in log.lines() {
                 println!("    {line}");
             }
-            let mut body = store
-                .get(m["object_key"].as_str().unwrap_or_default())
-                .await?;
+            let key = m["object_key"].as_str().unwrap_or_default();
+            let chunks = m["chunks"].as_u64().unwrap_or(1) as usize;
+            let mut body = store.get_all(
+                (1..=chunks)
+                    .map(|n| shared::db::backups::chunk_key(key, n))
+                    .collect(),
+            );
             let mut f = tokio::fs::File::create(tmp.path()).await?;
             tokio::io::copy(&mut body, &mut f).await?;
         }
@@ -288,28 +284,39 @@ async fn backup_speed(moto: &Moto, mib: u64, rounds: usize) -> anyhow::Result<()
         // (b) uploading the same bytes from a local file with aws-sdk-s3 multipart.
         let f = tokio::fs::File::open(tmp.path()).await?;
         let started = Instant::now();
+        let parts_done = multipart_upload(&store, "bench/baseline", f).await?;
+        let upload = started.elapsed().as_secs_f64();
+        let parts = (parts_done - started).as_secs_f64();
+        store.delete("bench/baseline").await?;
+
+        // (b') for the record: the same bytes stored as the backup stores them (chunk objects).
+        let f = tokio::fs::File::open(tmp.path()).await?;
+        let started = Instant::now();
         let progress = std::sync::atomic::AtomicU64::new(0);
-        let (_, parts_done) = store
+        let (up, ()) = store
             .upload(
-                "bench/baseline",
+                "bench/chunks",
                 f,
                 &progress,
-                async { (true, Instant::now()) },
+                async { (true, ()) },
                 |_, _| Vec::new(),
             )
             .await?;
-        let upload = started.elapsed().as_secs_f64();
-        store.delete("bench/baseline").await?;
+        let chunked = started.elapsed().as_secs_f64();
+        let keys: Vec<String> = (1..=up.chunks)
+            .map(|n| shared::db::backups::chunk_key("bench/chunks", n))
+            .collect();
+        store.delete_all(&keys).await?;
         println!(
             "    round {round}: backup {took:.1} s ({phases}), (a) {ssh_cat:.1} s, \
-             (b) {upload:.1} s (parts {:.1} s, completing {:.1} s): {:.2}",
-            (parts_done - started).as_secs_f64(),
-            upload - (parts_done - started).as_secs_f64(),
+             (b) {upload:.1} s (parts {parts:.1} s, completing {:.1} s), (b') {chunked:.1} s: {:.2}",
+            upload - parts,
             took / ssh_cat.max(upload)
         );
         backups.push(took);
         cats.push(ssh_cat);
         uploads.push(upload);
+        chunk_uploads.push(chunked);
     }
     let rss = worker.peak_rss_kib().unwrap_or(0);
     worker.stop(Duration::from_secs(5));
@@ -336,14 +343,7 @@ async fn backup_speed(moto: &Moto, mib: u64, rounds: usize) -> anyhow::Result<()
         .stdout(std::process::Stdio::null())
         .status();
     let f = tokio::fs::File::open(tmp.path()).await?;
-    let progress = std::sync::atomic::AtomicU64::new(0);
-    let parts = store.upload(
-        "bench/overlap",
-        f,
-        &progress,
-        async { (true, Instant::now()) },
-        |_, _| Vec::new(),
-    );
+    let parts = multipart_upload(&store, "bench/overlap", f);
     let (produced, parts) = tokio::join!(
         async {
             let s = producer.await;
@@ -352,7 +352,7 @@ async fn backup_speed(moto: &Moto, mib: u64, rounds: usize) -> anyhow::Result<()
         parts
     );
     ensure!(produced.0?.success(), "producer failed");
-    let (_, parts_done) = parts?;
+    let parts_done = parts?;
     store.delete("bench/overlap").await?;
     println!(
         "    (the producer and (b) at once: producer {:.1} s, parts {:.1} s, all done {:.1} s)",
@@ -362,19 +362,22 @@ async fn backup_speed(moto: &Moto, mib: u64, rounds: usize) -> anyhow::Result<()
     );
 
     let (took, ssh_cat, upload) = (median(backups), median(cats), median(uploads));
+    let chunked = median(chunk_uploads);
     let slower = ssh_cat.max(upload);
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     println!(
         "(k) snapshot backup of {:.2} GiB read, {:.2} GiB written, medians of {rounds} rounds: {took:.1} s; \
          (a) ssh cat of the files {ssh_cat:.1} s ({:.0} MiB/s), (b) aws-sdk-s3 multipart upload of the written \
          bytes from a file {upload:.1} s ({:.0} MiB/s); backup / slower baseline = {:.2} (target 1.25); \
-         sa-worker peak RSS {} MiB (target 128)",
+         sa-worker peak RSS {} MiB (target 128); for the record, (b') the same bytes as the backup's \
+         chunk objects from a file {chunked:.1} s: backup / slower of (a) and (b') = {:.2}",
         gib(read),
         gib(written),
         read as f64 / 1048576.0 / ssh_cat,
         written as f64 / 1048576.0 / upload,
         took / slower,
-        rss / 1024
+        rss / 1024,
+        took / ssh_cat.max(chunked)
     );
     Ok(())
 }
@@ -385,8 +388,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// A backup's phases from its log's timestamps (milliseconds): before the stream (lock,
-/// snapshot), the stream (rows are counted meanwhile), completing the object and removing the
-/// snapshot, and the rest (the manifest beside the object, the commit, retention).
+/// snapshot), the stream (rows are counted meanwhile), the last chunks' PUTs and removing the
+/// snapshot, and the rest (the manifest beside the chunks, the commit, retention).
 async fn phases(app: &TestApp, x: &shared::Action) -> anyhow::Result<String> {
     let lines: Vec<(chrono::DateTime<chrono::Utc>, String)> = sqlx::query_as(
         "SELECT ts, line FROM action_log WHERE action_id = $1 AND stream = 0 ORDER BY seq",
@@ -413,13 +416,98 @@ async fn phases(app: &TestApp, x: &shared::Action) -> anyhow::Result<String> {
         (b - a).as_seconds_f64()
     };
     Ok(format!(
-        "lock and snapshot {:.2} s, stream {:.1} s, completing and removing the snapshot {:.1} s, \
+        "lock and snapshot {:.2} s, stream {:.1} s, last chunks and removing the snapshot {:.1} s, \
          after {:.2} s",
         s(start, snap),
         s(snap, ended),
         s(ended, done),
         s(done, end)
     ))
+}
+
+/// Baseline (b): an aws-sdk-s3 multipart upload of `src` as one object: 8 MiB parts, three in
+/// flight (as the worker's chunks), then CompleteMultipartUpload. Returns when the parts were
+/// acknowledged (before the completion).
+async fn multipart_upload(
+    store: &worker::s3::Store,
+    key: &str,
+    mut src: impl tokio::io::AsyncRead + Unpin,
+) -> anyhow::Result<Instant> {
+    use aws_sdk_s3::{
+        primitives::ByteStream,
+        types::{CompletedMultipartUpload, CompletedPart},
+    };
+    use tokio::io::AsyncReadExt;
+    const PART: usize = 8 << 20;
+    let client = store.client();
+    let created = client
+        .create_multipart_upload()
+        .bucket(&store.bucket)
+        .key(key)
+        .send()
+        .await?;
+    let id = created.upload_id().context("no upload id")?.to_string();
+    let mut running = tokio::task::JoinSet::new();
+    let mut done = Vec::new();
+    let mut number = 0;
+    loop {
+        let mut part = Vec::with_capacity(PART);
+        (&mut src).take(PART as u64).read_to_end(&mut part).await?;
+        if part.is_empty() && number > 0 {
+            break;
+        }
+        let last = part.len() < PART;
+        number += 1;
+        while running.len() >= 3 {
+            done.push(running.join_next().await.context("no part")???);
+        }
+        let (client, bucket, key, id) = (
+            client.clone(),
+            store.bucket.clone(),
+            key.to_string(),
+            id.clone(),
+        );
+        running.spawn(async move {
+            let out = client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(id)
+                .part_number(number)
+                .body(ByteStream::from(part))
+                .customize()
+                .disable_payload_signing()
+                .send()
+                .await?;
+            Ok::<_, anyhow::Error>(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build(),
+            )
+        });
+        if last {
+            break;
+        }
+    }
+    while let Some(p) = running.join_next().await {
+        done.push(p??);
+    }
+    let parts_done = Instant::now();
+    done.sort_by_key(|p| p.part_number());
+    client
+        .complete_multipart_upload()
+        .bucket(&store.bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(parts_done)
 }
 
 /// `ssh` options and destination for a plain connection to a test host (the baselines).

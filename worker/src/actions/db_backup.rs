@@ -106,7 +106,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
             "id": row.id, "lineage": lineage, "cluster": server.cluster, "server": server.name,
             "strategy": strategy.as_str(), "tag": p.tag, "compression": compression,
             "object_key": row.object_key, "bytes": u.bytes, "sha256": u.sha256,
-            "parts": u.parts, "gtid": t.gtid, "binlog_file": t.binlog_file,
+            "chunks": u.chunks, "gtid": t.gtid, "binlog_file": t.binlog_file,
             "binlog_pos": t.binlog_pos, "lock_held_ms": t.lock_held_ms,
             "tables": t.tables, "started_at": started_at, "finished_at": chrono::Utc::now(),
             "seconds": started.elapsed().as_secs_f64(), "action_id": ctx.action.id,
@@ -137,6 +137,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
         pool,
         row.id,
         uploaded.bytes as i64,
+        uploaded.chunks as i32,
         &uploaded.sha256,
         &taken.gtid,
         &manifest,
@@ -170,23 +171,24 @@ async fn expire(ctx: &Ctx<'_>, store: &Store, lineage: &str) {
     };
     let mut deleted = Vec::new();
     for b in gone {
-        let objects = if b.status == "committed" {
-            vec![b.object_key.clone(), b.manifest_key()]
-        } else {
-            // An uncommitted backup's upload was aborted; a manifest may still exist.
-            vec![b.manifest_key()]
+        // Whatever of it is in the bucket: an uncommitted backup's upload deleted its chunks,
+        // unless the store was unreachable then; a manifest may exist.
+        let removed = async {
+            let mut keys = store.chunks_of(&b.object_key).await?;
+            keys.extend([b.object_key.clone(), b.manifest_key()]);
+            store.delete_all(&keys).await
         };
-        let mut ok = true;
-        for key in objects {
-            if let Err(e) = store.delete(&key).await {
+        match removed.await {
+            Err(e) => {
                 ctx.log
-                    .system(format!("Retention: could not delete {key}: {e}"))
-                    .await;
-                ok = false;
+                    .system(format!("Retention: could not delete backup {}: {e}", b.id))
+                    .await
             }
-        }
-        if ok && backups::delete(pool, b.id).await.is_ok() {
-            deleted.push(b.id.to_string());
+            Ok(()) => {
+                if backups::delete(pool, b.id).await.is_ok() {
+                    deleted.push(b.id.to_string());
+                }
+            }
         }
     }
     if !deleted.is_empty() {

@@ -162,18 +162,35 @@ pub(super) async fn resolve(
         BackupRef::Object { object } => {
             let store = super::store(ctx)?;
             let at = format!("s3://{}/{object}", store.bucket);
+            let failed = |e: crate::s3::S3Error| ActionError::Failed(e.to_string());
+            // Its chunks, or one object as backups were before chunks; the manifest is at the end.
+            let chunks = store.chunks_of(object).await.map_err(failed)?;
+            let last = chunks.last().map_or(object.as_str(), String::as_str);
             let m = store
-                .manifest_inside(object)
+                .manifest_inside(last)
                 .await
-                .map_err(|e| ActionError::Failed(e.to_string()))?
+                .map_err(failed)?
                 .ok_or_else(|| {
                     ActionError::Failed(format!(
                         "{at} has no manifest inside: not a backup of this tool (or one older than manifests inside objects)"
                     ))
                 })?;
-            Backup::from_manifest(object, &m).ok_or_else(|| {
+            let b = Backup::from_manifest(object, &m).ok_or_else(|| {
                 ActionError::Failed(format!("the manifest inside {at} lacks fields: {m}"))
-            })
+            })?;
+            let listed = if chunks.is_empty() {
+                vec![object.clone()]
+            } else {
+                chunks
+            };
+            if b.object_keys() != listed {
+                return Err(ActionError::BadData(format!(
+                    "{at} is incomplete: {} chunks in the bucket, its manifest says {}",
+                    listed.len(),
+                    b.object_keys().len()
+                )));
+            }
+            Ok(b)
         }
         BackupRef::Latest(_) => backups::latest(pool, lineage, before)
             .await
