@@ -28,6 +28,15 @@ fn load(host: &TestHost, rows: u32) {
     .unwrap();
 }
 
+/// `mib` MiB of incompressible rows in `shop.noise`: a backup of several chunks.
+fn noise(host: &TestHost, mib: u32) {
+    host.sql(&format!(
+        "CREATE TABLE shop.noise (b BLOB) SELECT RANDOM_BYTES(1024) AS b FROM mysql.seq_1_to_{}",
+        mib * 1024
+    ))
+    .unwrap();
+}
+
 /// Whether `slave` gets, within 30 s, the two orders (ids above 10,000) the tests write on
 /// the master after seeding it.
 async fn catches_up(slave: &TestHost) -> bool {
@@ -343,11 +352,7 @@ async fn a_backup_object_alone_restores_from_the_manifest_inside_it() {
     app.add_db_host("dba", &a).await.unwrap();
     app.add_db_host("dbb", &b).await.unwrap();
     load(&a, 20_000);
-    // Incompressible rows, so that the backup takes several chunks.
-    a.sql(
-        "CREATE TABLE shop.noise (b BLOB) SELECT RANDOM_BYTES(1024) AS b FROM mysql.seq_1_to_20000",
-    )
-    .unwrap();
+    noise(&a, 20);
     let (x, log) = app
         .act("dba", "db_backup", json!({"strategy": "mariabackup"}))
         .await
@@ -756,6 +761,7 @@ async fn a_failed_row_count_aborts_the_snapshot_upload() {
         .unwrap();
     app.add_db_host("dba", &a).await.unwrap();
     load(&a, 10_000);
+    noise(&a, 20);
     // A table without its tablespace: COUNT(*) fails, while tar copies the datadir fine.
     a.sql("CREATE TABLE shop.gone (id INT PRIMARY KEY); ALTER TABLE shop.gone DISCARD TABLESPACE")
         .unwrap();
@@ -771,6 +777,14 @@ async fn a_failed_row_count_aborts_the_snapshot_upload() {
     assert!(log.contains("removed."), "{log}");
     let listed = app.client.get("/v1/backups?lineage=dba").await.unwrap();
     assert_eq!(listed[0]["status"], "uncommitted", "{listed}");
+    // Whole chunks were put while it streamed; the failure deleted them.
+    let mib: f64 = log
+        .split("Stream ended (")
+        .nth(1)
+        .and_then(|l| l.split(" MiB").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_default();
+    assert!(mib > 16.0, "{log}");
     let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
     assert_eq!(
         store.list("dba/").await.unwrap(),
