@@ -272,18 +272,7 @@ impl Store {
     /// The chunks of the backup at `key`, in order (empty for a backup stored as one object,
     /// as they were before chunks).
     pub async fn chunks_of(&self, key: &str) -> Result<Vec<String>, S3Error> {
-        let prefix = format!("{key}.");
-        let mut keys: Vec<String> = self
-            .list(&prefix)
-            .await?
-            .into_iter()
-            .filter(|k| {
-                let n = &k[prefix.len()..];
-                n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit())
-            })
-            .collect();
-        keys.sort();
-        Ok(keys)
+        Ok(chunks_among(key, self.list(&format!("{key}.")).await?))
     }
 
     /// Delete `keys` (missing ones are no error), a thousand per request.
@@ -362,7 +351,7 @@ impl Store {
         Ok(())
     }
 
-    /// Keys under `prefix` (for tests and checks: every backup object is also in PostgreSQL).
+    /// Keys under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
         let mut keys = Vec::new();
         let mut pages = self
@@ -382,6 +371,21 @@ impl Store {
         }
         Ok(keys)
     }
+}
+
+/// The chunk keys of `key` among `keys` (`<key>.` and at least six digits), in number order
+/// (a millionth chunk has seven digits).
+fn chunks_among(key: &str, keys: Vec<String>) -> Vec<String> {
+    let mut chunks: Vec<String> = keys
+        .into_iter()
+        .filter(|k| {
+            k.strip_prefix(key)
+                .and_then(|k| k.strip_prefix('.'))
+                .is_some_and(|n| n.len() >= 6 && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    chunks.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+    chunks
 }
 
 /// The PUTs of an upload's chunks: those running, and how many began.
@@ -481,5 +485,26 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
             self.bytes.fetch_add(n, Ordering::Relaxed);
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chunks_are_found_in_number_order() {
+        let keys = [
+            "k.000002",
+            "k.1000000",
+            "k.000010",
+            "k.000001",
+            "k.json",
+            "k.00001",
+            "k.000001.x",
+            "kk.000003",
+        ];
+        assert_eq!(
+            super::chunks_among("k", keys.map(String::from).to_vec()),
+            ["k.000001", "k.000002", "k.000010", "k.1000000"]
+        );
     }
 }
