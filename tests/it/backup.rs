@@ -377,18 +377,20 @@ async fn a_backup_object_alone_restores_from_the_manifest_inside_it() {
         .put("elsewhere/dump.sql.zst", b"not a backup".to_vec())
         .await
         .unwrap();
+    let restore = async |object: &str| {
+        app.act(
+            "dbb",
+            "db_restore",
+            json!({"backup": {"object": object}, "as": "master", "cluster": "dr"}),
+        )
+        .await
+        .unwrap()
+    };
     for (object, says) in [
         ("elsewhere/dump.sql.zst", "has no manifest inside"),
         ("dba/999/backup.xbstream.zst", "GetObject"),
     ] {
-        let (r, log) = app
-            .act(
-                "dbb",
-                "db_restore",
-                json!({"backup": {"object": object}, "as": "master", "cluster": "dr"}),
-            )
-            .await
-            .unwrap();
+        let (r, log) = restore(object).await;
         assert_eq!(r.status, Status::Failed, "{log}");
         assert!(log.contains(says), "{object}: {log}");
         assert!(
@@ -405,14 +407,7 @@ async fn a_backup_object_alone_restores_from_the_manifest_inside_it() {
         .await
         .unwrap();
     store.delete(&first).await.unwrap();
-    let (r, log) = app
-        .act(
-            "dbb",
-            "db_restore",
-            json!({"backup": {"object": key}, "as": "master", "cluster": "dr"}),
-        )
-        .await
-        .unwrap();
+    let (r, log) = restore(&key).await;
     assert_eq!(r.status, Status::Failed, "{log}");
     assert!(
         log.contains(&format!(
@@ -429,14 +424,7 @@ async fn a_backup_object_alone_restores_from_the_manifest_inside_it() {
         "0"
     );
 
-    let (r, log) = app
-        .act(
-            "dbb",
-            "db_restore",
-            json!({"backup": {"object": key}, "as": "master", "cluster": "dr"}),
-        )
-        .await
-        .unwrap();
+    let (r, log) = restore(&key).await;
     assert_eq!(r.status, Status::Succeeded, "{log}");
     assert!(
         log.contains(&format!("Restoring backup {} (mariabackup", m["id"])),
