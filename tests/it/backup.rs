@@ -203,6 +203,7 @@ async fn verify_marks_a_good_backup_good_and_a_tampered_one_bad() {
     app.add_db_host("dba", &a).await.unwrap();
     app.add_host("verifier", &v).await.unwrap();
     load(&a, 20_000);
+    noise(&a, 20);
     let mut ids = Vec::new();
     for strategy in ["snapshot", "logical"] {
         let (x, log) = app
@@ -226,6 +227,32 @@ async fn verify_marks_a_good_backup_good_and_a_tampered_one_bad() {
         let b = app.client.get(&format!("/v1/backups/{id}")).await.unwrap();
         assert_eq!(b["verified"], "good", "{b}");
     }
+    // Stored as one object bigger than a chunk, as backups were before chunks: it is
+    // streamed, not read whole, and still good.
+    let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
+    let b = app
+        .client
+        .get(&format!("/v1/backups/{}", ids[0]))
+        .await
+        .unwrap();
+    let key = b["object_key"].as_str().unwrap();
+    let chunks: Vec<String> = (1..=b["chunks"].as_u64().unwrap() as usize)
+        .map(|n| chunk_key(key, n))
+        .collect();
+    let mut whole = Vec::new();
+    store
+        .get_all(chunks.clone())
+        .read_to_end(&mut whole)
+        .await
+        .unwrap();
+    assert!(whole.len() > 2 * worker::s3::CHUNK, "{} bytes", whole.len());
+    store.put(key, whole).await.unwrap();
+    store.delete_all(&chunks).await.unwrap();
+    sqlx::query("UPDATE backups SET chunks = NULL WHERE id = $1")
+        .bind(ids[0])
+        .execute(&app.pool)
+        .await
+        .unwrap();
     // The snapshot's manifest has exact counts: the verification compared them.
     let (_, log) = app
         .act(
@@ -238,19 +265,7 @@ async fn verify_marks_a_good_backup_good_and_a_tampered_one_bad() {
     assert!(log.contains("row counts equal to the manifest's"), "{log}");
 
     // Tampered with in the bucket: bad, and the verdict is recorded.
-    let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
-    let b = app
-        .client
-        .get(&format!("/v1/backups/{}", ids[0]))
-        .await
-        .unwrap();
-    store
-        .put(
-            &chunk_key(b["object_key"].as_str().unwrap(), 1),
-            b"not a backup".to_vec(),
-        )
-        .await
-        .unwrap();
+    store.put(key, b"not a backup".to_vec()).await.unwrap();
     let (x, log) = app
         .act(
             "verifier",

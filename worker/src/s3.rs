@@ -243,30 +243,46 @@ impl Store {
         }
     }
 
-    /// The concatenation of the objects `keys`, as a stream: the next few are fetched while
-    /// one is read.
+    /// The concatenation of the objects `keys`, as a stream. Chunks are fetched whole, the next
+    /// few while one is read; a bigger object (a backup stored as one object, as they were
+    /// before chunks) is streamed, not held in memory.
     pub fn get_all(&self, keys: Vec<String>) -> impl AsyncRead + Unpin + Send {
         let store = self.clone();
-        let chunks = futures::stream::iter(keys)
+        let bodies = futures::stream::iter(keys)
             .map(move |key| {
                 let store = store.clone();
-                async move {
-                    let out = store
-                        .client
-                        .get_object()
-                        .bucket(&store.bucket)
-                        .key(&key)
-                        .send()
-                        .await
-                        .map_err(|e| store.err("GetObject", &key, describe(&e)))?;
-                    let body = out.body.collect().await;
-                    let body = body.map_err(|e| store.err("GetObject", &key, describe(&e)))?;
-                    Ok::<_, S3Error>(body.into_bytes())
-                }
+                async move { store.fetch(&key).await }
             })
             .buffered(PREFETCH + 1)
-            .map_err(std::io::Error::other);
-        tokio_util::io::StreamReader::new(Box::pin(chunks))
+            .map_ok(|body| match body {
+                Body::Whole(whole) => futures::stream::once(async { Ok(whole) }).boxed(),
+                Body::Open(open) => futures::stream::unfold(open, |mut open| async move {
+                    let next = open.try_next().await.map_err(std::io::Error::other);
+                    next.transpose().map(|n| (n, open))
+                })
+                .boxed(),
+            })
+            .map_err(std::io::Error::other)
+            .try_flatten();
+        tokio_util::io::StreamReader::new(Box::pin(bodies))
+    }
+
+    /// The object at `key`: whole if it is no bigger than a chunk and its trailer, else open.
+    async fn fetch(&self, key: &str) -> Result<Body, S3Error> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.err("GetObject", key, describe(&e)))?;
+        if out.content_length().unwrap_or(i64::MAX) > 2 * CHUNK as i64 {
+            return Ok(Body::Open(out.body));
+        }
+        let body = out.body.collect().await;
+        let body = body.map_err(|e| self.err("GetObject", key, describe(&e)))?;
+        Ok(Body::Whole(body.into_bytes()))
     }
 
     /// The chunks of the backup at `key`, in order (empty for a backup stored as one object,
@@ -386,6 +402,12 @@ fn chunks_among(key: &str, keys: Vec<String>) -> Vec<String> {
         .collect();
     chunks.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
     chunks
+}
+
+/// An object being downloaded: read whole, or its body still to be read.
+enum Body {
+    Whole(Bytes),
+    Open(ByteStream),
 }
 
 /// The PUTs of an upload's chunks: those running, and how many began.
