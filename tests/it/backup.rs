@@ -754,9 +754,9 @@ async fn an_interrupted_upload_leaves_no_backup_and_bad_restores_change_nothing(
     assert_eq!(b.sql("SELECT i FROM keep.t").unwrap(), "1");
 }
 
-/// Rows are counted while the snapshot streams; a count that fails aborts the upload.
+/// Rows are counted while the snapshot streams; a count that fails stops the upload at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_failed_row_count_aborts_the_snapshot_upload() {
+async fn a_failed_row_count_stops_the_snapshot_upload() {
     let (app, _moto) = app_with_s3().await;
     let a = TestHost::start()
         .unwrap()
@@ -764,42 +764,112 @@ async fn a_failed_row_count_aborts_the_snapshot_upload() {
         .unwrap();
     app.add_db_host("dba", &a).await.unwrap();
     load(&a, 10_000);
-    noise(&a, 20);
-    // A table without its tablespace: COUNT(*) fails, while tar copies the datadir fine.
+    // A table without its tablespace: COUNT(*) fails at once, while tar copies the datadir
+    // fine, and 300 MiB of incompressible ballast beside the tables for it to copy.
     a.sql("CREATE TABLE shop.gone (id INT PRIMARY KEY); ALTER TABLE shop.gone DISCARD TABLESPACE")
         .unwrap();
+    let ballast = std::process::Command::new("head")
+        .args(["-c", "300M", "/dev/urandom"])
+        .stdout(std::fs::File::create(a.datadir().join("ballast")).unwrap())
+        .status()
+        .unwrap();
+    assert!(ballast.success());
 
     let (x, log) = app
         .act("dba", "db_backup", json!({"strategy": "snapshot"}))
         .await
         .unwrap();
     assert_eq!(x.status, Status::Failed, "{log}");
-    assert!(log.contains("Stream ended"), "{log}");
-    assert!(log.contains("counting the rows of shop.gone"), "{log}");
+    assert!(
+        log.contains("Upload stopped before the stream ended: counting the rows of shop.gone"),
+        "{log}"
+    );
+    assert!(!log.contains("Stream ended"), "{log}");
     assert!(!log.contains("Rows counted"), "{log}");
     assert!(log.contains("removed."), "{log}");
     let listed = app.client.get("/v1/backups?lineage=dba").await.unwrap();
     assert_eq!(listed[0]["status"], "uncommitted", "{listed}");
-    // Whole chunks were put while it streamed; the failure deleted them.
-    let mib: f64 = log
-        .split("Stream ended (")
-        .nth(1)
-        .and_then(|l| l.split(" MiB").next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_default();
-    assert!(mib > 16.0, "{log}");
     let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
     assert_eq!(
         store.list("dba/").await.unwrap(),
         Vec::<String>::new(),
         "no object"
     );
-    // Nothing of the counting session is left on the server.
+    // Nothing of the counting session or of the stream is left on the server.
     assert_eq!(
         a.sql("SELECT COUNT(*) FROM information_schema.processlist WHERE command = 'Sleep'")
             .unwrap(),
         "0"
     );
+    let tar = std::process::Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("tar -C {}/snap-", a.datadir().parent().unwrap().display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        tar.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&tar.stdout)
+    );
+}
+
+/// An upload whose stream is refused at its end, or stopped while it flows, deletes the chunks
+/// it had put.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_or_stopped_upload_deletes_its_chunks() {
+    let (app, _moto) = app_with_s3().await;
+    let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
+    let progress = std::sync::atomic::AtomicU64::new(0);
+    let data = vec![7u8; 3 * worker::s3::CHUNK + 100];
+
+    let refused = store
+        .upload(
+            "t/refused",
+            &data[..],
+            &progress,
+            std::future::pending(),
+            async { (false, ()) },
+            |_, _| Vec::new(),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(worker::s3::S3Error::Rejected)),
+        "{refused:?}"
+    );
+    assert_eq!(store.list("t/").await.unwrap(), Vec::<String>::new());
+
+    // Stopped once two chunks are in the bucket, while the source still has more to give.
+    let (mut tx, rx) = tokio::io::duplex(1 << 20);
+    let feed = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = tx.write_all(&data).await;
+        std::future::pending::<()>().await
+    });
+    let stop = async {
+        let two = crate::eventually(std::time::Duration::from_secs(30), async || {
+            store.list("t/stopped.").await.unwrap().len() >= 2
+        })
+        .await;
+        assert!(two, "chunks were not put");
+    };
+    let stopped = store
+        .upload(
+            "t/stopped",
+            rx,
+            &progress,
+            stop,
+            std::future::pending::<(bool, ())>(),
+            |_, _| Vec::new(),
+        )
+        .await;
+    feed.abort();
+    assert!(
+        matches!(stopped, Err(worker::s3::S3Error::Rejected)),
+        "{stopped:?}"
+    );
+    assert_eq!(store.list("t/").await.unwrap(), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

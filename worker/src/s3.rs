@@ -116,18 +116,21 @@ impl Store {
     /// Once `src` ended, `confirm` says whether the stream is good: only then is the last chunk
     /// put (else the chunks written are deleted: `Rejected`); `trailer` gives the bytes appended
     /// after the stream, in the last chunk (they are not in the returned size and sha256).
+    /// `stop` ending before that stops the upload where it is (`Rejected`, chunks deleted).
     pub async fn upload<T>(
         &self,
         key: &str,
         mut src: impl AsyncRead + Unpin,
         progress: &AtomicU64,
+        stop: impl std::future::Future<Output = ()>,
         confirm: impl std::future::Future<Output = (bool, T)>,
         trailer: impl FnOnce(&Uploaded, &T) -> Vec<u8>,
     ) -> Result<(Uploaded, T), S3Error> {
         let mut puts = Puts::default();
-        let result = self
-            .upload_chunks(key, &mut src, progress, confirm, trailer, &mut puts)
-            .await;
+        let result = tokio::select! {
+            r = self.upload_chunks(key, &mut src, progress, confirm, trailer, &mut puts) => r,
+            () = stop => Err(S3Error::Rejected),
+        };
         if result.is_err() {
             // Nothing half-written stays: the PUTs still running are stopped, then the chunks
             // started so far are deleted (a chunk whose PUT was cut off may or may not exist;

@@ -72,13 +72,30 @@ pub async fn upload<R>(
         let tail = read_tail(stderr).await;
         let _ = err_tx.send(tail);
     };
-    let (side_tx, side_rx) = tokio::sync::oneshot::channel();
-    let alongside = async move {
-        let _ = side_tx.send(alongside.await);
-    };
-    // Awaited by the uploader once the stream ended, before its last part and the completion.
-    let rejected_tail = std::sync::Mutex::new(String::new());
+    // `alongside`'s result waits for the stream's end (`confirm`); its failure stops the upload
+    // at once (`stop`): no use streaming the rest of a backup that cannot be committed.
     let side_error = std::sync::Mutex::new(None);
+    let (side_tx, side_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let alongside = async {
+        match alongside.await {
+            Ok(r) => {
+                let _ = side_tx.send(r);
+            }
+            Err(e) => {
+                *side_error.lock().expect("poisoned") = Some(e);
+                let _ = stop_tx.send(());
+            }
+        }
+    };
+    let stop = async {
+        if stop_rx.await.is_err() {
+            // `alongside` succeeded: nothing stops the upload.
+            std::future::pending::<()>().await
+        }
+    };
+    // Awaited by the uploader once the stream ended, before its last chunk.
+    let rejected_tail = std::sync::Mutex::new(String::new());
     let progress_read = progress.clone();
     let ended = std::sync::OnceLock::new();
     let confirm = async {
@@ -100,24 +117,17 @@ pub async fn upload<R>(
         if !ok {
             *rejected_tail.lock().expect("poisoned") = tail.clone();
         }
-        let side = side_rx.await.unwrap_or_else(|_| {
-            Err(ActionError::Failed(
-                "the work alongside the stream ended early".into(),
-            ))
-        });
-        match side {
+        match side_rx.await {
             Ok(r) => (ok, (tail, Some(r))),
-            Err(e) => {
-                *side_error.lock().expect("poisoned") = Some(e);
-                (false, (tail, None))
-            }
+            // `alongside` failed (`side_error`).
+            Err(_) => (false, (tail, None)),
         }
     };
     // Only called once `confirm` said yes: `alongside` succeeded.
     let trailer = |u: &Uploaded, (tail, r): &(String, Option<R>)| {
         r.as_ref().map(|r| trailer(u, tail, r)).unwrap_or_default()
     };
-    let upload = Box::pin(store.upload(key, stdout, &progress, confirm, trailer));
+    let upload = Box::pin(store.upload(key, stdout, &progress, stop, confirm, trailer));
     let (up, (), ()) = tokio::select! {
         r = async { tokio::join!(upload, errors, alongside) } => r,
         _ = report(ctx, &progress, "uploaded", Some(&ended)) => unreachable!("report never ends"),
@@ -125,7 +135,13 @@ pub async fn upload<R>(
     match up {
         Ok((u, (tail, Some(r)))) => Ok((u, tail, r)),
         Ok((_, (_, None))) | Err(crate::s3::S3Error::Rejected) => {
-            if let Some(e) = side_error.lock().expect("poisoned").take() {
+            let side_error = side_error.lock().expect("poisoned").take();
+            if let Some(e) = side_error {
+                if ended.get().is_none() {
+                    ctx.log
+                        .system(format!("Upload stopped before the stream ended: {e}"))
+                        .await;
+                }
                 return Err(e);
             }
             Err(ActionError::Failed(format!(

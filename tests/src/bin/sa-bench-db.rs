@@ -422,7 +422,14 @@ async fn chunk_upload(
 ) -> anyhow::Result<Vec<String>> {
     let progress = std::sync::atomic::AtomicU64::new(0);
     let (up, ()) = store
-        .upload(key, src, &progress, async { (true, ()) }, |_, _| Vec::new())
+        .upload(
+            key,
+            src,
+            &progress,
+            std::future::pending(),
+            async { (true, ()) },
+            |_, _| Vec::new(),
+        )
         .await?;
     Ok((1..=up.chunks)
         .map(|n| shared::db::backups::chunk_key(key, n))
