@@ -53,6 +53,8 @@ pub struct Config {
     /// Static S3 credentials; without them the AWS default chain (environment, profile...) is used.
     pub s3_access_key_id: Option<String>,
     pub s3_secret_access_key: Option<String>,
+    /// A backup's chunk objects, in MiB: a worker holds about four of them per upload.
+    pub s3_chunk_mib: usize,
     pub ec2_endpoint: Option<String>,
     pub mysql_user: String,
     pub mysql_password: String,
@@ -85,6 +87,7 @@ impl Default for Config {
             s3_region: "us-east-1".into(),
             s3_access_key_id: None,
             s3_secret_access_key: None,
+            s3_chunk_mib: 8,
             ec2_endpoint: None,
             mysql_user: "root".into(),
             mysql_password: String::new(),
@@ -138,6 +141,7 @@ impl Config {
         env.set("SA_S3_REGION", &mut self.s3_region)?;
         env.set_opt("SA_S3_ACCESS_KEY_ID", &mut self.s3_access_key_id)?;
         env.set_opt("SA_S3_SECRET_ACCESS_KEY", &mut self.s3_secret_access_key)?;
+        env.set("SA_S3_CHUNK_MIB", &mut self.s3_chunk_mib)?;
         env.set_opt("SA_EC2_ENDPOINT", &mut self.ec2_endpoint)?;
         env.set("SA_MYSQL_USER", &mut self.mysql_user)?;
         env.set("SA_MYSQL_PASSWORD", &mut self.mysql_password)?;
@@ -147,6 +151,13 @@ impl Config {
                 var: "SA_WORKER_CONCURRENCY",
                 value: "0".into(),
                 reason: "must be at least 1".into(),
+            });
+        }
+        if !(1..=512).contains(&self.s3_chunk_mib) {
+            return Err(ConfigError::Invalid {
+                var: "SA_S3_CHUNK_MIB",
+                value: self.s3_chunk_mib.to_string(),
+                reason: "must be 1 to 512 (MiB)".into(),
             });
         }
         Ok(())
@@ -226,6 +237,18 @@ mod tests {
             err.to_string()
                 .starts_with("SA_LISTEN: cannot parse \"nope\""),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_chunk_size_out_of_range_is_refused() {
+        let mut cfg = Config::default();
+        let err = cfg
+            .apply_env(|k| (k == "SA_S3_CHUNK_MIB").then(|| "1024".to_string()))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "SA_S3_CHUNK_MIB: cannot parse \"1024\": must be 1 to 512 (MiB)"
         );
     }
 

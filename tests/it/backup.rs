@@ -121,7 +121,7 @@ async fn round_trip(strategy: &str, a: TestHost) {
     let id = m["id"].as_i64().unwrap();
     // Its chunks (the stream in 8 MiB pieces, the last one ending with the manifest), and the
     // manifest beside them.
-    let chunks = m["bytes"].as_u64().unwrap() as usize / worker::s3::CHUNK + 1;
+    let chunks = m["bytes"].as_u64().unwrap() as usize / (app.cfg.s3_chunk_mib << 20) + 1;
     assert_eq!(m["chunks"], chunks, "{m}");
     let object = listed[0]["object_key"].as_str().unwrap();
     let mut expected: Vec<String> = (1..=chunks).map(|n| chunk_key(object, n)).collect();
@@ -245,7 +245,7 @@ async fn verify_marks_a_good_backup_good_and_a_tampered_one_bad() {
         .read_to_end(&mut whole)
         .await
         .unwrap();
-    assert!(whole.len() > 2 * worker::s3::CHUNK, "{} bytes", whole.len());
+    assert!(whole.len() > 2 * store.chunk, "{} bytes", whole.len());
     store.put(key, whole).await.unwrap();
     store.delete_all(&chunks).await.unwrap();
     sqlx::query("UPDATE backups SET chunks = NULL WHERE id = $1")
@@ -815,14 +815,44 @@ async fn a_failed_row_count_stops_the_snapshot_upload() {
     );
 }
 
-/// An upload whose stream is refused at its end, or stopped while it flows, deletes the chunks
-/// it had put.
+/// An upload cuts its stream into chunks of the configured size, the trailer in the last one;
+/// one whose stream is refused at its end, or stopped while it flows, deletes the chunks it had
+/// put.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_refused_or_stopped_upload_deletes_its_chunks() {
+async fn uploads_cut_chunks_and_a_refused_or_stopped_one_deletes_them() {
     let (app, _moto) = app_with_s3().await;
-    let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
+    let mut cfg = app.cfg.clone();
+    cfg.s3_chunk_mib = 5;
+    let store = worker::s3::Store::from_config(&cfg).await.unwrap();
     let progress = std::sync::atomic::AtomicU64::new(0);
-    let data = vec![7u8; 3 * worker::s3::CHUNK + 100];
+    let data: Vec<u8> = (0..3 * (5 << 20) + 100).map(|i| (i % 251) as u8).collect();
+
+    let (up, ()) = store
+        .upload(
+            "t/ok",
+            &data[..],
+            &progress,
+            std::future::pending(),
+            async { (true, ()) },
+            |_, _| b"end".to_vec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((up.bytes, up.chunks), (data.len() as u64, 4));
+    let keys = store.chunks_of("t/ok").await.unwrap();
+    assert_eq!(
+        keys,
+        (1..=4).map(|n| chunk_key("t/ok", n)).collect::<Vec<_>>()
+    );
+    let mut back = Vec::new();
+    store
+        .get_all(keys.clone())
+        .read_to_end(&mut back)
+        .await
+        .unwrap();
+    assert_eq!(back.len(), data.len() + 3);
+    assert!(back.starts_with(&data) && back.ends_with(b"end"));
+    store.delete_all(&keys).await.unwrap();
 
     let refused = store
         .upload(

@@ -27,8 +27,6 @@ use tokio::{
     task::JoinSet,
 };
 
-/// A chunk's size: memory ≈ (IN_FLIGHT + 1) × CHUNK while uploading.
-pub const CHUNK: usize = 8 << 20;
 /// Chunks being put at once while the next one is read.
 const IN_FLIGHT: usize = 3;
 /// Chunks fetched ahead of the one being read, on download.
@@ -57,6 +55,8 @@ pub enum S3Error {
 pub struct Store {
     client: Client,
     pub bucket: String,
+    /// A chunk's size (`SA_S3_CHUNK_MIB`): memory ≈ (IN_FLIGHT + 1) chunks per upload.
+    pub chunk: usize,
 }
 
 /// What an upload wrote.
@@ -95,6 +95,7 @@ impl Store {
         Some(Store {
             client: Client::from_conf(b.build()),
             bucket,
+            chunk: cfg.s3_chunk_mib << 20,
         })
     }
 
@@ -172,12 +173,14 @@ impl Store {
         };
         let last = loop {
             let buf = spare.pop().unwrap_or_default();
-            let chunk = read_chunk(src, buf, CHUNK).await.map_err(S3Error::Source)?;
+            let chunk = read_chunk(src, buf, self.chunk)
+                .await
+                .map_err(S3Error::Source)?;
             hasher.update(&chunk);
             total += chunk.len() as u64;
             progress.store(total, Ordering::Relaxed);
             number += 1;
-            if chunk.len() < CHUNK {
+            if chunk.len() < self.chunk {
                 break chunk;
             }
             spawn(number, chunk, &mut spare).await?;
@@ -280,7 +283,7 @@ impl Store {
             .send()
             .await
             .map_err(|e| self.err("GetObject", key, describe(&e)))?;
-        if out.content_length().unwrap_or(i64::MAX) > 2 * CHUNK as i64 {
+        if out.content_length().unwrap_or(i64::MAX) > 2 * self.chunk as i64 {
             return Ok(Body::Open(out.body));
         }
         let body = out.body.collect().await;
