@@ -32,6 +32,8 @@ const IN_FLIGHT: usize = 3;
 /// Chunks fetched ahead of the one being read, on download.
 const PREFETCH: usize = 2;
 const PUT_TRIES: u32 = 3;
+/// How long a failed upload waits for its PUTs under way before it deletes its chunks.
+const PUT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
@@ -133,10 +135,15 @@ impl Store {
             () = stop => Err(S3Error::Rejected),
         };
         if result.is_err() {
-            // Nothing half-written stays: the PUTs still running are stopped, then the chunks
-            // started so far are deleted (a chunk whose PUT was cut off may or may not exist;
-            // deleting a missing key is no error). If the store cannot be reached now, the
-            // backup's row stays uncommitted and retention deletes what is left of it later.
+            // Nothing half-written stays: the PUTs under way end first (one cancelled after its
+            // request went out could still land after the delete), within PUT_WAIT; then the
+            // chunks started so far are deleted (deleting a missing key is no error). If the
+            // store cannot be reached now, the backup's row stays uncommitted and retention
+            // deletes what is left of it later.
+            let _ = tokio::time::timeout(PUT_WAIT, async {
+                while puts.running.join_next().await.is_some() {}
+            })
+            .await;
             puts.running.shutdown().await;
             let keys: Vec<String> = (1..=puts.started).map(|i| chunk_key(key, i)).collect();
             let _ = self.delete_all(&keys).await;
