@@ -28,6 +28,14 @@ fn load(host: &TestHost, rows: u32) {
     .unwrap();
 }
 
+/// A test host whose MariaDB datadir is on a `mib` MiB btrfs volume (snapshot backups).
+fn snapshot_host(server_id: u32, mib: u32) -> TestHost {
+    TestHost::start()
+        .unwrap()
+        .with_mariadb_on_btrfs(server_id, mib)
+        .unwrap()
+}
+
 /// `mib` MiB of incompressible rows in `shop.noise`: a backup of several chunks.
 fn noise(host: &TestHost, mib: u32) {
     host.sql(&format!(
@@ -181,24 +189,14 @@ async fn mariabackup_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshot_round_trip() {
-    round_trip(
-        "snapshot",
-        TestHost::start()
-            .unwrap()
-            .with_mariadb_on_btrfs(131, 2048)
-            .unwrap(),
-    )
-    .await;
+    round_trip("snapshot", snapshot_host(131, 2048)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verify_marks_a_good_backup_good_and_a_tampered_one_bad() {
     let began = std::time::SystemTime::now();
     let (app, _moto) = app_with_s3().await;
-    let a = TestHost::start()
-        .unwrap()
-        .with_mariadb_on_btrfs(141, 1024)
-        .unwrap();
+    let a = snapshot_host(141, 1024);
     let v = TestHost::start().unwrap();
     app.add_db_host("dba", &a).await.unwrap();
     app.add_host("verifier", &v).await.unwrap();
@@ -533,10 +531,7 @@ async fn after_a_promote_a_new_slave_seeded_from_the_old_slaves_backup_replicate
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_read_lock_is_not_kept_waiting_behind_a_long_query() {
     let (app, _moto) = app_with_s3().await;
-    let a = TestHost::start()
-        .unwrap()
-        .with_mariadb_on_btrfs(161, 512)
-        .unwrap();
+    let a = snapshot_host(161, 512);
     app.add_db_host("dba", &a).await.unwrap();
     load(&a, 1000);
     // A long write is running: FLUSH TABLES WITH READ LOCK would wait for it, and every other
@@ -697,10 +692,7 @@ async fn retention_deletes_what_the_rules_let_go_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_interrupted_upload_leaves_no_backup_and_bad_restores_change_nothing() {
     let (app, mut moto) = app_with_s3().await;
-    let a = TestHost::start()
-        .unwrap()
-        .with_mariadb_on_btrfs(181, 1024)
-        .unwrap();
+    let a = snapshot_host(181, 1024);
     let b = TestHost::start().unwrap().with_mariadb(182).unwrap();
     app.add_db_host("dba", &a).await.unwrap();
     app.add_db_host("dbb", &b).await.unwrap();
@@ -758,10 +750,7 @@ async fn an_interrupted_upload_leaves_no_backup_and_bad_restores_change_nothing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_row_count_stops_the_snapshot_upload() {
     let (app, _moto) = app_with_s3().await;
-    let a = TestHost::start()
-        .unwrap()
-        .with_mariadb_on_btrfs(211, 1024)
-        .unwrap();
+    let a = snapshot_host(211, 1024);
     app.add_db_host("dba", &a).await.unwrap();
     load(&a, 10_000);
     // A table without its tablespace: COUNT(*) fails at once, while tar copies the datadir

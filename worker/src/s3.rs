@@ -14,6 +14,7 @@ use std::sync::{
 
 use aws_sdk_s3::{
     config::{Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation},
+    operation::get_object::GetObjectOutput,
     primitives::ByteStream,
     types::{Delete, ObjectIdentifier},
     Client,
@@ -196,28 +197,22 @@ impl Store {
         if !good {
             return Err(S3Error::Rejected);
         }
-        // A stream of whole chunks ends with an empty read: no empty chunk after full ones,
-        // unless the trailer goes there.
-        let uploaded = Uploaded {
+        let mut uploaded = Uploaded {
             bytes: total,
             sha256: hex(&hasher.finalize()),
             chunks: number,
         };
         let trailer = trailer(&uploaded, &extra);
-        let (last, uploaded) = if last.is_empty() && trailer.is_empty() && number > 1 {
-            (
-                None,
-                Uploaded {
-                    chunks: number - 1,
-                    ..uploaded
-                },
-            )
-        } else if trailer.is_empty() {
-            (Some(last), uploaded)
+        let last = if trailer.is_empty() {
+            last
         } else {
-            (Some(Bytes::from([&last[..], &trailer].concat())), uploaded)
+            Bytes::from([&last[..], &trailer].concat())
         };
-        if let Some(last) = last {
+        // A stream of whole chunks ends with an empty read: no empty chunk after full ones,
+        // unless the trailer goes there.
+        if last.is_empty() && number > 1 {
+            uploaded.chunks -= 1;
+        } else {
             spawn(number, last, &mut spare).await?;
         }
         while let Some(r) = puts.running.join_next().await {
@@ -282,20 +277,34 @@ impl Store {
 
     /// The object at `key`: whole if it is no bigger than a chunk and its trailer, else open.
     async fn fetch(&self, key: &str) -> Result<Body, S3Error> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.err("GetObject", key, describe(&e)))?;
+        let out = self.get_object(key, None).await?;
         if out.content_length().unwrap_or(i64::MAX) > 2 * self.chunk as i64 {
             return Ok(Body::Open(out.body));
         }
-        let body = out.body.collect().await;
+        Ok(Body::Whole(self.read_body(key, out.body).await?))
+    }
+
+    /// GetObject of `key`, or of its `range` (an HTTP Range value).
+    async fn get_object(
+        &self,
+        key: &str,
+        range: Option<String>,
+    ) -> Result<GetObjectOutput, S3Error> {
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range)
+            .send()
+            .await
+            .map_err(|e| self.err("GetObject", key, describe(&e)))
+    }
+
+    /// All of an object's `body`.
+    async fn read_body(&self, key: &str, body: ByteStream) -> Result<Bytes, S3Error> {
+        let body = body.collect().await;
         let body = body.map_err(|e| self.err("GetObject", key, describe(&e)))?;
-        Ok(Body::Whole(body.into_bytes()))
+        Ok(body.into_bytes())
     }
 
     /// The chunks of the backup at `key`, in order (empty for a backup stored as one object,
@@ -350,18 +359,8 @@ impl Store {
 
     /// The object's last `n` bytes (all of it if it is shorter): where its manifest is.
     pub async fn tail(&self, key: &str, n: u64) -> Result<Vec<u8>, S3Error> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(format!("bytes=-{n}"))
-            .send()
-            .await
-            .map_err(|e| self.err("GetObject", key, describe(&e)))?;
-        let body = out.body.collect().await;
-        let body = body.map_err(|e| self.err("GetObject", key, describe(&e)))?;
-        Ok(body.into_bytes().to_vec())
+        let out = self.get_object(key, Some(format!("bytes=-{n}"))).await?;
+        Ok(self.read_body(key, out.body).await?.to_vec())
     }
 
     /// The manifest inside a backup object (see [`crate::trailer`]), if it has one.
