@@ -14,9 +14,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp target/release/sa-api target/release/sa-worker target/release/sactl /out/
 
 FROM debian:bookworm-slim
-# The workers drive the system `ssh` client (openssh crate, native-mux).
+# The workers drive the system `ssh` client (openssh crate, native-mux); curl: the api healthcheck.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends openssh-client ca-certificates \
+    && apt-get install -y --no-install-recommends openssh-client ca-certificates curl \
     && rm -rf /var/lib/apt/lists/*
 # ssh needs its user in /etc/passwd; uid 10001 must be able to read the mounted SSH key.
 RUN groupadd --system --gid 10001 sa \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make this machine ready for the demo, the tests and the benchmark (idempotent; run as root):
-# install what is missing, start PostgreSQL and RabbitMQ if they are down.
+# install what is missing, start PostgreSQL and RabbitMQ if they are down. scripts/test.sh checks
+# the same list; keep the two in sync.
 set -euo pipefail
 
 log() { echo "setup: $*" >&2; }
@@ -16,6 +17,7 @@ command -v mkfs.btrfs >/dev/null || need_pkgs+=(btrfs-progs)          # snapshot
 command -v zstd >/dev/null || need_pkgs+=(zstd)                       # backup compression
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)          # the viewer's browser tests
 command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
+command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)  # test.sh checks docker-compose.yml
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -15,13 +15,16 @@ pub enum ClientError {
     },
     #[error("cannot reach the api: {0}")]
     Http(#[from] reqwest::Error),
+    /// A 2xx answer that is not what the route returns (another program on the port?).
+    #[error("unexpected answer from the api: {0}")]
+    Body(#[from] serde_json::Error),
 }
 
 impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } => Some(*status),
-            ClientError::Http(_) => None,
+            ClientError::Http(_) | ClientError::Body(_) => None,
         }
     }
 }
@@ -45,7 +48,7 @@ impl Client {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
                 .build()
-                .expect("reqwest client"),
+                .unwrap_or_default(),
         }
     }
 
@@ -116,7 +119,7 @@ impl Client {
     /// Submit any action request body.
     pub async fn submit(&self, body: &Value) -> Result<Action, ClientError> {
         let (_, v) = self.post("/v1/actions", body).await?;
-        Ok(serde_json::from_value(v).expect("the api returns actions"))
+        Ok(serde_json::from_value(v)?)
     }
 
     pub async fn run_script(
@@ -136,7 +139,7 @@ impl Client {
 
     pub async fn action(&self, id: i64) -> Result<Action, ClientError> {
         let v = self.get(&format!("/v1/actions/{id}")).await?;
-        Ok(serde_json::from_value(v).expect("the api returns actions"))
+        Ok(serde_json::from_value(v)?)
     }
 
     /// Cancel an action; returns it (status `cancelled` if it had not started).
@@ -144,13 +147,13 @@ impl Client {
         let (_, v) = self
             .post(&format!("/v1/actions/{id}/cancel"), &serde_json::json!({}))
             .await?;
-        Ok(serde_json::from_value(v).expect("the api returns actions"))
+        Ok(serde_json::from_value(v)?)
     }
 
     /// `query` is the raw query string, e.g. `server=web1&limit=10`.
     pub async fn actions(&self, query: &str) -> Result<(Vec<Action>, Option<i64>), ClientError> {
         let v = self.get(&format!("/v1/actions?{query}")).await?;
-        let actions = serde_json::from_value(v["actions"].clone()).expect("actions");
+        let actions = serde_json::from_value(v["actions"].clone())?;
         Ok((actions, v["next_before"].as_i64()))
     }
 

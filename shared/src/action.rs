@@ -5,8 +5,12 @@ use std::{fmt, str::FromStr};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::spec::ActionSpec;
+
 /// What an action does. One file per kind in `worker/src/actions/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "store", derive(sqlx::Type))]
+#[cfg_attr(feature = "store", sqlx(type_name = "text", rename_all = "snake_case"))]
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     RunScript,
@@ -177,8 +181,10 @@ impl TryFrom<String> for Status {
 pub struct Action {
     pub id: i64,
     pub server: String,
-    pub kind: String,
-    pub params: serde_json::Value,
+    /// `kind` and `params`.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub spec: ActionSpec,
     #[sqlx(try_from = "String")]
     pub status: Status,
     pub exit_code: Option<i32>,
@@ -194,8 +200,9 @@ pub struct Action {
     pub finished_at: Option<DateTime<Utc>>,
     /// 1 for the first run; retries count up.
     pub attempt: i32,
-    /// `{"max": N, "backoff_s": S}`: how often a failed or interrupted run is retried.
-    pub retry: Option<serde_json::Value>,
+    /// How often a failed or interrupted run is retried.
+    #[sqlx(json(nullable))]
+    pub retry: Option<RetryPolicy>,
     /// Earliest start of the next attempt (retry backoff).
     pub not_before: Option<DateTime<Utc>>,
     /// Why the action was asked to stop while running (cancel, preemption).
@@ -205,23 +212,95 @@ pub struct Action {
 }
 
 impl Action {
-    /// `Some((next attempt, backoff in s))` when a run that ended `status` is retried: failed
-    /// and interrupted runs, or only interrupted ones when the policy says `"on": "interrupted"`
-    /// (the default of retry-safe kinds).
-    pub fn next_retry(&self, status: Status) -> Option<(i32, f64)> {
-        let retry = self.retry.as_ref()?;
-        let interrupted_only = retry.get("on").and_then(|o| o.as_str()) == Some("interrupted");
+    pub fn kind(&self) -> ActionKind {
+        self.spec.kind()
+    }
+
+    /// The retry of a run that ended `status`, if the action's policy asks for one.
+    pub fn next_retry(&self, status: Status) -> Option<Retry> {
+        self.retry?.next(self.attempt, status)
+    }
+}
+
+/// `{"max": N, "backoff_s": S, "on"?: "interrupted"}`: a failed or interrupted run goes back
+/// in line as attempt + 1 after `backoff_s`, at most `max` times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    pub max: u32,
+    #[serde(default)]
+    pub backoff_s: u32,
+    /// Only `interrupted` runs (their worker died or stopped) are retried, not failed ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<RetryOn>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetryOn {
+    Interrupted,
+}
+
+/// A run that goes back in line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// The attempt it becomes (2 for the first retry).
+    pub attempt: i32,
+    /// Attempts in all (`max` + 1).
+    pub of: u32,
+    pub backoff_s: u32,
+}
+
+impl Retry {
+    /// The log line that says so.
+    pub fn line(&self) -> String {
+        format!(
+            "Retrying: attempt {} of {} in {} s.",
+            self.attempt, self.of, self.backoff_s
+        )
+    }
+}
+
+impl RetryPolicy {
+    pub const MAX: u32 = 10;
+    pub const MAX_BACKOFF_S: u32 = 3600;
+
+    /// Kinds that are safe to run twice are retried after an interruption by default.
+    pub fn default_for(kind: ActionKind) -> Option<Self> {
+        kind.retry_safe().then_some(RetryPolicy {
+            max: 3,
+            backoff_s: 5,
+            on: Some(RetryOn::Interrupted),
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), crate::validate::FieldError> {
+        if self.max > Self::MAX || self.backoff_s > Self::MAX_BACKOFF_S {
+            return Err(crate::validate::FieldError::new(
+                "retry",
+                format!(
+                    "max must be at most {} and backoff_s at most {}",
+                    Self::MAX,
+                    Self::MAX_BACKOFF_S
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether run `attempt`, ended `status`, is retried: failed and interrupted runs, or
+    /// only interrupted ones with `on: interrupted`, while `attempt <= max`.
+    pub fn next(&self, attempt: i32, status: Status) -> Option<Retry> {
         match status {
             Status::Interrupted => {}
-            Status::Failed if !interrupted_only => {}
+            Status::Failed if self.on.is_none() => {}
             _ => return None,
         }
-        let max = retry.get("max")?.as_i64()?;
-        let backoff = retry
-            .get("backoff_s")
-            .and_then(|b| b.as_f64())
-            .unwrap_or(0.0);
-        (i64::from(self.attempt) <= max).then_some((self.attempt + 1, backoff))
+        (i64::from(attempt) <= i64::from(self.max)).then_some(Retry {
+            attempt: attempt + 1,
+            of: self.max + 1,
+            backoff_s: self.backoff_s,
+        })
     }
 }
 
@@ -229,4 +308,55 @@ impl Action {
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ActionMessage {
     pub action_id: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_count_attempts_and_respect_on() {
+        let p = RetryPolicy {
+            max: 2,
+            backoff_s: 5,
+            on: None,
+        };
+        let r = p.next(1, Status::Failed).unwrap();
+        assert_eq!((r.attempt, r.of, r.backoff_s), (2, 3, 5));
+        assert_eq!(r.line(), "Retrying: attempt 2 of 3 in 5 s.");
+        assert!(p.next(2, Status::Interrupted).is_some());
+        assert_eq!(p.next(3, Status::Failed), None, "max retries used");
+        for s in [Status::TimedOut, Status::Cancelled, Status::Succeeded] {
+            assert_eq!(p.next(1, s), None, "{s} is final");
+        }
+        let only = RetryPolicy::default_for(ActionKind::DbStatus).unwrap();
+        assert!(only.next(1, Status::Interrupted).is_some());
+        assert_eq!(only.next(1, Status::Failed), None);
+        assert_eq!(RetryPolicy::default_for(ActionKind::RunScript), None);
+        assert!(RetryPolicy {
+            max: 11,
+            backoff_s: 0,
+            on: None
+        }
+        .validate()
+        .is_err());
+    }
+
+    #[test]
+    fn an_action_serializes_kind_and_params_at_the_top() {
+        let a = serde_json::json!({
+            "id": 1, "server": "s", "kind": "db_promote", "params": {"force": true},
+            "status": "queued", "exit_code": null, "error": null, "timeout_s": null,
+            "urgent": true, "idempotency_key": null, "worker": null, "waiting_on": null,
+            "created_at": "2026-01-01T00:00:00Z", "started_at": null, "finished_at": null,
+            "attempt": 1, "retry": {"max": 1, "backoff_s": 0}, "not_before": null,
+            "cancel_requested": null, "result": null
+        });
+        let action: Action = serde_json::from_value(a.clone()).unwrap();
+        assert_eq!(
+            action.spec,
+            ActionSpec::DbPromote(crate::spec::PromoteParams { force: true })
+        );
+        assert_eq!(serde_json::to_value(&action).unwrap(), a);
+    }
 }

@@ -9,8 +9,10 @@ pub mod log;
 pub mod queue;
 pub mod retention;
 pub mod schedule;
+pub mod spec;
 pub mod telemetry;
 pub mod validate;
 
-pub use action::{Action, ActionKind, Status};
+pub use action::{Action, ActionKind, RetryPolicy, Status};
 pub use config::Config;
+pub use spec::ActionSpec;

@@ -47,11 +47,7 @@ impl LogLine {
 pub const HEADER_LINES: u64 = 2;
 
 /// The two lines that open the log of an action when its worker takes the server's lock.
-pub fn header(kind: &str, urgent: bool, pid: u32) -> Vec<String> {
-    let title = kind
-        .parse::<crate::ActionKind>()
-        .map(|k| k.title())
-        .unwrap_or(kind);
+pub fn header(title: &str, urgent: bool, pid: u32) -> Vec<String> {
     let others = if urgent { " terminating others." } else { "" };
     vec![
         format!("Executing: 'Executing action: {title}'"),

@@ -4,8 +4,10 @@
 
 pub mod actions;
 pub mod consumer;
+pub mod ctx;
 pub mod lease;
 pub mod logwriter;
+pub mod mariadb;
 pub mod metrics;
 pub mod mycnf;
 pub mod mysql;
@@ -26,10 +28,6 @@ use sqlx::PgPool;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{metrics::WorkerMetrics, ssh::SshPool};
-
-fn header(kind: &str, urgent: bool) -> Vec<String> {
-    shared::log::header(kind, urgent, std::process::id())
-}
 
 /// Everything an action run needs, shared by all of one worker's tasks.
 pub struct Worker {
@@ -112,7 +110,7 @@ impl Worker {
         shared::db::leases::Taker {
             worker: &self.name,
             lease_s: self.lease_s(),
-            header: &header,
+            pid: std::process::id(),
         }
     }
 

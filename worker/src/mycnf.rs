@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use shared::db::servers::Server;
 
 use crate::{
-    actions::{ActionError, Ctx},
+    ctx::{ActionError, Ctx},
     mysql::{column, Db},
     Worker,
 };

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use shared::{
-    action::{Action, ActionKind, Status},
+    action::{Action, Status},
     db::{
         leases::{self, Finished, Outcome, Started},
         servers::Server,
@@ -114,12 +114,12 @@ async fn run_one(
     worker
         .metrics
         .finished
-        .with_label_values(&[&action.kind, status.as_str()])
+        .with_label_values(&[action.kind().as_str(), status.as_str()])
         .inc();
     worker
         .metrics
         .duration
-        .with_label_values(&[&action.kind])
+        .with_label_values(&[action.kind().as_str()])
         .observe(clock.elapsed().as_secs_f64());
     next
 }
@@ -155,19 +155,14 @@ async fn execute(
         shutdown,
     ));
 
-    let result = match action.kind.parse::<ActionKind>() {
-        Err(e) => Err(ActionError::Failed(e)),
-        Ok(kind) => {
-            let ctx = Ctx {
-                worker,
-                action,
-                server,
-                log: log.clone(),
-                stop: &stop,
-            };
-            actions::run(kind, &ctx).await
-        }
+    let ctx = Ctx {
+        worker,
+        action,
+        server,
+        log: log.clone(),
+        stop: &stop,
     };
+    let result = actions::run(&ctx).await;
     done.cancel();
     let outcome = outcome(result, stop.reason(), action);
     if let Some(err) = &outcome.error {
@@ -233,27 +228,16 @@ fn outcome(
     };
     let mut message = vec![message];
     // Failed and interrupted runs are retried when the action says so.
-    let retry_in = match action.next_retry(status) {
-        Some((attempt, backoff)) => {
-            let max = action
-                .retry
-                .as_ref()
-                .and_then(|r| r["max"].as_i64())
-                .unwrap_or(0)
-                + 1;
-            message.push(format!(
-                "Retrying: attempt {attempt} of {max} in {backoff} s."
-            ));
-            Some(backoff)
-        }
-        _ => None,
-    };
+    let retry = action.next_retry(status);
+    if let Some(r) = &retry {
+        message.push(r.line());
+    }
     Outcome {
         status,
         exit_code,
         error,
         message,
-        retry_in,
+        retry_in: retry.map(|r| f64::from(r.backoff_s)),
         result: found,
     }
 }

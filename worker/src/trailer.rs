@@ -8,6 +8,7 @@
 //! escaped in JSON), so the last frame start in an object is the manifest's.
 
 use serde_json::Value;
+use shared::db::backups::Compression;
 
 /// A skippable frame's magic (0x184D2A50..=0x184D2A5F); little-endian on the wire.
 const ZSTD_MAGIC: [u8; 4] = 0x184D2A53u32.to_le_bytes();
@@ -17,10 +18,10 @@ const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0x10, 0, 0, 0, 0, 0, 0xff];
 const GZIP_END: [u8; 10] = [3, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
 /// The frame carrying `manifest`, for a stream compressed with `compression` (zstd or gzip).
-pub fn encode(compression: &str, manifest: &Value) -> Vec<u8> {
+pub fn encode(compression: Compression, manifest: &Value) -> Vec<u8> {
     let json = serde_json::to_vec(manifest).expect("a JSON value serializes");
     let mut out = Vec::with_capacity(json.len() + 24);
-    if compression == "zstd" {
+    if compression == Compression::Zstd {
         out.extend_from_slice(&ZSTD_MAGIC);
         out.extend_from_slice(&(json.len() as u32).to_le_bytes());
         out.extend_from_slice(&json);
@@ -79,9 +80,13 @@ mod tests {
             out.stdout
         };
         let mut object = run(&["-q", "-c"], data);
-        object.extend_from_slice(&encode(tool, manifest));
+        object.extend_from_slice(&encode(compression(tool), manifest));
         let tail = &object[object.len().saturating_sub(4096)..];
         (run(&["-d", "-q", "-c"], &object), decode(tail))
+    }
+
+    fn compression(tool: &str) -> Compression {
+        serde_json::from_value(json!(tool)).unwrap()
     }
 
     #[test]
@@ -94,7 +99,7 @@ mod tests {
             assert_eq!(read.as_ref(), Some(&manifest), "{tool} manifest");
             // Compressed bytes that happen to look like a frame's start come before it.
             let mut tail = [&ZSTD_MAGIC[..], &GZIP_HEADER, b"x"].concat();
-            tail.extend_from_slice(&encode(tool, &manifest));
+            tail.extend_from_slice(&encode(compression(tool), &manifest));
             assert_eq!(
                 decode(&tail).as_ref(),
                 Some(&manifest),

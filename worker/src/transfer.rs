@@ -15,7 +15,7 @@ use shared::db::{backups::Backup, servers::Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    actions::{ActionError, Ctx},
+    ctx::{ActionError, Ctx},
     s3::{HashingReader, Store, Uploaded},
 };
 

@@ -362,7 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "{:>8}  {:<16} {:<12} {:<11} {:>4}  {}",
                     a.id,
                     a.server,
-                    a.kind,
+                    a.kind().as_str(),
                     a.status.as_str(),
                     a.exit_code.map(|c| c.to_string()).unwrap_or_default(),
                     a.created_at.format("%Y-%m-%d %H:%M:%S")

@@ -10,12 +10,12 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::{
-    action::{Action, ActionKind, Status},
+    action::{Action, ActionKind, RetryPolicy, Status},
     db::{
         actions::{self, Filter, NewAction, SubmitError},
         leases,
     },
-    validate,
+    validate, ActionSpec,
 };
 
 use crate::{
@@ -37,43 +37,13 @@ struct ActionRequest {
     #[serde(default)]
     urgent: bool,
     idempotency_key: Option<String>,
-    retry: Option<Retry>,
-}
-
-#[derive(Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-struct Retry {
-    max: u32,
-    #[serde(default)]
-    backoff_s: u32,
-}
-
-/// A kind and its params, checked and normalized (also for schedules).
-pub(crate) fn validate_kind(kind: &str, params: Option<Value>) -> ApiResult<(ActionKind, Value)> {
-    let kind: ActionKind = kind
-        .parse()
-        .map_err(|e: String| ApiError::bad("kind", format!("kind: {e}")))?;
-    let params = params.unwrap_or_else(|| json!({}));
-    let params = match kind {
-        ActionKind::RunScript => json!(validate::run_script_params(&params)?),
-        ActionKind::DbStatus => {
-            validate::no_params(kind.as_str(), &params)?;
-            params
-        }
-        ActionKind::DbPromote => json!({"force": validate::promote_params(&params)?}),
-        ActionKind::DbBackup => json!(validate::backup_params(&params)?),
-        ActionKind::DbRestore => json!(validate::restore_params(&params)?),
-        ActionKind::DbVerifyBackup => json!(validate::verify_params(&params)?),
-        ActionKind::DbConfigureMaster | ActionKind::DbConfigureSlave | ActionKind::DbChecksum => {
-            json!(validate::cluster_params(kind.as_str(), &params)?)
-        }
-    };
-    Ok((kind, params))
+    retry: Option<RetryPolicy>,
 }
 
 fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
     validate::server_name("server", &r.server)?;
-    let (kind, params) = validate_kind(&r.kind, r.params)?;
+    let spec = ActionSpec::parse(&r.kind, r.params)?;
+    let kind = spec.kind();
     if let Some(t) = r.timeout_s {
         if t == 0 || t > MAX_TIMEOUT_S {
             return Err(ApiError::bad(
@@ -91,26 +61,16 @@ fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
         }
     }
     if let Some(retry) = &r.retry {
-        if retry.max > 10 || retry.backoff_s > 3600 {
-            return Err(ApiError::bad(
-                "retry",
-                "retry: max must be at most 10 and backoff_s at most 3600",
-            ));
-        }
+        retry.validate()?;
     }
     Ok(NewAction {
         server: r.server,
-        kind,
-        params,
+        spec,
         timeout_s: r.timeout_s.map(|t| t as i32),
         // A promote is what brings a site back: it never waits behind other work.
         urgent: r.urgent || kind == ActionKind::DbPromote,
         idempotency_key: r.idempotency_key,
-        // Kinds that are safe to run twice are retried after an interruption by default.
-        retry: r.retry.map(|r| json!(r)).or_else(|| {
-            kind.retry_safe()
-                .then(|| json!({"max": 3, "backoff_s": 5, "on": "interrupted"}))
-        }),
+        retry: r.retry.or_else(|| RetryPolicy::default_for(kind)),
     })
 }
 
@@ -148,7 +108,7 @@ pub async fn submit(
     state
         .metrics
         .submitted
-        .with_label_values(&[new.kind.as_str()])
+        .with_label_values(&[new.spec.kind().as_str()])
         .inc();
     outbox::publish(&state, action.id).await;
     Ok((StatusCode::ACCEPTED, Json(json!(action))))

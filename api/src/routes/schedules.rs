@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use shared::{
     db::schedules::{self, NewSchedule, Schedule, ScheduleError},
     schedule::Timing,
-    validate,
+    validate, ActionSpec,
 };
 
 use crate::{
@@ -69,7 +69,7 @@ fn validate_request(r: ScheduleRequest) -> ApiResult<(NewSchedule, Timing)> {
             ))
         }
     };
-    let (kind, params) = crate::routes::actions::validate_kind(&r.kind, r.params)?;
+    let spec = ActionSpec::parse(&r.kind, r.params)?;
     let timing = Timing::parse(r.cron.as_deref(), r.every_s).map_err(|e| {
         let f = e.field.clone();
         ApiError::bad(&f, format!("{f}: {}", e.message))
@@ -95,8 +95,7 @@ fn validate_request(r: ScheduleRequest) -> ApiResult<(NewSchedule, Timing)> {
             target_server: server,
             target_cluster: cluster,
             target_role: role,
-            kind: kind.as_str().to_string(),
-            params,
+            spec,
             cron: r.cron,
             every_s: r.every_s.map(|s| s as i32),
             jitter_s,
@@ -116,7 +115,7 @@ async fn view(state: &AppState, s: Schedule) -> ApiResult<Value> {
         _ => Value::Null,
     };
     Ok(json!({
-        "name": s.name, "target": target, "kind": s.kind, "params": s.params.0,
+        "name": s.name, "target": target, "kind": s.spec.kind(), "params": s.spec.params(),
         "cron": s.cron, "every_s": s.every_s, "jitter_s": s.jitter_s, "enabled": s.enabled,
         "catch_up": s.catch_up, "next_slot": s.next_slot,
         "next_fire_at": if s.enabled { json!(s.next_fire_at) } else { Value::Null },

@@ -2,7 +2,10 @@
 
 use sqlx::{types::Json, PgPool, Postgres, QueryBuilder};
 
-use crate::action::{Action, ActionKind, Status};
+use crate::{
+    action::{Action, ActionKind, RetryPolicy, Status},
+    spec::ActionSpec,
+};
 
 pub const COLUMNS: &str = "id, server, kind, params, status, exit_code, error, timeout_s, urgent, \
     idempotency_key, worker, waiting_on, created_at, started_at, finished_at, attempt, retry, \
@@ -11,12 +14,11 @@ pub const COLUMNS: &str = "id, server, kind, params, status, exit_code, error, t
 #[derive(Clone, Debug)]
 pub struct NewAction {
     pub server: String,
-    pub kind: ActionKind,
-    pub params: serde_json::Value,
+    pub spec: ActionSpec,
     pub timeout_s: Option<i32>,
     pub urgent: bool,
     pub idempotency_key: Option<String>,
-    pub retry: Option<serde_json::Value>,
+    pub retry: Option<RetryPolicy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +39,8 @@ pub async fn insert(pool: &PgPool, a: &NewAction) -> Result<(Action, bool), Subm
          ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}"
     ))
     .bind(&a.server)
-    .bind(a.kind.as_str())
-    .bind(Json(&a.params))
+    .bind(a.spec.kind().as_str())
+    .bind(Json(a.spec.params()))
     .bind(a.timeout_s)
     .bind(a.urgent)
     .bind(&a.idempotency_key)

@@ -5,7 +5,67 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{types::Json, PgPool};
 
-use crate::retention;
+use crate::{retention, spec::Strategy};
+
+/// `uncommitted` until its upload and manifest are complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum BackupStatus {
+    Uncommitted,
+    Committed,
+}
+
+/// How a backup's stream is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Zstd,
+    Gzip,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::Gzip => "gzip",
+        }
+    }
+
+    /// The object's file name suffix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zst",
+            Compression::Gzip => "gz",
+        }
+    }
+
+    /// The shell command that compresses stdin to stdout (fast levels).
+    pub fn compress(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd -1 -T0 -q -c",
+            Compression::Gzip => "gzip -1 -c",
+        }
+    }
+
+    /// The shell command that decompresses stdin to stdout.
+    pub fn decompress(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd -d -q -c",
+            Compression::Gzip => "gzip -d -c",
+        }
+    }
+}
+
+/// A verification's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Good,
+    Bad,
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Backup {
@@ -13,20 +73,20 @@ pub struct Backup {
     pub lineage: String,
     pub cluster: Option<String>,
     pub server: String,
-    pub strategy: String,
+    pub strategy: Strategy,
     pub tag: Option<String>,
-    pub status: String,
+    pub status: BackupStatus,
     pub action_id: Option<i64>,
     /// Where the backup is: its chunks `chunk_key(object_key, 1..=chunks)`, or, without
     /// `chunks` (backups made before chunks), the one object `object_key`.
     pub object_key: String,
     pub chunks: Option<i32>,
-    pub compression: String,
+    pub compression: Compression,
     pub bytes: Option<i64>,
     pub sha256: Option<String>,
     pub gtid: Option<String>,
     pub manifest: Option<Json<serde_json::Value>>,
-    pub verified: Option<String>,
+    pub verified: Option<Verdict>,
     pub verify_note: Option<String>,
     pub verified_at: Option<DateTime<Utc>>,
     pub started_at: DateTime<Utc>,
@@ -43,13 +103,13 @@ impl Backup {
             lineage: text("lineage")?,
             cluster: text("cluster"),
             server: text("server")?,
-            strategy: text("strategy")?,
+            strategy: serde_json::from_value(m["strategy"].clone()).ok()?,
             tag: text("tag"),
-            status: "committed".into(),
+            status: BackupStatus::Committed,
             action_id: m["action_id"].as_i64(),
             object_key: object_key.to_string(),
             chunks: m["chunks"].as_i64().and_then(|n| i32::try_from(n).ok()),
-            compression: text("compression")?,
+            compression: serde_json::from_value(m["compression"].clone()).ok()?,
             bytes: Some(m["bytes"].as_i64()?),
             sha256: Some(text("sha256")?),
             gtid: text("gtid"),
@@ -87,10 +147,10 @@ pub struct NewBackup<'a> {
     pub lineage: &'a str,
     pub cluster: Option<&'a str>,
     pub server: &'a str,
-    pub strategy: &'a str,
+    pub strategy: Strategy,
     pub tag: Option<&'a str>,
     pub action_id: i64,
-    pub compression: &'a str,
+    pub compression: Compression,
     /// The object's file extension (`tar.zst`, `xbstream.zst`, `sql.zst`...).
     pub ext: &'a str,
 }
@@ -208,7 +268,7 @@ pub async fn expired(
         .iter()
         .map(|i| retention::Item {
             id: i.backup.id,
-            committed: i.backup.status == "committed",
+            committed: i.backup.status == BackupStatus::Committed,
             at: i.backup.started_at,
             running: i.running,
         })
@@ -229,12 +289,17 @@ pub async fn delete(pool: &PgPool, id: i64) -> sqlx::Result<()> {
     Ok(())
 }
 
-pub async fn set_verified(pool: &PgPool, id: i64, good: bool, note: &str) -> sqlx::Result<()> {
+pub async fn set_verified(
+    pool: &PgPool,
+    id: i64,
+    verdict: Verdict,
+    note: &str,
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE backups SET verified = $2, verify_note = $3, verified_at = now() WHERE id = $1",
     )
     .bind(id)
-    .bind(if good { "good" } else { "bad" })
+    .bind(verdict)
     .bind(note)
     .execute(pool)
     .await?;

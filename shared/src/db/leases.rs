@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{types::Json, PgConnection, PgPool};
 
 use super::{actions::COLUMNS, logs, servers::Server};
-use crate::action::{Action, Status};
+use crate::action::{Action, ActionKind, Status};
 
 #[derive(Clone, Debug, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Lease {
@@ -26,7 +26,8 @@ pub struct Lease {
 pub struct Taker<'a> {
     pub worker: &'a str,
     pub lease_s: f64,
-    pub header: &'a (dyn Fn(&str, bool) -> Vec<String> + Sync),
+    /// The process id its log headers name ("Process N has the lock.").
+    pub pid: u32,
 }
 
 /// A started action: this worker holds its server's lease.
@@ -60,7 +61,7 @@ struct ServerState {
     lease: Option<Json<Lease>>,
     head_id: Option<i64>,
     head_status: Option<String>,
-    head_kind: Option<String>,
+    head_kind: Option<ActionKind>,
     head_urgent: Option<bool>,
     head_waited_s: Option<f64>,
     head_waiting_on: Option<i64>,
@@ -71,9 +72,10 @@ struct ServerState {
 impl ServerState {
     /// The log header of the head action, with a note of how long it waited if it was parked.
     fn header(&self, server: &str, taker: &Taker<'_>) -> Vec<String> {
-        let mut lines = (taker.header)(
-            self.head_kind.as_deref().unwrap_or_default(),
+        let mut lines = crate::log::header(
+            self.head_kind.map_or("action", ActionKind::title),
             self.head_urgent == Some(true),
+            taker.pid,
         );
         if self.head_status.as_deref() == Some("waiting") {
             let held = self
@@ -456,8 +458,9 @@ pub async fn reap(
         );
         let retry = action.next_retry(Status::Interrupted);
         match retry {
-            Some((attempt, backoff)) => {
-                msg.push_str(&format!("\nRetrying: attempt {attempt} in {backoff} s."));
+            Some(r) => {
+                msg.push('\n');
+                msg.push_str(&r.line());
                 sqlx::query(
                     "UPDATE actions SET status = 'waiting', attempt = attempt + 1, cancel_requested = NULL,
                             not_before = now() + make_interval(secs => $2),
@@ -465,7 +468,7 @@ pub async fn reap(
                      WHERE id = $1",
                 )
                 .bind(action.id)
-                .bind(backoff)
+                .bind(f64::from(r.backoff_s))
                 .execute(&mut *tx)
                 .await?;
             }

@@ -9,7 +9,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{types::Json, PgPool, Postgres, Transaction};
 
-use crate::schedule::Timing;
+use crate::{
+    schedule::Timing,
+    spec::{ActionSpec, BackupParams},
+};
 
 #[derive(Clone, Debug, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Schedule {
@@ -18,8 +21,10 @@ pub struct Schedule {
     pub target_server: Option<String>,
     pub target_cluster: Option<String>,
     pub target_role: Option<String>,
-    pub kind: String,
-    pub params: Json<serde_json::Value>,
+    /// `kind` and `params`.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub spec: ActionSpec,
     pub cron: Option<String>,
     pub every_s: Option<i32>,
     pub jitter_s: i32,
@@ -53,8 +58,7 @@ pub struct NewSchedule {
     pub target_server: Option<String>,
     pub target_cluster: Option<String>,
     pub target_role: Option<String>,
-    pub kind: String,
-    pub params: serde_json::Value,
+    pub spec: ActionSpec,
     pub cron: Option<String>,
     pub every_s: Option<i32>,
     pub jitter_s: i32,
@@ -140,8 +144,8 @@ async fn save(
         .bind(&s.target_server)
         .bind(&s.target_cluster)
         .bind(&s.target_role)
-        .bind(&s.kind)
-        .bind(Json(&s.params))
+        .bind(s.spec.kind().as_str())
+        .bind(Json(s.spec.params()))
         .bind(&s.cron)
         .bind(s.every_s)
         .bind(s.jitter_s)
@@ -269,8 +273,8 @@ async fn fire_one(
                  ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
             )
             .bind(&server)
-            .bind(&s.kind)
-            .bind(&s.params)
+            .bind(s.spec.kind().as_str())
+            .bind(Json(s.spec.params()))
             .bind(s.id)
             .bind(&key)
             .fetch_optional(&mut **tx)
@@ -368,8 +372,10 @@ pub async fn ensure_backup_defaults(pool: &PgPool, cluster: &str) -> sqlx::Resul
             target_server: None,
             target_cluster: Some(cluster.to_string()),
             target_role: Some(role.to_string()),
-            kind: "db_backup".into(),
-            params: serde_json::json!({"tag": tag}),
+            spec: ActionSpec::DbBackup(BackupParams {
+                tag: Some(tag.into()),
+                ..Default::default()
+            }),
             cron: Some(cron_expr),
             every_s: None,
             jitter_s: 0,

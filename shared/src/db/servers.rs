@@ -21,7 +21,7 @@ pub struct Server {
     #[serde(default)]
     pub cluster: Option<String>,
     #[serde(default)]
-    pub db_role: Option<String>,
+    pub db_role: Option<DbRole>,
     /// The option file the workers own on the server (`[mysqld]` settings they manage).
     #[serde(default)]
     pub db_config_file: Option<String>,
@@ -40,6 +40,40 @@ pub struct Server {
     pub db_snapshot_command: Option<String>,
     #[serde(default)]
     pub db_snapshot_cleanup_command: Option<String>,
+}
+
+impl Server {
+    /// mysqld's data directory.
+    pub fn datadir(&self) -> &str {
+        self.db_datadir.as_deref().unwrap_or("/var/lib/mysql")
+    }
+
+    /// How mysqld is stopped and started (restores).
+    pub fn db_stop(&self) -> &str {
+        self.db_stop_command
+            .as_deref()
+            .unwrap_or("systemctl stop mariadb")
+    }
+
+    pub fn db_start(&self) -> &str {
+        self.db_start_command
+            .as_deref()
+            .unwrap_or("systemctl start mariadb")
+    }
+
+    /// The lineage its backups belong to by default: its cluster, else its own name.
+    pub fn lineage(&self) -> &str {
+        self.cluster.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// A server's role in its DB cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum DbRole {
+    Master,
+    Slave,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -19,11 +19,12 @@ use serde_json::json;
 use shared::{
     db::backups::{self, NewBackup},
     retention,
-    validate::{self, Strategy},
+    spec::{BackupParams, Strategy},
 };
 
 use super::{ActionError, Ctx, Done};
 use crate::{
+    mariadb::compression,
     mysql::{column, ClientOpts, Db},
     s3::{Store, Uploaded},
     trailer,
@@ -45,10 +46,9 @@ struct Taken {
     tables: Option<BTreeMap<String, u64>>,
 }
 
-pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
-    let p = validate::backup_params(&ctx.action.params)?;
+pub async fn run(ctx: &Ctx<'_>, p: &BackupParams) -> Result<Done, ActionError> {
     let (log, pool, server) = (&ctx.log, &ctx.worker.pool, ctx.server);
-    let store = super::store(ctx)?;
+    let store = ctx.s3()?;
     let strategy = p
         .strategy
         .unwrap_or(if server.db_snapshot_command.is_some() {
@@ -62,38 +62,34 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
             server.name
         )));
     }
-    let lineage = p
-        .lineage
-        .clone()
-        .or_else(|| server.cluster.clone())
-        .unwrap_or_else(|| server.name.clone());
-    let (compression, compress) = compressor(ctx).await?;
+    let lineage = p.lineage.as_deref().unwrap_or(server.lineage());
+    let compression = compression::detect(ctx).await?;
+    let compress = compression.compress();
     let ext = match strategy {
         Strategy::Snapshot => "tar",
         Strategy::Mariabackup => "xbstream",
         Strategy::Logical => "sql",
     };
-    let store_err = |e: sqlx::Error| ActionError::Failed(format!("store: {e}"));
     let row = backups::begin(
         pool,
         &NewBackup {
-            lineage: &lineage,
+            lineage,
             cluster: server.cluster.as_deref(),
             server: &server.name,
-            strategy: strategy.as_str(),
+            strategy,
             tag: p.tag.as_deref(),
             action_id: ctx.action.id,
             compression,
-            ext: &format!("{ext}.{}", suffix(compression)),
+            ext: &format!("{ext}.{}", compression.suffix()),
         },
     )
-    .await
-    .map_err(store_err)?;
+    .await?;
     log.system(format!(
-        "Backup {} of {} ({}, {compression}) to s3://{}/{} (lineage {lineage})...",
+        "Backup {} of {} ({}, {}) to s3://{}/{} (lineage {lineage})...",
         row.id,
         server.name,
         strategy.as_str(),
+        compression.as_str(),
         store.bucket,
         row.object_key
     ))
@@ -117,9 +113,9 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
     let inside = |u: &Uploaded, t: &Taken| trailer::encode(compression, &manifest(u, t));
     let key = &row.object_key;
     let taken = match strategy {
-        Strategy::Logical => logical(ctx, &store, key, &opts, &compress, &inside).await,
-        Strategy::Mariabackup => mariabackup(ctx, &store, key, &opts, &compress, &inside).await,
-        Strategy::Snapshot => snapshot(ctx, &store, key, row.id, &compress, &inside).await,
+        Strategy::Logical => logical(ctx, &store, key, &opts, compress, &inside).await,
+        Strategy::Mariabackup => mariabackup(ctx, &store, key, &opts, compress, &inside).await,
+        Strategy::Snapshot => snapshot(ctx, &store, key, row.id, compress, &inside).await,
     };
     opts.cleanup(ctx.worker, server).await;
     let (uploaded, taken) = taken?;
@@ -131,8 +127,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
             &row.manifest_key(),
             serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
         )
-        .await
-        .map_err(|e| ActionError::Failed(e.to_string()))?;
+        .await?;
     backups::commit(
         pool,
         row.id,
@@ -142,8 +137,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
         &taken.gtid,
         &manifest,
     )
-    .await
-    .map_err(store_err)?;
+    .await?;
     log.system(format!(
         "Backup {} committed: {:.1} MiB in {secs:.1} s ({:.1} MiB/s), GTID {}.",
         row.id,
@@ -152,7 +146,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
         taken.gtid
     ))
     .await;
-    expire(ctx, &store, &lineage).await;
+    expire(ctx, &store, lineage).await;
     Ok(Done {
         exit_code: 0,
         result: Some(manifest),
@@ -198,31 +192,6 @@ async fn expire(ctx: &Ctx<'_>, store: &Store, lineage: &str) {
                 deleted.join(", ")
             ))
             .await;
-    }
-}
-
-/// zstd when the server has a working one (fast), else gzip: (name, compressing command).
-async fn compressor(ctx: &Ctx<'_>) -> Result<(&'static str, String), ActionError> {
-    let (_, out) = ctx
-        .worker
-        .ssh
-        .exec(
-            ctx.server,
-            "zstd -V >/dev/null 2>&1 && echo zstd || echo gzip",
-        )
-        .await?;
-    Ok(if out.trim() == "zstd" {
-        ("zstd", "zstd -1 -T0 -q -c".into())
-    } else {
-        ("gzip", "gzip -1 -c".into())
-    })
-}
-
-pub fn suffix(compression: &str) -> &'static str {
-    if compression == "zstd" {
-        "zst"
-    } else {
-        "gz"
     }
 }
 
@@ -300,7 +269,7 @@ async fn mariabackup(
     compress: &str,
     inside: &Inside<'_>,
 ) -> Result<(Uploaded, Taken), ActionError> {
-    let datadir = super::datadir(ctx.server);
+    let datadir = ctx.server.datadir();
     // Its chatter goes to a file; the info file (position, GTID) is copied to stderr at the end.
     let cmd = format!(
         "d=$(mktemp -d); mkdir $d/info; {}; tail -n 5 $d/log >&2; \
@@ -459,7 +428,7 @@ async fn locked_snapshot(
     let (worker, server, log) = (ctx.worker, ctx.server, &ctx.log);
     // Dirty pages are flushed before the lock: the snapshot then has little left to flush
     // while writes wait (a snapshot right after a big load otherwise holds the lock for seconds).
-    let datadir = super::datadir(server);
+    let datadir = server.datadir();
     let _ = worker
         .ssh
         .exec(server, &format!("sync -f {datadir} 2>/dev/null || sync"))
@@ -523,7 +492,7 @@ async fn locked_snapshot(
             server,
             &format!(
                 "SA_DATADIR={} SA_BACKUP_ID={backup_id} sh -c {}",
-                shlex::try_quote(&datadir).unwrap_or_default(),
+                shlex::try_quote(datadir).unwrap_or_default(),
                 shlex::try_quote(cmd).unwrap_or_default()
             ),
             b"",

@@ -14,7 +14,7 @@ use mysql_async::{prelude::Queryable, Row, Value};
 use serde_json::json;
 use shared::{
     db::{clusters, servers},
-    validate,
+    spec::ChecksumParams,
 };
 
 use super::{ActionError, Ctx, Done};
@@ -26,13 +26,10 @@ const CHECKSUM_SCHEMA: &str = "serveractions";
 const CHUNK_TIME: f64 = 0.5;
 const FIRST_CHUNK_ROWS: u64 = 10_000;
 
-pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
-    let p = validate::cluster_params("db_checksum", &ctx.action.params)?;
+pub async fn run(ctx: &Ctx<'_>, p: &ChecksumParams) -> Result<Done, ActionError> {
     let (log, pool, server) = (&ctx.log, &ctx.worker.pool, ctx.server);
-    let store = |e: sqlx::Error| ActionError::Failed(format!("store: {e}"));
     let cluster = clusters::get(pool, &p.cluster)
-        .await
-        .map_err(store)?
+        .await?
         .ok_or_else(|| ActionError::Failed(format!("no cluster named {}", p.cluster)))?;
     if cluster.master.as_deref() != Some(server.name.as_str()) {
         return Err(ActionError::Failed(format!(
@@ -43,8 +40,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
         )));
     }
     let mut slaves = Vec::new();
-    for name in clusters::slaves(pool, &cluster.name).await.map_err(store)? {
-        if let Some(s) = servers::get(pool, &name).await.map_err(store)? {
+    for name in clusters::slaves(pool, &cluster.name).await? {
+        if let Some(s) = servers::get(pool, &name).await? {
             slaves.push(s);
         }
     }

@@ -4,70 +4,38 @@
 //! slave (nothing lands on disk). It carries the GTID position; replication then starts from
 //! there with `MASTER_USE_GTID=slave_pos`, so rows written to the master during the copy arrive.
 
-use std::time::{Duration, Instant};
-
 use openssh::Stdio;
 use serde_json::json;
 use shared::{
     db::{clusters, servers},
-    validate,
+    spec::{BackupRef, ConfigureSlaveParams, RestoreAs, RestoreParams, SlaveSource},
 };
 use tokio::io::AsyncReadExt;
 
 use super::{ActionError, Ctx, Done};
 use crate::{
+    mariadb::{replication, restore},
     mycnf,
     mysql::{column, ClientOpts, Db},
 };
 
-pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
-    let p = validate::cluster_params("db_configure_slave", &ctx.action.params)?;
-    if p.from.as_deref() == Some("backup") {
+pub async fn run(ctx: &Ctx<'_>, p: &ConfigureSlaveParams) -> Result<Done, ActionError> {
+    if p.from == Some(SlaveSource::Backup) {
         // Seeded from the cluster's latest backup, then caught up by replication.
-        let done = super::db_restore::restore(
-            ctx,
-            &validate::RestoreParams {
-                backup: validate::BackupRef::Latest(validate::LatestWord::Latest),
-                before: None,
-                lineage: None,
-                role: validate::RestoreAs::Slave,
-                cluster: p.cluster.clone(),
-            },
-        )
-        .await?;
+        let seed = RestoreParams {
+            backup: BackupRef::LATEST,
+            before: None,
+            lineage: None,
+            role: RestoreAs::Slave,
+            cluster: p.cluster.clone(),
+        };
+        let done = restore::restore(ctx, &seed).await?;
         if p.default_schedules != Some(false) {
             super::default_schedules(ctx, &p.cluster).await;
         }
         return Ok(done);
     }
-    let pool = &ctx.worker.pool;
-    let store = |e: sqlx::Error| ActionError::Failed(format!("store: {e}"));
-    let cluster = clusters::get(pool, &p.cluster)
-        .await
-        .map_err(store)?
-        .ok_or_else(|| {
-            ActionError::Failed(format!(
-                "no cluster named {}: configure its master first",
-                p.cluster
-            ))
-        })?;
-    let master_name = cluster
-        .master
-        .clone()
-        .ok_or_else(|| ActionError::Failed(format!("cluster {} has no master", cluster.name)))?;
-    if master_name == ctx.server.name {
-        return Err(ActionError::Failed(format!(
-            "{} is the master of {}",
-            master_name, cluster.name
-        )));
-    }
-    let master = servers::get(pool, &master_name)
-        .await
-        .map_err(store)?
-        .ok_or_else(|| {
-            ActionError::Failed(format!("master {master_name} is not a registered server"))
-        })?;
-
+    let (cluster, master) = replication::cluster_master(ctx, &p.cluster).await?;
     let mut mdb = Db::connect(ctx.worker, &master).await?;
     let mut sdb = match Db::connect(ctx.worker, ctx.server).await {
         Ok(db) => db,
@@ -80,9 +48,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
     mdb.close().await;
     sdb.close().await;
     let pos = result?;
-    clusters::add_slave(pool, &cluster.name, &ctx.server.name)
-        .await
-        .map_err(store)?;
+    clusters::add_slave(&ctx.worker.pool, &cluster.name, &ctx.server.name).await?;
     if p.default_schedules != Some(false) {
         super::default_schedules(ctx, &cluster.name).await;
     }
@@ -139,96 +105,7 @@ async fn configure(
         .await;
         copy(ctx, master, &databases).await?;
     }
-    replicate(ctx, cluster, master, sdb).await
-}
-
-/// Replicate from `master` from the slave's `gtid_slave_pos` on: `CHANGE MASTER`, start, wait
-/// until both threads run and lag is small, `read_only=1` (also in the option file). The
-/// applied GTID position.
-pub(super) async fn replicate(
-    ctx: &Ctx<'_>,
-    cluster: &clusters::Cluster,
-    master: &servers::Server,
-    sdb: &mut Db,
-) -> Result<serde_json::Value, ActionError> {
-    let log = &ctx.log;
-    // The binary log starts where the copy is, so that once promoted this server can serve
-    // slaves seeded from that position or later (e.g. from a backup of it). Its binary log is
-    // empty here: RESET MASTER before the copy, which was loaded with sql_log_bin = 0.
-    let seeded = sdb.string("SELECT @@gtid_slave_pos").await?;
-    sdb.exec(&format!(
-        "SET GLOBAL gtid_binlog_state = '{}'",
-        seeded.replace('\'', "")
-    ))
-    .await?;
-    let change = format!(
-        "CHANGE MASTER TO MASTER_HOST = '{}', MASTER_PORT = {}, MASTER_USER = '{}', MASTER_PASSWORD = '{}', \
-         MASTER_USE_GTID = slave_pos",
-        master.address, master.db_port, cluster.repl_user, cluster.repl_password
-    );
-    sdb.exec(&change).await?;
-    sdb.exec("START SLAVE").await?;
-    log.system(format!(
-        "Replicating from {}:{} (GTID).",
-        master.address, master.db_port
-    ))
-    .await;
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = sdb
-            .query_first_row("SHOW SLAVE STATUS")
-            .await?
-            .ok_or_else(|| {
-                ActionError::Failed("SHOW SLAVE STATUS is empty after START SLAVE".into())
-            })?;
-        let (io, sql, lag) = (
-            column(&s, "Slave_IO_Running"),
-            column(&s, "Slave_SQL_Running"),
-            column(&s, "Seconds_Behind_Master"),
-        );
-        if io == "Yes" && sql == "Yes" && lag.as_i64().is_some_and(|l| l <= 5) {
-            log.system(format!(
-                "Slave running: IO thread Yes, SQL thread Yes, Seconds_Behind_Master {lag}."
-            ))
-            .await;
-            break;
-        }
-        for k in ["Last_IO_Error", "Last_SQL_Error"] {
-            if let Some(e) = column(&s, k).as_str().filter(|e| !e.is_empty()) {
-                if e.contains("not in the master's binlog") {
-                    return Err(ActionError::Failed(format!(
-                        "the master's binary log does not reach back to GTID {seeded:?} (a backup \
-                         taken before a promote, or purged binary logs): seed from the master, or \
-                         from a backup of it. {k}: {e}"
-                    )));
-                }
-                if Instant::now() + Duration::from_secs(50) > deadline {
-                    return Err(ActionError::Failed(format!(
-                        "replication does not start: {k}: {e}"
-                    )));
-                }
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(ActionError::Failed(format!(
-                "replication not running after 60 s (IO {io}, SQL {sql}, lag {lag})"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    sdb.exec("SET GLOBAL read_only = 1").await?;
-    mycnf::set(ctx.worker, ctx.server, &[("read_only", "1")]).await?;
-    log.system(format!(
-        "read_only=1 on the slave (also in {}: a restart keeps it read-only).",
-        mycnf::config_file(ctx.server)
-    ))
-    .await;
-    let pos = sdb
-        .query_first_row("SELECT @@gtid_slave_pos AS p")
-        .await?
-        .map(|r| column(&r, "p"));
-    Ok(pos.unwrap_or_default())
+    replication::replicate(ctx, cluster, master, sdb).await
 }
 
 /// Stream `mysqldump` on the master into `mysql` on the slave.

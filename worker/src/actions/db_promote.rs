@@ -10,21 +10,25 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shared::{
-    db::{clusters, servers},
-    validate,
+    db::{
+        clusters,
+        servers::{self, DbRole},
+    },
+    spec::{BackupParams, PromoteParams},
+    ActionSpec,
 };
 
 use super::{ActionError, Ctx, Done};
 use crate::{
+    mariadb::replication,
     mycnf,
     mysql::{column, Db},
 };
 
-pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
-    let force = validate::promote_params(&ctx.action.params)?;
+pub async fn run(ctx: &Ctx<'_>, p: &PromoteParams) -> Result<Done, ActionError> {
+    let force = p.force;
     let (log, pool, slave) = (&ctx.log, &ctx.worker.pool, ctx.server);
-    let store = |e: sqlx::Error| ActionError::Failed(format!("store: {e}"));
-    let (Some(cluster_name), Some("slave")) = (slave.cluster.as_deref(), slave.db_role.as_deref())
+    let (Some(cluster_name), Some(DbRole::Slave)) = (slave.cluster.as_deref(), slave.db_role)
     else {
         return Err(ActionError::Failed(format!(
             "{} is not a slave of a cluster: nothing to promote",
@@ -32,11 +36,10 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
         )));
     };
     let cluster = clusters::get(pool, cluster_name)
-        .await
-        .map_err(store)?
+        .await?
         .ok_or_else(|| ActionError::Failed(format!("cluster {cluster_name} is gone")))?;
     let old = match &cluster.master {
-        Some(m) => servers::get(pool, m).await.map_err(store)?,
+        Some(m) => servers::get(pool, m).await?,
         None => None,
     };
     log.system(format!(
@@ -108,11 +111,8 @@ async fn finish(
     old: Option<(&mut Db, &servers::Server)>,
 ) -> Result<bool, ActionError> {
     let (log, pool, slave) = (&ctx.log, &ctx.worker.pool, ctx.server);
-    let store = |e: sqlx::Error| ActionError::Failed(format!("store: {e}"));
-    clusters::set_master(pool, &cluster.name, &slave.name)
-        .await
-        .map_err(store)?;
-    super::point_dns(ctx, cluster, slave).await?;
+    clusters::set_master(pool, &cluster.name, &slave.name).await?;
+    replication::point_dns(ctx, cluster, slave).await?;
     let Some((m, old)) = old else {
         return Ok(false);
     };
@@ -131,9 +131,7 @@ async fn finish(
                 ))
                 .await;
             }
-            clusters::add_slave(pool, &cluster.name, &old.name)
-                .await
-                .map_err(store)?;
+            clusters::add_slave(pool, &cluster.name, &old.name).await?;
             Ok(true)
         }
         Err(e) => {
@@ -300,8 +298,10 @@ async fn backup_new_master(ctx: &Ctx<'_>, cluster: &str) {
     }
     let backup = shared::db::actions::NewAction {
         server: ctx.server.name.clone(),
-        kind: shared::ActionKind::DbBackup,
-        params: json!({"tag": "after-promote"}),
+        spec: ActionSpec::DbBackup(BackupParams {
+            tag: Some("after-promote".into()),
+            ..Default::default()
+        }),
         timeout_s: None,
         urgent: false,
         idempotency_key: Some(format!("after-promote-{}", ctx.action.id)),

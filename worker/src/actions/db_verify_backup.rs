@@ -11,27 +11,26 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use serde_json::json;
 use shared::{
-    db::backups::{self, Backup},
-    validate,
+    db::backups::{self, Backup, Verdict},
+    spec::{Strategy, VerifyParams},
 };
 
 use super::{ActionError, Ctx, Done};
-use crate::{mysql::Db, transfer};
+use crate::{
+    mariadb::{compression, restore},
+    mysql::Db,
+    transfer,
+};
 
-pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
-    let p = validate::verify_params(&ctx.action.params)?;
+pub async fn run(ctx: &Ctx<'_>, p: &VerifyParams) -> Result<Done, ActionError> {
     let server = ctx.server;
-    let lineage = p
-        .lineage
-        .clone()
-        .or_else(|| server.cluster.clone())
-        .unwrap_or_else(|| server.name.clone());
-    let backup = super::db_restore::resolve(ctx, &p.backup, &lineage, None).await?;
+    let lineage = p.lineage.as_deref().unwrap_or(server.lineage());
+    let backup = restore::resolve(ctx, &p.backup, lineage, None).await?;
     ctx.log
         .system(format!(
             "Verifying backup {} ({}, taken {} from {}) by restoring it into a scratch mysqld on {}...",
             backup.id,
-            backup.strategy,
+            backup.strategy.as_str(),
             backup.started_at.format("%Y-%m-%d %H:%M:%S"),
             backup.server,
             server.name
@@ -49,7 +48,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
             server.name
         )));
     }
-    let verdict = verify(ctx, &backup, &scratch).await;
+    let outcome = verify(ctx, &backup, &scratch).await;
     // The scratch mysqld and its files go, whatever happened.
     let _ = ctx
         .worker
@@ -63,48 +62,46 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
         )
         .await;
     // Could not verify (S3 or SSH down...): no verdict.
-    let (good, note, report) = match verdict? {
+    let (verdict, note, report) = match outcome? {
         Ok(report) => (
-            true,
+            Verdict::Good,
             "restored; every table checked OK and counted".to_string(),
             report,
         ),
-        Err(reason) => (false, reason, json!(null)),
+        Err(reason) => (Verdict::Bad, reason, json!(null)),
     };
-    backups::set_verified(&ctx.worker.pool, backup.id, good, &note)
-        .await
-        .map_err(|e| ActionError::Failed(format!("store: {e}")))?;
+    backups::set_verified(&ctx.worker.pool, backup.id, verdict, &note).await?;
+    let word = json!(verdict);
     ctx.log
         .system(format!(
             "Backup {} is {}: {note}.",
             backup.id,
-            if good { "good" } else { "bad" }
+            word.as_str().unwrap_or_default()
         ))
         .await;
     Ok(Done {
-        exit_code: if good { 0 } else { 1 },
+        exit_code: if verdict == Verdict::Good { 0 } else { 1 },
         result: Some(
-            json!({"backup": backup.id, "verified": if good { "good" } else { "bad" },
-                            "note": note, "report": report}),
+            json!({"backup": backup.id, "verified": word, "note": note, "report": report}),
         ),
     })
 }
 
 /// `Ok(Ok(report))`: good; `Ok(Err(reason))`: bad; `Err`: could not tell.
-type Verdict = Result<Result<serde_json::Value, String>, ActionError>;
+type Checked = Result<Result<serde_json::Value, String>, ActionError>;
 
-async fn verify(ctx: &Ctx<'_>, backup: &Backup, scratch: &str) -> Verdict {
+async fn verify(ctx: &Ctx<'_>, backup: &Backup, scratch: &str) -> Checked {
     let (worker, server, log) = (ctx.worker, ctx.server, &ctx.log);
-    let store = super::store(ctx)?;
-    let dec = super::db_restore::decompressor(backup);
+    let store = ctx.s3()?;
+    let dec = compression::decompressor(backup);
     let data = format!("{scratch}/data");
-    let fetch = match backup.strategy.as_str() {
-        "logical" => format!("cat > {scratch}/dump"),
-        "mariabackup" => format!(
+    let fetch = match backup.strategy {
+        Strategy::Logical => format!("cat > {scratch}/dump"),
+        Strategy::Mariabackup => format!(
             "mkdir {data} && {}",
             transfer::piped(dec, &format!("mbstream -x -C {data}"))
         ),
-        _ => format!(
+        Strategy::Snapshot => format!(
             "mkdir {data} && {}",
             transfer::piped(dec, &format!("tar -x -C {data}"))
         ),
@@ -115,14 +112,14 @@ async fn verify(ctx: &Ctx<'_>, backup: &Backup, scratch: &str) -> Verdict {
         Err(e) => return Err(e),
     }
     log.system("Downloaded; sha256 matches the manifest.").await;
-    let prepare = match backup.strategy.as_str() {
-        "logical" => Some(format!(
+    let prepare = match backup.strategy {
+        Strategy::Logical => Some(format!(
             "mariadb-install-db --no-defaults --datadir={data} --auth-root-authentication-method=normal --skip-test-db > {scratch}/install.log 2>&1 || {{ tail -n 5 {scratch}/install.log >&2; exit 1; }}"
         )),
-        "mariabackup" => Some(format!(
+        Strategy::Mariabackup => Some(format!(
             "mariadb-backup --prepare --target-dir={data} > {scratch}/prepare.log 2>&1 || {{ tail -n 5 {scratch}/prepare.log >&2; exit 1; }}"
         )),
-        _ => None,
+        Strategy::Snapshot => None,
     };
     if let Some(cmd) = prepare {
         if let Err(bad) = step(ctx, "preparing the scratch datadir", &cmd).await? {
@@ -184,8 +181,8 @@ async fn verify(ctx: &Ctx<'_>, backup: &Backup, scratch: &str) -> Verdict {
     checked
 }
 
-async fn check(ctx: &Ctx<'_>, db: &mut Db, backup: &Backup, scratch: &str, dec: &str) -> Verdict {
-    if backup.strategy == "logical" {
+async fn check(ctx: &Ctx<'_>, db: &mut Db, backup: &Backup, scratch: &str, dec: &str) -> Checked {
+    if backup.strategy == Strategy::Logical {
         let loaded = step(
             ctx,
             "loading the dump",

@@ -12,7 +12,7 @@
 use std::{io, time::Duration};
 
 use openssh::Stdio;
-use shared::{db::servers::Server, log::Stream, validate};
+use shared::{db::servers::Server, log::Stream, spec::RunScriptParams};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use super::{ActionError, Ctx};
@@ -31,7 +31,7 @@ fn quote(s: &str) -> String {
 }
 
 /// The remote command line for a script and its environment.
-pub fn remote_command(server: &Server, action_id: i64, p: &validate::RunScriptParams) -> String {
+pub fn remote_command(server: &Server, action_id: i64, p: &RunScriptParams) -> String {
     let pid = pidfile(server);
     let env: String = p
         .env
@@ -49,8 +49,7 @@ pub fn remote_command(server: &Server, action_id: i64, p: &validate::RunScriptPa
     )
 }
 
-pub async fn run(ctx: &Ctx<'_>) -> Result<i32, ActionError> {
-    let params = validate::run_script_params(&ctx.action.params)?;
+pub async fn run(ctx: &Ctx<'_>, params: &RunScriptParams) -> Result<i32, ActionError> {
     let ssh = &ctx.worker.ssh;
     let lease = ssh.session(ctx.server).await?;
     let target = format!(
@@ -64,7 +63,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<i32, ActionError> {
     let mut child = lease
         .session
         .clone()
-        .arc_raw_command(remote_command(ctx.server, ctx.action.id, &params))
+        .arc_raw_command(remote_command(ctx.server, ctx.action.id, params))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -160,7 +159,7 @@ mod tests {
 
     #[test]
     fn env_and_script_are_quoted() {
-        let p = validate::RunScriptParams {
+        let p = RunScriptParams {
             script: "echo \"$A\"".into(),
             env: BTreeMap::from([(
                 "A".to_string(),

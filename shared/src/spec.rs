@@ -1,0 +1,480 @@
+//! What an action does: one typed value per kind (`ActionSpec`), parsed once where it enters
+//! (`ActionSpec::parse`: the api, the scheduler's defaults), stored as the `kind` and `params`
+//! columns and decoded once where rows are read (`FromRow`). Each kind's file in
+//! `worker/src/actions/` receives its own params.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    action::ActionKind,
+    validate::{self, FieldError},
+};
+
+/// An action's kind with its params; serialized as `{"kind": ..., "params": {...}}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "params", rename_all = "snake_case")]
+pub enum ActionSpec {
+    RunScript(RunScriptParams),
+    DbStatus(NoParams),
+    DbConfigureMaster(ConfigureMasterParams),
+    DbConfigureSlave(ConfigureSlaveParams),
+    DbPromote(PromoteParams),
+    DbChecksum(ChecksumParams),
+    DbBackup(BackupParams),
+    DbRestore(RestoreParams),
+    DbVerifyBackup(VerifyParams),
+}
+
+impl ActionSpec {
+    /// A kind and its params as a client sent them: every error names its field (`kind`,
+    /// `params.<field>`). Missing or null params are `{}`.
+    pub fn parse(kind: &str, params: Option<Value>) -> Result<Self, FieldError> {
+        let kind: ActionKind = kind.parse().map_err(|e| FieldError::new("kind", e))?;
+        let params = match params {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(p) => p,
+        };
+        let spec = Self::from_parts(kind.as_str(), params)?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// A stored kind and params (validated when they were stored).
+    pub fn from_parts(kind: &str, params: Value) -> Result<Self, FieldError> {
+        let mut body = serde_json::Map::new();
+        body.insert("kind".into(), Value::String(kind.into()));
+        body.insert("params".into(), params);
+        serde_path_to_error::deserialize(Value::Object(body)).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // A missing or unknown field is reported at its parent: name the field itself.
+            let named = (inner.starts_with("missing field") || inner.starts_with("unknown field"))
+                .then(|| inner.split('`').nth(1))
+                .flatten();
+            let field = match (path.as_str(), named) {
+                (".", _) => "params".to_string(),
+                (p, Some(n)) => format!("{p}.{n}"),
+                (p, None) => p.to_string(),
+            };
+            FieldError::new(field, format!("{inner} (in {kind} params)"))
+        })
+    }
+
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            ActionSpec::RunScript(_) => ActionKind::RunScript,
+            ActionSpec::DbStatus(_) => ActionKind::DbStatus,
+            ActionSpec::DbConfigureMaster(_) => ActionKind::DbConfigureMaster,
+            ActionSpec::DbConfigureSlave(_) => ActionKind::DbConfigureSlave,
+            ActionSpec::DbPromote(_) => ActionKind::DbPromote,
+            ActionSpec::DbChecksum(_) => ActionKind::DbChecksum,
+            ActionSpec::DbBackup(_) => ActionKind::DbBackup,
+            ActionSpec::DbRestore(_) => ActionKind::DbRestore,
+            ActionSpec::DbVerifyBackup(_) => ActionKind::DbVerifyBackup,
+        }
+    }
+
+    /// The params as stored in the `params` column.
+    pub fn params(&self) -> Value {
+        let mut v = serde_json::to_value(self).expect("params serialize");
+        v["params"].take()
+    }
+
+    /// The rules serde cannot express.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        match self {
+            ActionSpec::RunScript(p) => p.validate(),
+            ActionSpec::DbStatus(_) | ActionSpec::DbPromote(_) => Ok(()),
+            ActionSpec::DbConfigureMaster(p) => {
+                cluster_name(&p.cluster)?;
+                match &p.dns_name {
+                    Some(n) => validate::address(n)
+                        .map_err(|_| FieldError::new("params.dns_name", "must be a DNS name")),
+                    None => Ok(()),
+                }
+            }
+            ActionSpec::DbConfigureSlave(p) => cluster_name(&p.cluster),
+            ActionSpec::DbChecksum(p) => cluster_name(&p.cluster),
+            ActionSpec::DbBackup(p) => p.validate(),
+            ActionSpec::DbRestore(p) => p.validate(),
+            ActionSpec::DbVerifyBackup(p) => p.validate(),
+        }
+    }
+}
+
+#[cfg(feature = "store")]
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ActionSpec {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+        use sqlx::Row;
+        let kind: String = row.try_get("kind")?;
+        let sqlx::types::Json(params): sqlx::types::Json<Value> = row.try_get("params")?;
+        Self::from_parts(&kind, params).map_err(|e| sqlx::Error::ColumnDecode {
+            index: "params".into(),
+            source: Box::new(e),
+        })
+    }
+}
+
+fn cluster_name(cluster: &str) -> Result<(), FieldError> {
+    validate::server_name("params.cluster", cluster)
+}
+
+fn lineage_name(lineage: &Option<String>) -> Result<(), FieldError> {
+    match lineage {
+        Some(l) => validate::server_name("params.lineage", l),
+        None => Ok(()),
+    }
+}
+
+/// Kinds that take no params: only `{}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+pub const MAX_SCRIPT_BYTES: usize = 256 * 1024;
+
+/// `run_script`: a shell script run by the login shell, with environment variables.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunScriptParams {
+    pub script: String,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl RunScriptParams {
+    fn validate(&self) -> Result<(), FieldError> {
+        let script = |m: &str| Err(FieldError::new("params.script", m));
+        if self.script.trim().is_empty() {
+            return script("must not be empty");
+        }
+        if self.script.len() > MAX_SCRIPT_BYTES {
+            return script(&format!("is longer than {MAX_SCRIPT_BYTES} bytes"));
+        }
+        if self.script.contains('\0') {
+            return script("must not contain NUL bytes");
+        }
+        for (name, value) in &self.env {
+            let field = format!("params.env.{name}");
+            if !validate::is_shell_identifier(name) {
+                return Err(FieldError::new(
+                    field,
+                    "is not a valid environment variable name (letters, digits, _; not starting with a digit)",
+                ));
+            }
+            if value.contains('\0') {
+                return Err(FieldError::new(field, "value must not contain NUL bytes"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `db_configure_master`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigureMasterParams {
+    pub cluster: String,
+    /// The master's DNS record (default `<cluster>-master`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
+    /// Switch binlog_format to ROW.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fix: bool,
+}
+
+/// Where a new slave's data comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlaveSource {
+    /// A copy of the master's databases (`mysqldump` streamed through the worker).
+    #[default]
+    Master,
+    /// The cluster's latest committed backup.
+    Backup,
+}
+
+/// `db_configure_slave`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigureSlaveParams {
+    pub cluster: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<SlaveSource>,
+    /// `false`: do not create the cluster's default backup schedules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_schedules: Option<bool>,
+}
+
+/// `db_promote`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteParams {
+    /// Promote although the dead master's relay log is not proven applied.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `db_checksum`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChecksumParams {
+    pub cluster: String,
+}
+
+/// How a backup is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "store", derive(sqlx::Type))]
+#[cfg_attr(feature = "store", sqlx(type_name = "text", rename_all = "lowercase"))]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    Snapshot,
+    Mariabackup,
+    Logical,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Snapshot => "snapshot",
+            Strategy::Mariabackup => "mariabackup",
+            Strategy::Logical => "logical",
+        }
+    }
+}
+
+/// `db_backup`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupParams {
+    /// Default: `snapshot` when the server has a snapshot command, else `mariabackup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Default: the server's cluster, else the server's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<String>,
+}
+
+impl BackupParams {
+    fn validate(&self) -> Result<(), FieldError> {
+        if let Some(t) = &self.tag {
+            validate::server_name("params.tag", t)?;
+        }
+        lineage_name(&self.lineage)
+    }
+}
+
+/// `"latest"`, a backup id, or `{"object": KEY}`: an object in the bucket, described by the
+/// manifest inside it (a restore needs no row in the database: disaster recovery).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BackupRef {
+    Id(i64),
+    Latest(LatestWord),
+    Object { object: String },
+}
+
+impl BackupRef {
+    pub const LATEST: BackupRef = BackupRef::Latest(LatestWord::Latest);
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatestWord {
+    Latest,
+}
+
+/// The role a restored server takes in its cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreAs {
+    Master,
+    Slave,
+}
+
+/// `db_restore`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreParams {
+    pub backup: BackupRef,
+    /// With `latest`: the newest backup taken before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<String>,
+    #[serde(rename = "as")]
+    pub role: RestoreAs,
+    pub cluster: String,
+}
+
+impl RestoreParams {
+    fn validate(&self) -> Result<(), FieldError> {
+        cluster_name(&self.cluster)?;
+        lineage_name(&self.lineage)?;
+        if let BackupRef::Object { object } = &self.backup {
+            if object.is_empty()
+                || object.len() > 1024
+                || object.starts_with('/')
+                || object.starts_with("s3://")
+                || object.chars().any(char::is_control)
+            {
+                return Err(FieldError::new(
+                    "params.backup.object",
+                    "an object key in the backup bucket, such as \"db1/17/backup.tar.zst\"",
+                ));
+            }
+        }
+        if self.before.is_some() && self.backup != BackupRef::LATEST {
+            return Err(FieldError::new(
+                "params.before",
+                "only with \"backup\": \"latest\" (an id names one backup already)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `db_verify_backup`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyParams {
+    pub backup: BackupRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<String>,
+}
+
+impl VerifyParams {
+    fn validate(&self) -> Result<(), FieldError> {
+        if matches!(self.backup, BackupRef::Object { .. }) {
+            // Its verdict is recorded on the backup's row.
+            return Err(FieldError::new(
+                "params.backup",
+                "a backup id or \"latest\" (an object without its row cannot record a verdict)",
+            ));
+        }
+        lineage_name(&self.lineage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field(kind: &str, params: Value) -> String {
+        ActionSpec::parse(kind, Some(params)).unwrap_err().field
+    }
+
+    #[test]
+    fn run_script_params_are_checked_field_by_field() {
+        let ok = ActionSpec::parse(
+            "run_script",
+            Some(json!({"script": "echo hi", "env": {"A_1": "x'$(y)\n"}})),
+        )
+        .unwrap();
+        let ActionSpec::RunScript(p) = &ok else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(p.env["A_1"], "x'$(y)\n");
+        let f = |v: Value| field("run_script", v);
+        assert_eq!(f(json!({})), "params.script");
+        assert_eq!(f(json!({"script": "  "})), "params.script");
+        assert_eq!(f(json!({"script": 3})), "params.script");
+        assert_eq!(f(json!({"script": "x", "env": []})), "params.env");
+        assert_eq!(
+            f(json!({"script": "x", "env": {"A B": "1"}})),
+            "params.env.A B"
+        );
+        assert_eq!(
+            f(json!({"script": "x", "env": {"1A": "1"}})),
+            "params.env.1A"
+        );
+        assert_eq!(f(json!({"script": "x", "env": {"A": 1}})), "params.env.A");
+        assert_eq!(f(json!({"script": "x", "bogus": 1})), "params.bogus");
+        assert_eq!(f(json!("x")), "params");
+    }
+
+    #[test]
+    fn every_kind_names_its_bad_field() {
+        assert_eq!(
+            ActionSpec::parse("format_disk", None).unwrap_err().field,
+            "kind"
+        );
+        assert_eq!(field("db_status", json!({"x": 1})), "params.x");
+        assert_eq!(field("db_promote", json!({"force": "yes"})), "params.force");
+        assert_eq!(field("db_configure_master", json!({})), "params.cluster");
+        assert_eq!(
+            field(
+                "db_configure_master",
+                json!({"cluster": "c", "from": "master"})
+            ),
+            "params.from"
+        );
+        assert_eq!(
+            field(
+                "db_configure_slave",
+                json!({"cluster": "c", "from": "tape"})
+            ),
+            "params.from"
+        );
+        assert_eq!(
+            field("db_checksum", json!({"cluster": "a/b"})),
+            "params.cluster"
+        );
+        assert_eq!(
+            field("db_backup", json!({"strategy": "tape"})),
+            "params.strategy"
+        );
+        assert_eq!(
+            field("db_restore", json!({"backup": 1, "cluster": "c"})),
+            "params.as"
+        );
+        assert_eq!(
+            field(
+                "db_restore",
+                json!({"backup": {"object": ""}, "as": "slave", "cluster": "c"})
+            ),
+            "params.backup.object"
+        );
+        assert_eq!(
+            field(
+                "db_restore",
+                json!({"backup": 3, "before": "2026-01-01T00:00:00Z", "as": "slave", "cluster": "c"})
+            ),
+            "params.before"
+        );
+        assert_eq!(
+            field("db_verify_backup", json!({"backup": {"object": "k"}})),
+            "params.backup"
+        );
+    }
+
+    #[test]
+    fn specs_round_trip_through_their_stored_columns() {
+        let specs = [
+            json!({"kind": "run_script", "params": {"script": "true"}}),
+            json!({"kind": "db_status"}),
+            json!({"kind": "db_promote", "params": {}}),
+            json!({"kind": "db_configure_slave", "params": {"cluster": "c", "from": "backup"}}),
+            json!({"kind": "db_restore", "params": {"backup": "latest", "as": "master", "cluster": "c"}}),
+            json!({"kind": "db_verify_backup", "params": {"backup": 7}}),
+        ];
+        for s in specs {
+            let spec =
+                ActionSpec::parse(s["kind"].as_str().unwrap(), s.get("params").cloned()).unwrap();
+            assert_eq!(
+                spec.kind().as_str(),
+                s["kind"],
+                "the tag is the kind's name"
+            );
+            let back = ActionSpec::from_parts(spec.kind().as_str(), spec.params()).unwrap();
+            assert_eq!(back, spec);
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Replication: make a server its cluster's master (`configure_master`), make one a slave of
+//! the master from its `gtid_slave_pos` (`replicate`), find a cluster's master
+//! (`cluster_master`) and point the master's DNS record (`point_dns`).
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shared::{
+    db::{
+        clusters::{self, Cluster},
+        servers::{self, Server},
+    },
+    spec::ConfigureMasterParams,
+};
+
+use crate::{
+    ctx::{ActionError, Ctx, Done},
+    mycnf,
+    mysql::{column, Db},
+};
+
+/// `replace`: take over from the cluster's recorded master (a restore onto a new server after
+/// the master was lost) instead of refusing.
+pub async fn configure_master(
+    ctx: &Ctx<'_>,
+    db: &mut Db,
+    p: &ConfigureMasterParams,
+    replace: bool,
+) -> Result<Done, ActionError> {
+    let (log, pool, server) = (&ctx.log, &ctx.worker.pool, ctx.server);
+    mycnf::ensure_binlog(ctx, db, None).await?;
+    let row = db
+        .query_first_row("SELECT @@binlog_format AS fmt")
+        .await?
+        .ok_or_else(|| ActionError::Failed("no answer from mysqld".into()))?;
+
+    // The two causes of broken slaves.
+    let myisam = db
+        .strings(
+            "SELECT CONCAT(table_schema, '.', table_name) FROM information_schema.tables
+             WHERE engine = 'MyISAM' AND table_schema NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')
+             ORDER BY 1",
+        )
+        .await?;
+    if !myisam.is_empty() {
+        let shown: Vec<&str> = myisam.iter().take(5).map(String::as_str).collect();
+        log.system(format!(
+            "Warning: {} non-transactional (MyISAM) tables ({}{}): a crash during a write can leave a slave inconsistent.",
+            myisam.len(),
+            shown.join(", "),
+            if myisam.len() > 5 { ", ..." } else { "" }
+        ))
+        .await;
+    }
+    let fmt = column(&row, "fmt");
+    if fmt != "ROW" {
+        if p.fix {
+            db.exec("SET GLOBAL binlog_format = 'ROW'").await?;
+            mycnf::set(ctx.worker, server, &[("binlog_format", "ROW")]).await?;
+            log.system(format!(
+                "binlog_format was {fmt}: set to ROW (also in {}).",
+                mycnf::config_file(server)
+            ))
+            .await;
+        } else {
+            log.system(format!(
+                "Warning: binlog_format is {fmt}: non-deterministic statements can silently corrupt slaves (params.fix switches to ROW)."
+            ))
+            .await;
+        }
+    }
+
+    let cluster = clusters::ensure(pool, &p.cluster, p.dns_name.as_deref()).await?;
+    if let Some(other) = cluster.master.as_deref().filter(|m| *m != server.name) {
+        if replace {
+            log.system(format!("Replacing {other} as master of {}.", cluster.name))
+                .await;
+        } else {
+            return Err(ActionError::Failed(format!(
+                "cluster {} already has master {other}: promote a slave instead",
+                cluster.name
+            )));
+        }
+    }
+    let account = format!("'{}'@'%'", cluster.repl_user);
+    // The generated password is hex: nothing to escape. Not logged.
+    db.exec(&format!(
+        "CREATE USER IF NOT EXISTS {account} IDENTIFIED BY '{}'",
+        cluster.repl_password
+    ))
+    .await?;
+    db.exec(&format!(
+        "ALTER USER {account} IDENTIFIED BY '{}'",
+        cluster.repl_password
+    ))
+    .await?;
+    db.exec(&format!("GRANT REPLICATION SLAVE ON *.* TO {account}"))
+        .await?;
+    log.system(format!("Replication user {} ready.", cluster.repl_user))
+        .await;
+    db.exec("SET GLOBAL read_only = 0").await?;
+    mycnf::set(ctx.worker, server, &[("read_only", "0")]).await?;
+    log.system("read_only=0: writes enabled.").await;
+    clusters::set_master(pool, &cluster.name, &server.name).await?;
+    point_dns(ctx, &cluster, server).await?;
+    let pos = db
+        .query_first_row("SELECT @@gtid_binlog_pos AS pos")
+        .await?
+        .map(|r| column(&r, "pos"))
+        .unwrap_or_default();
+    Ok(Done {
+        exit_code: 0,
+        result: Some(json!({
+            "cluster": cluster.name, "master": server.name, "gtid_binlog_pos": pos,
+            "dns": {"name": cluster.dns_name, "address": server.address, "ttl": cluster.dns_ttl},
+        })),
+    })
+}
+
+/// Replicate from `master` from the slave's `gtid_slave_pos` on: `CHANGE MASTER`, start, wait
+/// until both threads run and lag is small, `read_only=1` (also in the option file). The
+/// applied GTID position.
+pub async fn replicate(
+    ctx: &Ctx<'_>,
+    cluster: &Cluster,
+    master: &Server,
+    sdb: &mut Db,
+) -> Result<serde_json::Value, ActionError> {
+    let log = &ctx.log;
+    // The binary log starts where the copy is, so that once promoted this server can serve
+    // slaves seeded from that position or later (e.g. from a backup of it). Its binary log is
+    // empty here: RESET MASTER before the copy, which was loaded with sql_log_bin = 0.
+    let seeded = sdb.string("SELECT @@gtid_slave_pos").await?;
+    sdb.exec(&format!(
+        "SET GLOBAL gtid_binlog_state = '{}'",
+        seeded.replace('\'', "")
+    ))
+    .await?;
+    let change = format!(
+        "CHANGE MASTER TO MASTER_HOST = '{}', MASTER_PORT = {}, MASTER_USER = '{}', MASTER_PASSWORD = '{}', \
+         MASTER_USE_GTID = slave_pos",
+        master.address, master.db_port, cluster.repl_user, cluster.repl_password
+    );
+    sdb.exec(&change).await?;
+    sdb.exec("START SLAVE").await?;
+    log.system(format!(
+        "Replicating from {}:{} (GTID).",
+        master.address, master.db_port
+    ))
+    .await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = sdb
+            .query_first_row("SHOW SLAVE STATUS")
+            .await?
+            .ok_or_else(|| {
+                ActionError::Failed("SHOW SLAVE STATUS is empty after START SLAVE".into())
+            })?;
+        let (io, sql, lag) = (
+            column(&s, "Slave_IO_Running"),
+            column(&s, "Slave_SQL_Running"),
+            column(&s, "Seconds_Behind_Master"),
+        );
+        if io == "Yes" && sql == "Yes" && lag.as_i64().is_some_and(|l| l <= 5) {
+            log.system(format!(
+                "Slave running: IO thread Yes, SQL thread Yes, Seconds_Behind_Master {lag}."
+            ))
+            .await;
+            break;
+        }
+        for k in ["Last_IO_Error", "Last_SQL_Error"] {
+            if let Some(e) = column(&s, k).as_str().filter(|e| !e.is_empty()) {
+                if e.contains("not in the master's binlog") {
+                    return Err(ActionError::Failed(format!(
+                        "the master's binary log does not reach back to GTID {seeded:?} (a backup \
+                         taken before a promote, or purged binary logs): seed from the master, or \
+                         from a backup of it. {k}: {e}"
+                    )));
+                }
+                if Instant::now() + Duration::from_secs(50) > deadline {
+                    return Err(ActionError::Failed(format!(
+                        "replication does not start: {k}: {e}"
+                    )));
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(ActionError::Failed(format!(
+                "replication not running after 60 s (IO {io}, SQL {sql}, lag {lag})"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    sdb.exec("SET GLOBAL read_only = 1").await?;
+    mycnf::set(ctx.worker, ctx.server, &[("read_only", "1")]).await?;
+    log.system(format!(
+        "read_only=1 on the slave (also in {}: a restart keeps it read-only).",
+        mycnf::config_file(ctx.server)
+    ))
+    .await;
+    let pos = sdb
+        .query_first_row("SELECT @@gtid_slave_pos AS p")
+        .await?
+        .map(|r| column(&r, "p"));
+    Ok(pos.unwrap_or_default())
+}
+
+/// Point the cluster's master record at `server` through the configured DNS provider, with the
+/// seed's log lines.
+pub async fn point_dns(
+    ctx: &Ctx<'_>,
+    cluster: &Cluster,
+    server: &Server,
+) -> Result<(), ActionError> {
+    ctx.log.system("Changing Master DB DNS...").await;
+    let record = shared::dns::Record {
+        name: cluster.dns_name.clone(),
+        address: server.address.clone(),
+        ttl: cluster.dns_ttl.max(0) as u32,
+    };
+    ctx.worker.dns.publish(&cluster.name, &record).await?;
+    ctx.log
+        .system(format!(
+            "OK. Result: {} set to this instance IP: {}",
+            record.name, record.address
+        ))
+        .await;
+    ctx.log
+        .system(format!(
+            "(record TTL {} s, published by the {} DNS provider)",
+            record.ttl,
+            ctx.worker.dns.name()
+        ))
+        .await;
+    Ok(())
+}
+
+/// The cluster named `name` and its master, which must not be this action's server (a slave
+/// is being made of it).
+pub async fn cluster_master(ctx: &Ctx<'_>, name: &str) -> Result<(Cluster, Server), ActionError> {
+    let pool = &ctx.worker.pool;
+    let cluster = clusters::get(pool, name).await?.ok_or_else(|| {
+        ActionError::Failed(format!(
+            "no cluster named {name}: configure its master first"
+        ))
+    })?;
+    let master = cluster
+        .master
+        .clone()
+        .ok_or_else(|| ActionError::Failed(format!("cluster {name} has no master to follow")))?;
+    if master == ctx.server.name {
+        return Err(ActionError::Failed(format!(
+            "{master} is the master of {name}: restore it as master, or promote a slave"
+        )));
+    }
+    let server = servers::get(pool, &master).await?.ok_or_else(|| {
+        ActionError::Failed(format!("master {master} is not a registered server"))
+    })?;
+    Ok((cluster, server))
+}
