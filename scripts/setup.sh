@@ -34,6 +34,12 @@ if ! python3 -c 'import moto.server, sys; v = tuple(int(x) for x in moto.__versi
   python3 -m pip install -q 'moto[server]>=5.2.5' >/dev/null 2>&1 \
     || python3 -m pip install -q --break-system-packages 'moto[server]>=5.2.5'
 fi
+# The HTTP contract check (scripts/api-contract.sh).
+if ! command -v schemathesis >/dev/null 2>&1; then
+  log "installing schemathesis"
+  python3 -m pip install -q 'schemathesis>=4,<5' >/dev/null 2>&1 \
+    || python3 -m pip install -q --break-system-packages 'schemathesis>=4,<5'
+fi
 # The Debian package may start a system sshd on *:22, which would take port 22 of every test
 # host address; the test hosts run their own sshd per loopback address instead.
 if ss -ltnH 'sport = :22' 2>/dev/null | awk '{print $4}' | grep -qE '^(0\.0\.0\.0|\*|\[::\]):22$'; then

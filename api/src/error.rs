@@ -7,7 +7,6 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::json;
 use shared::validate::FieldError;
 
 #[derive(Debug)]
@@ -78,9 +77,20 @@ impl From<JsonRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": self.message, "field": self.field });
+        let body = ErrorBody {
+            error: self.message,
+            field: self.field,
+        };
         (self.status, Json(body)).into_response()
     }
+}
+
+/// Every error's body.
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    /// The request field at fault (`params.script`, `body`...).
+    pub field: Option<String>,
 }
 
 /// Deserialize a JSON value into `T`, naming the field that does not fit.

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod outbox;
 pub mod routes;
 pub mod scheduler;

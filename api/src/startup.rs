@@ -63,6 +63,7 @@ impl Application {
             .merge(crate::ui::router())
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(axum::middleware::from_fn(crate::ui::security_headers))
+            .layer(tower_http::trace::TraceLayer::new_for_http())
             .with_state(state)
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::ActionSpec;
 
 /// What an action does. One file per kind in `worker/src/actions/`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[cfg_attr(feature = "store", derive(sqlx::Type))]
 #[cfg_attr(feature = "store", sqlx(type_name = "text", rename_all = "snake_case"))]
 #[serde(rename_all = "snake_case")]
@@ -106,7 +106,7 @@ impl FromStr for ActionKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Queued,
@@ -177,7 +177,7 @@ impl TryFrom<String> for Status {
 }
 
 /// An action as stored and as the API returns it.
-#[derive(Clone, Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Action {
     pub id: i64,
     pub server: String,
@@ -224,7 +224,7 @@ impl Action {
 
 /// `{"max": N, "backoff_s": S, "on"?: "interrupted"}`: a failed or interrupted run goes back
 /// in line as attempt + 1 after `backoff_s`, at most `max` times.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     pub max: u32,
@@ -235,7 +235,7 @@ pub struct RetryPolicy {
     pub on: Option<RetryOn>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RetryOn {
     Interrupted,

@@ -55,7 +55,6 @@ pub struct Config {
     pub s3_secret_access_key: Option<String>,
     /// A backup's chunk objects, in MiB: a worker holds about four of them per upload.
     pub s3_chunk_mib: usize,
-    pub ec2_endpoint: Option<String>,
     pub mysql_user: String,
     pub mysql_password: String,
     /// Where the workers publish a cluster's master DNS record (`store`: the API serves it).
@@ -88,7 +87,6 @@ impl Default for Config {
             s3_access_key_id: None,
             s3_secret_access_key: None,
             s3_chunk_mib: 8,
-            ec2_endpoint: None,
             mysql_user: "root".into(),
             mysql_password: String::new(),
             dns_provider: "store".into(),
@@ -142,7 +140,6 @@ impl Config {
         env.set_opt("SA_S3_ACCESS_KEY_ID", &mut self.s3_access_key_id)?;
         env.set_opt("SA_S3_SECRET_ACCESS_KEY", &mut self.s3_secret_access_key)?;
         env.set("SA_S3_CHUNK_MIB", &mut self.s3_chunk_mib)?;
-        env.set_opt("SA_EC2_ENDPOINT", &mut self.ec2_endpoint)?;
         env.set("SA_MYSQL_USER", &mut self.mysql_user)?;
         env.set("SA_MYSQL_PASSWORD", &mut self.mysql_password)?;
         env.set("SA_DNS_PROVIDER", &mut self.dns_provider)?;

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// An action's kind with its params; serialized as `{"kind": ..., "params": {...}}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", content = "params", rename_all = "snake_case")]
 pub enum ActionSpec {
     RunScript(RunScriptParams),
@@ -51,8 +51,9 @@ impl ActionSpec {
         serde_path_to_error::deserialize(Value::Object(body)).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
-            // A missing or unknown field is reported at its parent: name the field itself.
-            let named = (inner.starts_with("missing field") || inner.starts_with("unknown field"))
+            // A missing field is reported at its parent: name the field itself.
+            let named = inner
+                .starts_with("missing field")
                 .then(|| inner.split('`').nth(1))
                 .flatten();
             let field = match (path.as_str(), named) {
@@ -131,14 +132,14 @@ fn lineage_name(lineage: &Option<String>) -> Result<(), FieldError> {
 }
 
 /// Kinds that take no params: only `{}`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
 
 pub const MAX_SCRIPT_BYTES: usize = 256 * 1024;
 
 /// `run_script`: a shell script run by the login shell, with environment variables.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunScriptParams {
     pub script: String,
@@ -175,7 +176,7 @@ impl RunScriptParams {
 }
 
 /// `db_configure_master`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigureMasterParams {
     pub cluster: String,
@@ -188,7 +189,7 @@ pub struct ConfigureMasterParams {
 }
 
 /// Where a new slave's data comes from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SlaveSource {
     /// A copy of the master's databases (`mysqldump` streamed through the worker).
@@ -199,7 +200,7 @@ pub enum SlaveSource {
 }
 
 /// `db_configure_slave`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigureSlaveParams {
     pub cluster: String,
@@ -211,7 +212,7 @@ pub struct ConfigureSlaveParams {
 }
 
 /// `db_promote`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteParams {
     /// Promote although the dead master's relay log is not proven applied.
@@ -220,14 +221,14 @@ pub struct PromoteParams {
 }
 
 /// `db_checksum`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChecksumParams {
     pub cluster: String,
 }
 
 /// How a backup is taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[cfg_attr(feature = "store", derive(sqlx::Type))]
 #[cfg_attr(feature = "store", sqlx(type_name = "text", rename_all = "lowercase"))]
 #[serde(rename_all = "lowercase")]
@@ -248,7 +249,7 @@ impl Strategy {
 }
 
 /// `db_backup`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackupParams {
     /// Default: `snapshot` when the server has a snapshot command, else `mariabackup`.
@@ -272,7 +273,7 @@ impl BackupParams {
 
 /// `"latest"`, a backup id, or `{"object": KEY}`: an object in the bucket, described by the
 /// manifest inside it (a restore needs no row in the database: disaster recovery).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum BackupRef {
     Id(i64),
@@ -284,14 +285,14 @@ impl BackupRef {
     pub const LATEST: BackupRef = BackupRef::Latest(LatestWord::Latest);
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LatestWord {
     Latest,
 }
 
 /// The role a restored server takes in its cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RestoreAs {
     Master,
@@ -299,7 +300,7 @@ pub enum RestoreAs {
 }
 
 /// `db_restore`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreParams {
     pub backup: BackupRef,
@@ -341,7 +342,7 @@ impl RestoreParams {
 }
 
 /// `db_verify_backup`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyParams {
     pub backup: BackupRef,

@@ -221,3 +221,22 @@ async fn bad_server_registrations_are_rejected() {
         Some(404)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_its_openapi_document() {
+    let app = TestApp::spawn().await.unwrap();
+    let doc = app.client.get("/v1/openapi.json").await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in ["/v1/actions", "/v1/actions/{id}", "/v1/servers", "/v1/schedules"] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    // One variant per kind, each with its own params.
+    let kinds = doc["components"]["schemas"]["ActionSpec"]["oneOf"]
+        .as_array()
+        .unwrap();
+    assert_eq!(kinds.len(), shared::ActionKind::ALL.len());
+    assert_eq!(
+        doc["components"]["schemas"]["RunScriptParams"]["required"],
+        json!(["script"])
+    );
+}

@@ -87,7 +87,7 @@ async fn sigkilled_worker_actions_are_interrupted_or_retried_and_servers_freed()
         "{clog}"
     );
     assert!(
-        clog.contains("Retrying: attempt 2 of 3 in 0 s.") && clog.contains("\nsecond run\n"),
+        clog.contains("Retrying: attempt 2 of 2 in 0 s.") && clog.contains("\nsecond run\n"),
         "{clog}"
     );
 

@@ -11,6 +11,7 @@ use shared::{
     },
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     actions::{self, ActionError, Ctx, Done},
@@ -24,7 +25,16 @@ use crate::{
 pub async fn run(worker: Arc<Worker>, started: Started, shutdown: CancellationToken) {
     let mut current = Some(started);
     while let Some(started) = current.take() {
-        current = run_one(&worker, started, &shutdown).await.map(|b| *b);
+        let span = tracing::info_span!(
+            "action",
+            id = started.action.id,
+            kind = started.action.kind().as_str(),
+            server = %started.action.server
+        );
+        current = run_one(&worker, started, &shutdown)
+            .instrument(span)
+            .await
+            .map(|b| *b);
     }
 }
 
@@ -155,14 +165,14 @@ async fn execute(
         shutdown,
     ));
 
-    let ctx = Ctx {
+    let result = actions::run(&Ctx {
         worker,
         action,
         server,
         log: log.clone(),
         stop: &stop,
-    };
-    let result = actions::run(&ctx).await;
+    })
+    .await;
     done.cancel();
     let outcome = outcome(result, stop.reason(), action);
     if let Some(err) = &outcome.error {
@@ -239,5 +249,74 @@ fn outcome(
         message,
         retry_in: retry.map(|r| f64::from(r.backoff_s)),
         result: found,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(retry: serde_json::Value) -> Action {
+        serde_json::from_value(serde_json::json!({
+            "id": 7, "server": "web1", "kind": "run_script", "params": {"script": "true"},
+            "status": "running", "exit_code": null, "error": null, "timeout_s": null,
+            "urgent": false, "idempotency_key": null, "worker": "w", "waiting_on": null,
+            "created_at": "2026-01-01T00:00:00Z", "started_at": null, "finished_at": null,
+            "attempt": 1, "retry": retry, "not_before": null, "cancel_requested": null,
+            "result": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_outcome_follows_the_exit_code_the_stop_reason_and_the_retry_policy() {
+        let plain = action(serde_json::Value::Null);
+        let o = outcome(Ok(Done::exit(0)), None, &plain);
+        assert_eq!(
+            (o.status, o.exit_code, o.error),
+            (Status::Succeeded, Some(0), None)
+        );
+        let o = outcome(Ok(Done::exit(3)), None, &plain);
+        assert_eq!(
+            (o.status, o.exit_code, o.retry_in),
+            (Status::Failed, Some(3), None)
+        );
+        assert_eq!(o.message, ["Server action failed: exit code 3"]);
+        let o = outcome(
+            Err(ActionError::Stopped),
+            Some(StopReason::Timeout(5)),
+            &plain,
+        );
+        assert_eq!(o.status, Status::TimedOut);
+        assert!(o.error.unwrap().starts_with("Timed out after 5 s"));
+        let why = StopReason::Cancelled("Cancelled by request".into());
+        let o = outcome(Err(ActionError::Stopped), Some(why), &plain);
+        assert_eq!(o.status, Status::Cancelled);
+        let o = outcome(
+            Err(ActionError::Stopped),
+            Some(StopReason::LeaseLost),
+            &plain,
+        );
+        assert_eq!(o.status, Status::Interrupted);
+        let o = outcome(
+            Err(ActionError::Failed("no such server".into())),
+            None,
+            &plain,
+        );
+        assert_eq!(
+            (o.status, o.error.as_deref()),
+            (Status::Failed, Some("no such server"))
+        );
+
+        let retried = action(serde_json::json!({"max": 2, "backoff_s": 4}));
+        let o = outcome(Ok(Done::exit(1)), None, &retried);
+        assert_eq!(o.retry_in, Some(4.0));
+        assert_eq!(o.message[1], "Retrying: attempt 2 of 3 in 4 s.");
+        let o = outcome(
+            Err(ActionError::Stopped),
+            Some(StopReason::Timeout(1)),
+            &retried,
+        );
+        assert_eq!(o.retry_in, None, "a timeout is final");
     }
 }

@@ -18,6 +18,8 @@ use shared::{
     validate, ActionSpec,
 };
 
+#[allow(unused_imports)] // named by the OpenAPI annotations
+use crate::{error::ErrorBody, openapi::ActionList};
 use crate::{
     error::{from_value, ApiError, ApiResult},
     outbox,
@@ -26,12 +28,15 @@ use crate::{
 
 const MAX_TIMEOUT_S: u32 = 7 * 24 * 3600;
 
-#[derive(Deserialize)]
+/// `POST /v1/actions`: `params` are checked against the kind's (see `ActionSpec`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ActionRequest {
+pub struct ActionRequest {
     server: String,
+    #[schema(value_type = ActionKind)]
     kind: String,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     params: Option<Value>,
     timeout_s: Option<u32>,
     #[serde(default)]
@@ -86,6 +91,9 @@ async fn view(state: &AppState, action: Action) -> ApiResult<Value> {
     Ok(v)
 }
 
+#[utoipa::path(post, path = "/v1/actions", tag = "actions", request_body = ActionRequest, responses(
+    (status = 202, description = "stored, then published", body = Action),
+    (status = 200, description = "the first action of a reused idempotency key", body = Action), (status = 400, description = "a bad field, named", body = ErrorBody)))]
 pub async fn submit(
     State(state): State<Arc<AppState>>,
     body: Result<Json<Value>, JsonRejection>,
@@ -114,6 +122,8 @@ pub async fn submit(
     Ok((StatusCode::ACCEPTED, Json(json!(action))))
 }
 
+#[utoipa::path(get, path = "/v1/actions/{id}", tag = "actions", params(("id" = i64, Path, description = "the action id")), responses(
+    (status = 200, description = "the action; while waiting or running, `lock` is its server's lease", body = Action), (status = 400, description = "a bad field, named", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -125,6 +135,11 @@ pub async fn show(
     Ok(Json(view(&state, action).await?))
 }
 
+#[utoipa::path(get, path = "/v1/actions", tag = "actions", params(
+    ("server" = Option<String>, Query), ("kind" = Option<ActionKind>, Query), ("status" = Option<Status>, Query),
+    ("since" = Option<String>, Query, description = "RFC 3339"), ("until" = Option<String>, Query, description = "RFC 3339"),
+    ("limit" = Option<i64>, Query, minimum = 1, maximum = 500), ("before" = Option<i64>, Query, description = "cursor: ids below it")),
+    responses((status = 200, description = "newest first", body = ActionList), (status = 400, description = "a bad field, named", body = ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -135,7 +150,10 @@ pub async fn list(
     };
     for (key, value) in &q {
         match key.as_str() {
-            "server" => f.server = Some(value.clone()),
+            "server" => {
+                validate::server_name("server", value)?;
+                f.server = Some(value.clone())
+            }
             "kind" => {
                 f.kind = Some(
                     value
@@ -194,6 +212,10 @@ pub async fn list(
 
 /// `POST /v1/actions/{id}/cancel`: a queued or waiting action never starts (200); a running
 /// one is stopped by its worker, which kills its process group (202); a finished one is 409.
+#[utoipa::path(post, path = "/v1/actions/{id}/cancel", tag = "actions", params(("id" = i64, Path, description = "the action id")), responses(
+    (status = 200, description = "cancelled before it started", body = Action),
+    (status = 202, description = "its worker is killing it", body = Action), (status = 400, description = "a bad field, named", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody),
+    (status = 409, description = "it already ended", body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,

@@ -12,11 +12,16 @@ use shared::{
     validate,
 };
 
+#[allow(unused_imports)] // named by the OpenAPI annotations
+use crate::error::ErrorBody;
 use crate::{
     error::{ApiError, ApiResult},
     startup::AppState,
 };
 
+#[utoipa::path(get, path = "/v1/backups", tag = "backups", params(
+    ("cluster" = Option<String>, Query), ("lineage" = Option<String>, Query), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000)),
+    responses((status = 200, description = "newest first", body = Vec<Backup>), (status = 400, description = "a bad field, named", body = ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -54,6 +59,8 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/backups/{id}", tag = "backups", params(("id" = i64, Path)), responses(
+    (status = 200, description = "the backup", body = Backup), (status = 400, description = "a bad field, named", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,

@@ -8,15 +8,20 @@ use axum::{
 };
 use shared::db::clusters::{self, ClusterView};
 
+#[allow(unused_imports)] // named by the OpenAPI annotations
+use crate::error::ErrorBody;
 use crate::{
     error::{ApiError, ApiResult},
     startup::AppState,
 };
 
+#[utoipa::path(get, path = "/v1/clusters/{name}", tag = "clusters", params(("name" = String, Path)), responses(
+    (status = 200, description = "master, slaves and DNS record (no secrets)", body = ClusterView), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ClusterView>> {
+    super::named("cluster", &name)?;
     clusters::view(&state.pool, &name)
         .await?
         .map(Json)

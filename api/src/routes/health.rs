@@ -6,6 +6,9 @@ use axum::{extract::State, http::StatusCode};
 
 use crate::startup::AppState;
 
+#[utoipa::path(get, path = "/healthz", tag = "health", responses(
+    (status = 200, description = "the store answers", body = String, content_type = "text/plain"),
+    (status = 503, description = "the store does not answer", body = String, content_type = "text/plain")))]
 pub async fn healthz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {
     match sqlx::query("SELECT 1").execute(&state.pool).await {
         Ok(_) => (StatusCode::OK, "ok\n"),
@@ -13,6 +16,8 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> (StatusCode, &'stati
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> String {
     if let Ok(counts) = shared::db::actions::counts(&state.pool).await {
         state.metrics.actions.reset();

@@ -26,6 +26,8 @@ use shared::{
 };
 use sqlx::PgPool;
 
+#[allow(unused_imports)] // named by the OpenAPI annotations
+use crate::error::ErrorBody;
 use crate::{
     error::{ApiError, ApiResult},
     startup::AppState,
@@ -59,6 +61,11 @@ async fn existing(pool: &PgPool, id: &str) -> ApiResult<shared::Action> {
         .ok_or_else(|| ApiError::not_found(format!("no action {id}")))
 }
 
+#[utoipa::path(get, path = "/v1/actions/{id}/log", tag = "logs", params(
+    ("id" = i64, Path), ("after" = Option<i32>, Query, description = "lines after this seq"),
+    ("download" = Option<String>, Query)), responses(
+    (status = 200, description = "the rendered lines (or, with Accept: text/event-stream, a live stream); header X-Last-Seq", body = String, content_type = "text/plain"),
+    (status = 400, description = "a bad field, named", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -192,6 +199,10 @@ fn parse_limit(field: &str, v: Option<&str>, default: i64) -> ApiResult<i64> {
 }
 
 /// `GET /v1/actions/{id}/lines`: JSON pages and search for the viewer.
+#[utoipa::path(get, path = "/v1/actions/{id}/lines", tag = "logs", params(
+    ("id" = i64, Path), ("after" = Option<i32>, Query), ("limit" = Option<i64>, Query),
+    ("tail" = Option<i64>, Query), ("q" = Option<String>, Query, description = "case-insensitive search")),
+    responses((status = 200, description = "a JSON page of the log", body = Object), (status = 400, description = "a bad field, named", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn lines(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -201,8 +212,8 @@ pub async fn lines(
     let after = parse_seq("after", q.after.as_deref())?;
     let limit = parse_limit("limit", q.limit.as_deref(), 1000)?;
     let lines = match (&q.q, &q.tail) {
-        (Some(needle), _) if needle.is_empty() || needle.len() > 500 => {
-            return Err(ApiError::bad("q", "q: must be 1-500 characters"))
+        (Some(needle), _) if needle.is_empty() || needle.len() > 500 || needle.contains('\0') => {
+            return Err(ApiError::bad("q", "q: must be 1-500 characters, no NUL"))
         }
         (Some(needle), _) => logs::search(&state.pool, action.id, needle, after, limit).await?,
         (None, Some(t)) => {

@@ -1,12 +1,12 @@
 //! The HTTP routes, one module per resource.
 
 pub(crate) mod actions;
-mod backups;
-mod clusters;
-mod health;
-mod logs;
-mod schedules;
-mod servers;
+pub(crate) mod backups;
+pub(crate) mod clusters;
+pub(crate) mod health;
+pub(crate) mod logs;
+pub(crate) mod schedules;
+pub(crate) mod servers;
 
 use std::sync::Arc;
 
@@ -44,6 +44,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/actions/{id}/log", get(logs::show))
         .route("/v1/actions/{id}/cancel", post(actions::cancel))
         .route("/v1/actions/{id}/lines", get(logs::lines))
+        .route("/v1/openapi.json", get(crate::openapi::document))
         .fallback(|| async { crate::error::ApiError::not_found("no such route") })
 }
 
@@ -52,4 +53,11 @@ fn action_id(raw: &str) -> crate::error::ApiResult<i64> {
     raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
         crate::error::ApiError::bad("id", format!("id: {raw:?} is not an action id"))
     })
+}
+
+/// A `{name}` path segment: only what registration accepts can name something; anything else
+/// is a 404 without a look-up.
+fn named(what: &str, raw: &str) -> crate::error::ApiResult<()> {
+    shared::validate::server_name("name", raw)
+        .map_err(|_| crate::error::ApiError::not_found(format!("no {what} named {raw:?}")))
 }

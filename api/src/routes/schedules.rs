@@ -18,17 +18,21 @@ use shared::{
     validate, ActionSpec,
 };
 
+#[allow(unused_imports)] // named by the OpenAPI annotations
+use crate::error::ErrorBody;
 use crate::{
     error::{from_value, ApiError, ApiResult},
     startup::AppState,
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ScheduleRequest {
+pub struct ScheduleRequest {
     name: String,
     target: Target,
+    #[schema(value_type = shared::ActionKind)]
     kind: String,
+    #[schema(value_type = Option<Object>)]
     params: Option<Value>,
     cron: Option<String>,
     every_s: Option<i64>,
@@ -37,9 +41,10 @@ struct ScheduleRequest {
     catch_up: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// `{"server"}` or `{"cluster", "role": "master" | "slave"}`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Target {
+pub struct Target {
     server: Option<String>,
     cluster: Option<String>,
     role: Option<String>,
@@ -134,6 +139,9 @@ fn conflict(e: ScheduleError) -> ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/v1/schedules", tag = "schedules", request_body = ScheduleRequest, responses(
+    (status = 201, description = "created, with its next fire time", body = Object), (status = 400, description = "a bad field, named", body = ErrorBody),
+    (status = 409, description = "a schedule with this name exists", body = ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
@@ -146,6 +154,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&state, s).await?)))
 }
 
+#[utoipa::path(get, path = "/v1/schedules", tag = "schedules", responses(
+    (status = 200, description = "every schedule", body = Vec<Object>)))]
 pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<Value>>> {
     let mut out = Vec::new();
     for s in schedules::list(&state.pool).await? {
@@ -155,11 +165,13 @@ pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<Valu
 }
 
 async fn find(state: &AppState, name: &str) -> ApiResult<Schedule> {
+    super::named("schedule", name)?;
     schedules::get(&state.pool, name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no schedule named {name:?}")))
 }
 
+#[utoipa::path(get, path = "/v1/schedules/{name}", tag = "schedules", params(("name" = String, Path)), responses((status = 200, description = "the schedule with its next fire time and last runs", body = Object), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -169,6 +181,9 @@ pub async fn show(
 }
 
 /// Merge the body's fields into the schedule and validate the whole again.
+#[utoipa::path(patch, path = "/v1/schedules/{name}", tag = "schedules", params(("name" = String, Path)),
+    request_body(content = Object, description = "any fields of a schedule: merged, then the whole is checked again"),
+    responses((status = 200, description = "the schedule with its next fire time and last runs", body = Object), (status = 400, description = "a bad field, named", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody), (status = 409, description = "the new name is taken", body = ErrorBody)))]
 pub async fn patch(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -201,10 +216,13 @@ pub async fn patch(
     Ok(Json(view(&state, s).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/schedules/{name}", tag = "schedules", params(("name" = String, Path)), responses(
+    (status = 204, description = "deleted"), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
+    super::named("schedule", &name)?;
     if schedules::delete(&state.pool, &name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

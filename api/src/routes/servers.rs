@@ -17,14 +17,18 @@ use shared::{
     validate,
 };
 
+#[allow(unused_imports)] // named by the OpenAPI annotations
+use crate::{error::ErrorBody, openapi::ServerList};
 use crate::{
     error::{from_value, ApiError, ApiResult},
     startup::AppState,
 };
+#[allow(unused_imports)]
+use shared::db::servers::Server;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ServerRequest {
+pub struct ServerRequest {
     name: String,
     address: String,
     ssh_port: Option<u16>,
@@ -39,6 +43,7 @@ struct ServerRequest {
     db_start_command: Option<String>,
     db_snapshot_command: Option<String>,
     db_snapshot_cleanup_command: Option<String>,
+    #[schema(value_type = Option<Object>)]
     tags: Option<serde_json::Map<String, Value>>,
 }
 
@@ -103,6 +108,9 @@ fn validate_request(r: ServerRequest) -> ApiResult<NewServer> {
     })
 }
 
+#[utoipa::path(post, path = "/v1/servers", tag = "servers", request_body = ServerRequest, responses(
+    (status = 201, description = "registered", body = Server), (status = 400, description = "a bad field, named", body = ErrorBody),
+    (status = 409, description = "a server with this name exists", body = ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
@@ -120,16 +128,21 @@ pub async fn create(
     }
 }
 
+#[utoipa::path(get, path = "/v1/servers", tag = "servers", responses(
+    (status = 200, description = "every server", body = ServerList)))]
 pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     Ok(Json(
         json!({ "servers": servers::list(&state.pool).await? }),
     ))
 }
 
+#[utoipa::path(get, path = "/v1/servers/{name}", tag = "servers", params(("name" = String, Path)), responses(
+    (status = 200, description = "the server with its current lock", body = Server), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    super::named("server", &name)?;
     let server = servers::get(&state.pool, &name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no server named {name:?}")))?;
@@ -139,10 +152,14 @@ pub async fn show(
     Ok(Json(v))
 }
 
+#[utoipa::path(delete, path = "/v1/servers/{name}", tag = "servers", params(("name" = String, Path)), responses(
+    (status = 204, description = "deleted"), (status = 404, description = "not found", body = ErrorBody),
+    (status = 409, description = "it has unfinished actions", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
+    super::named("server", &name)?;
     match servers::delete(&state.pool, &name).await {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
         Ok(false) => Err(ApiError::not_found(format!("no server named {name:?}"))),

@@ -8,7 +8,9 @@ use sqlx::{types::Json, PgPool};
 use crate::{retention, spec::Strategy};
 
 /// `uncommitted` until its upload and manifest are complete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum BackupStatus {
@@ -17,7 +19,9 @@ pub enum BackupStatus {
 }
 
 /// How a backup's stream is compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
@@ -59,7 +63,9 @@ impl Compression {
 }
 
 /// A verification's verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
@@ -67,7 +73,7 @@ pub enum Verdict {
     Bad,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Backup {
     pub id: i64,
     pub lineage: String,
@@ -85,6 +91,7 @@ pub struct Backup {
     pub bytes: Option<i64>,
     pub sha256: Option<String>,
     pub gtid: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub manifest: Option<Json<serde_json::Value>>,
     pub verified: Option<Verdict>,
     pub verify_note: Option<String>,

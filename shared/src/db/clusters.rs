@@ -18,11 +18,13 @@ pub struct Cluster {
 }
 
 /// The public view (`GET /v1/clusters/{name}`): no secrets.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ClusterView {
     pub name: String,
     pub master: Option<String>,
     pub slaves: Vec<String>,
+    /// `{"name", "address", "ttl"}`.
+    #[schema(value_type = Object)]
     pub dns: Value,
 }
 

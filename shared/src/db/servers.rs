@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{types::Json, PgPool};
 
-#[derive(Clone, Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Server {
     pub id: i64,
     pub name: String,
@@ -13,6 +13,7 @@ pub struct Server {
     pub ssh_user: String,
     pub host_key: Option<String>,
     pub db_port: i32,
+    #[schema(value_type = Object)]
     pub tags: Json<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     /// Where mysqld listens, seen from the server (default 127.0.0.1).
@@ -68,7 +69,9 @@ impl Server {
 }
 
 /// A server's role in its DB cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum DbRole {

@@ -556,7 +556,24 @@ async fn count_rows(db: &mut Db) -> Result<BTreeMap<String, u64>, ActionError> {
 
 #[cfg(test)]
 mod tests {
-    use super::quoted;
+    use super::{dump_position, info_position, quoted};
+
+    #[test]
+    fn a_dump_and_a_mariabackup_log_give_their_position() {
+        let dump = "sa-pos:-- SET GLOBAL gtid_slave_pos='0-1-5';\nnoise\n\
+                    sa-pos:-- CHANGE MASTER TO MASTER_LOG_FILE='bin.000003', MASTER_LOG_POS=987;";
+        let t = dump_position(dump);
+        assert_eq!(t.gtid, "0-1-5");
+        assert_eq!(t.binlog_file.as_deref(), Some("bin.000003"));
+        assert_eq!(t.binlog_pos, Some(987));
+        let info = "sa-info: binlog_pos = filename 'bin.000002', position '1234', GTID of the last change '0-1-6'";
+        let t = info_position(info);
+        assert_eq!(
+            (t.gtid.as_str(), t.binlog_file.as_deref(), t.binlog_pos),
+            ("0-1-6", Some("bin.000002"), Some(1234))
+        );
+        assert_eq!(dump_position("no marks here").gtid, "");
+    }
 
     #[test]
     fn positions_are_read_from_quoted_values() {
