@@ -9,7 +9,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --bins -p api -p worker \
+    cargo build --release --bins -p api -p worker -p client \
     && mkdir -p /out \
     && cp target/release/sa-api target/release/sa-worker target/release/sactl /out/
 

@@ -65,4 +65,8 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --locked cargo-nextest >/dev/null 2>&1
 fi
+if ! command -v cargo-machete >/dev/null 2>&1; then
+  log "installing cargo-machete"
+  cargo install --locked cargo-machete >/dev/null 2>&1
+fi
 log "ready"

@@ -25,6 +25,7 @@ python3 -c 'import moto.server, sys; v = tuple(int(x) for x in moto.__version__.
   || need "python3 module moto.server >= 5.2.5 (moto[server])"
 command -v cargo-nextest >/dev/null || need "cargo-nextest"
 command -v schemathesis >/dev/null || need "schemathesis (PyPI)"
+command -v cargo-machete >/dev/null || need "cargo-machete"
 pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || need "PostgreSQL on 127.0.0.1:5432 (pg_isready)" starts
 rabbitmqctl -q status >/dev/null 2>&1 || need "RabbitMQ (rabbitmqctl -q status)" starts
 if ss -ltnH 'sport = :22' 2>/dev/null | awk '{print $4}' | grep -qE '^(0\.0\.0\.0|\*|\[::\]):22$'; then
@@ -35,6 +36,7 @@ fi
 
 docker-compose -f docker-compose.yml config -q
 cargo fmt --all -- --check
+cargo machete
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --bins
 scripts/api-contract.sh

@@ -1,8 +1,8 @@
-//! ServerActions api: the HTTP API (`routes`), the outbox relay that publishes stored actions to
-//! RabbitMQ, metrics, and the typed HTTP `client` that `sactl` and the tests use.
+//! ServerActions api: the HTTP API (`routes`, its OpenAPI document), the outbox relay that
+//! publishes stored actions to RabbitMQ, the scheduler, metrics and the log viewer (`ui`). Its
+//! client and `sactl` are the `client` crate.
 //! Invariant: the api never opens SSH; it only stores, publishes and reads.
 
-pub mod client;
 pub mod error;
 pub mod metrics;
 pub mod openapi;

@@ -177,15 +177,16 @@ impl TryFrom<String> for Status {
 }
 
 /// An action as stored and as the API returns it.
-#[derive(Clone, Debug, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "store", derive(sqlx::FromRow))]
 pub struct Action {
     pub id: i64,
     pub server: String,
     /// `kind` and `params`.
     #[serde(flatten)]
-    #[sqlx(flatten)]
+    #[cfg_attr(feature = "store", sqlx(flatten))]
     pub spec: ActionSpec,
-    #[sqlx(try_from = "String")]
+    #[cfg_attr(feature = "store", sqlx(try_from = "String"))]
     pub status: Status,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
@@ -201,7 +202,7 @@ pub struct Action {
     /// 1 for the first run; retries count up.
     pub attempt: i32,
     /// How often a failed or interrupted run is retried.
-    #[sqlx(json(nullable))]
+    #[cfg_attr(feature = "store", sqlx(json(nullable)))]
     pub retry: Option<RetryPolicy>,
     /// Earliest start of the next attempt (retry backoff).
     pub not_before: Option<DateTime<Utc>>,

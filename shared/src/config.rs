@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, str::FromStr};
 
+use secrecy::SecretString;
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,11 +53,13 @@ pub struct Config {
     pub s3_region: String,
     /// Static S3 credentials; without them the AWS default chain (environment, profile...) is used.
     pub s3_access_key_id: Option<String>,
-    pub s3_secret_access_key: Option<String>,
+    /// Never printed (`Debug` shows it redacted).
+    pub s3_secret_access_key: Option<SecretString>,
     /// A backup's chunk objects, in MiB: a worker holds about four of them per upload.
     pub s3_chunk_mib: usize,
     pub mysql_user: String,
-    pub mysql_password: String,
+    /// Never printed (`Debug` shows it redacted).
+    pub mysql_password: SecretString,
     /// Where the workers publish a cluster's master DNS record (`store`: the API serves it).
     pub dns_provider: String,
 }
@@ -88,7 +91,7 @@ impl Default for Config {
             s3_secret_access_key: None,
             s3_chunk_mib: 8,
             mysql_user: "root".into(),
-            mysql_password: String::new(),
+            mysql_password: SecretString::default(),
             dns_provider: "store".into(),
         }
     }
@@ -138,10 +141,14 @@ impl Config {
         env.set_opt("SA_S3_BUCKET", &mut self.s3_bucket)?;
         env.set("SA_S3_REGION", &mut self.s3_region)?;
         env.set_opt("SA_S3_ACCESS_KEY_ID", &mut self.s3_access_key_id)?;
-        env.set_opt("SA_S3_SECRET_ACCESS_KEY", &mut self.s3_secret_access_key)?;
+        if let Some(v) = get("SA_S3_SECRET_ACCESS_KEY") {
+            self.s3_secret_access_key = (!v.is_empty()).then(|| v.into());
+        }
         env.set("SA_S3_CHUNK_MIB", &mut self.s3_chunk_mib)?;
         env.set("SA_MYSQL_USER", &mut self.mysql_user)?;
-        env.set("SA_MYSQL_PASSWORD", &mut self.mysql_password)?;
+        if let Some(v) = get("SA_MYSQL_PASSWORD") {
+            self.mysql_password = v.into();
+        }
         env.set("SA_DNS_PROVIDER", &mut self.dns_provider)?;
         if self.worker_concurrency == 0 {
             return Err(ConfigError::Invalid {

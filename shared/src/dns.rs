@@ -39,7 +39,7 @@ pub trait DnsProvider: Send + Sync {
 /// The provider `SA_DNS_PROVIDER` names.
 pub fn provider(cfg: &Config, pool: PgPool) -> Result<Arc<dyn DnsProvider>, ConfigError> {
     match cfg.dns_provider.as_str() {
-        "store" => Ok(Arc::new(Store(pool))),
+        "store" => Ok(Arc::new(Postgres(pool))),
         other => Err(ConfigError::Invalid {
             var: "SA_DNS_PROVIDER",
             value: other.into(),
@@ -49,9 +49,9 @@ pub fn provider(cfg: &Config, pool: PgPool) -> Result<Arc<dyn DnsProvider>, Conf
 }
 
 /// The record kept in PostgreSQL is the published one.
-pub struct Store(pub PgPool);
+pub struct Postgres(pub PgPool);
 
-impl DnsProvider for Store {
+impl DnsProvider for Postgres {
     fn name(&self) -> &'static str {
         "store"
     }

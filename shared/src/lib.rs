@@ -2,10 +2,15 @@
 //! PostgreSQL access layer used by the api, the workers and the test bed.
 
 pub mod action;
+pub mod backoff;
 pub mod config;
+#[cfg(feature = "store")]
 pub mod db;
+#[cfg(feature = "store")]
 pub mod dns;
+pub mod errors;
 pub mod log;
+#[cfg(feature = "store")]
 pub mod queue;
 pub mod retention;
 pub mod schedule;

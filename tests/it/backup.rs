@@ -29,10 +29,10 @@ fn load(host: &TestHost, rows: u32) {
 }
 
 /// A test host whose MariaDB datadir is on a `mib` MiB btrfs volume (snapshot backups).
-fn snapshot_host(server_id: u32, mib: u32) -> TestHost {
+fn snapshot_host(mib: u32) -> TestHost {
     TestHost::start()
         .unwrap()
-        .with_mariadb_on_btrfs(server_id, mib)
+        .with_mariadb_on_btrfs(mib)
         .unwrap()
 }
 
@@ -65,7 +65,7 @@ fn checksums(host: &TestHost) -> String {
 /// Back up A with `strategy`, restore it onto B as the master of a new cluster: same data.
 async fn round_trip(strategy: &str, a: TestHost) {
     let (app, _moto) = app_with_s3().await;
-    let b = TestHost::start().unwrap().with_mariadb(112).unwrap();
+    let b = TestHost::start().unwrap().with_mariadb().unwrap();
     app.add_db_host("dba", &a).await.unwrap();
     app.add_db_host("dbb", &b).await.unwrap();
     // A few hundred MB: 1,200,000 orders.
@@ -124,7 +124,7 @@ async fn round_trip(strategy: &str, a: TestHost) {
     );
     assert_eq!(listed[0]["status"], "committed");
     assert_eq!(listed[0]["tag"], "daily");
-    let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
+    let store = worker::s3::Bucket::from_config(&app.cfg).await.unwrap();
     let keys = store.list("dba/").await.unwrap();
     let id = m["id"].as_i64().unwrap();
     // Its chunks (the stream in 8 MiB pieces, the last one ending with the manifest), and the
@@ -173,7 +173,7 @@ async fn round_trip(strategy: &str, a: TestHost) {
 async fn logical_backup_round_trip() {
     round_trip(
         "logical",
-        TestHost::start().unwrap().with_mariadb(111).unwrap(),
+        TestHost::start().unwrap().with_mariadb().unwrap(),
     )
     .await;
 }
@@ -182,21 +182,21 @@ async fn logical_backup_round_trip() {
 async fn mariabackup_round_trip() {
     round_trip(
         "mariabackup",
-        TestHost::start().unwrap().with_mariadb(121).unwrap(),
+        TestHost::start().unwrap().with_mariadb().unwrap(),
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshot_round_trip() {
-    round_trip("snapshot", snapshot_host(131, 2048)).await;
+    round_trip("snapshot", snapshot_host(2048)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verify_marks_a_good_backup_good_and_a_tampered_one_bad() {
     let began = std::time::SystemTime::now();
     let (app, _moto) = app_with_s3().await;
-    let a = snapshot_host(141, 1024);
+    let a = snapshot_host(1024);
     let v = TestHost::start().unwrap();
     app.add_db_host("dba", &a).await.unwrap();
     app.add_host("verifier", &v).await.unwrap();
@@ -227,7 +227,7 @@ async fn verify_marks_a_good_backup_good_and_a_tampered_one_bad() {
     }
     // Stored as one object bigger than a chunk, as backups were before chunks: it is
     // streamed, not read whole, and still good.
-    let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
+    let store = worker::s3::Bucket::from_config(&app.cfg).await.unwrap();
     let b = app
         .client
         .get(&format!("/v1/backups/{}", ids[0]))
@@ -298,8 +298,8 @@ async fn verify_marks_a_good_backup_good_and_a_tampered_one_bad() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slave_seeded_from_a_backup_replicates() {
     let (app, _moto) = app_with_s3().await;
-    let a = TestHost::start().unwrap().with_mariadb(151).unwrap();
-    let b = TestHost::start().unwrap().with_mariadb(152).unwrap();
+    let a = TestHost::start().unwrap().with_mariadb().unwrap();
+    let b = TestHost::start().unwrap().with_mariadb().unwrap();
     app.add_db_host("dba", &a).await.unwrap();
     app.add_db_host("dbb", &b).await.unwrap();
     load(&a, 10_000);
@@ -359,9 +359,9 @@ async fn a_backup_object_alone_restores_from_the_manifest_inside_it() {
         .unwrap()
         .without_command("zstd")
         .unwrap()
-        .with_mariadb(161)
+        .with_mariadb()
         .unwrap();
-    let b = TestHost::start().unwrap().with_mariadb(162).unwrap();
+    let b = TestHost::start().unwrap().with_mariadb().unwrap();
     app.add_db_host("dba", &a).await.unwrap();
     app.add_db_host("dbb", &b).await.unwrap();
     load(&a, 20_000);
@@ -376,7 +376,7 @@ async fn a_backup_object_alone_restores_from_the_manifest_inside_it() {
     assert!(m["chunks"].as_u64().unwrap() >= 2, "{m}");
     assert_eq!(m["compression"], "gzip", "{m}");
     assert!(key.ends_with(".xbstream.gz"), "{key}");
-    let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
+    let store = worker::s3::Bucket::from_config(&app.cfg).await.unwrap();
     store
         .delete(&format!("dba/{}/manifest.json", m["id"]))
         .await
@@ -455,7 +455,7 @@ async fn a_backup_object_alone_restores_from_the_manifest_inside_it() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, api::client::ClientError::Api { status: 400, field: Some(f), .. } if f == "params.backup.object"),
+        matches!(&err, client::ClientError::Api { status: 400, field: Some(f), .. } if f == "params.backup.object"),
         "{err:?}"
     );
 }
@@ -465,8 +465,8 @@ async fn a_backup_object_alone_restores_from_the_manifest_inside_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_a_promote_a_new_slave_seeded_from_the_old_slaves_backup_replicates() {
     let (app, _moto) = app_with_s3().await;
-    let mut a = TestHost::start().unwrap().with_mariadb(161).unwrap();
-    let b = TestHost::start().unwrap().with_mariadb(162).unwrap();
+    let mut a = TestHost::start().unwrap().with_mariadb().unwrap();
+    let b = TestHost::start().unwrap().with_mariadb().unwrap();
     let c = TestHost::start()
         .unwrap()
         .with_mariadb_without_binlog()
@@ -531,7 +531,7 @@ async fn after_a_promote_a_new_slave_seeded_from_the_old_slaves_backup_replicate
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_read_lock_is_not_kept_waiting_behind_a_long_query() {
     let (app, _moto) = app_with_s3().await;
-    let a = snapshot_host(161, 512);
+    let a = snapshot_host(512);
     app.add_db_host("dba", &a).await.unwrap();
     load(&a, 1000);
     // A long write is running: FLUSH TABLES WITH READ LOCK would wait for it, and every other
@@ -570,10 +570,10 @@ async fn the_read_lock_is_not_kept_waiting_behind_a_long_query() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retention_deletes_what_the_rules_let_go_and_nothing_else() {
     let (app, _moto) = app_with_s3().await;
-    let a = TestHost::start().unwrap().with_mariadb(171).unwrap();
+    let a = TestHost::start().unwrap().with_mariadb().unwrap();
     app.add_db_host("dba", &a).await.unwrap();
     load(&a, 100);
-    let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
+    let store = worker::s3::Bucket::from_config(&app.cfg).await.unwrap();
     // 70 daily backups from 70 days ago, each with its objects in the bucket; an old
     // uncommitted one (failed upload) and a recent uncommitted one whose backup still runs.
     let running: i64 = sqlx::query_scalar(
@@ -692,8 +692,8 @@ async fn retention_deletes_what_the_rules_let_go_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_interrupted_upload_leaves_no_backup_and_bad_restores_change_nothing() {
     let (app, mut moto) = app_with_s3().await;
-    let a = snapshot_host(181, 1024);
-    let b = TestHost::start().unwrap().with_mariadb(182).unwrap();
+    let a = snapshot_host(1024);
+    let b = TestHost::start().unwrap().with_mariadb().unwrap();
     app.add_db_host("dba", &a).await.unwrap();
     app.add_db_host("dbb", &b).await.unwrap();
     load(&a, 300_000);
@@ -750,7 +750,7 @@ async fn an_interrupted_upload_leaves_no_backup_and_bad_restores_change_nothing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_row_count_stops_the_snapshot_upload() {
     let (app, _moto) = app_with_s3().await;
-    let a = snapshot_host(211, 1024);
+    let a = snapshot_host(1024);
     app.add_db_host("dba", &a).await.unwrap();
     load(&a, 10_000);
     // A table without its tablespace: COUNT(*) fails at once, while tar copies the datadir
@@ -778,7 +778,7 @@ async fn a_failed_row_count_stops_the_snapshot_upload() {
     assert!(log.contains("removed."), "{log}");
     let listed = app.client.get("/v1/backups?lineage=dba").await.unwrap();
     assert_eq!(listed[0]["status"], "uncommitted", "{listed}");
-    let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
+    let store = worker::s3::Bucket::from_config(&app.cfg).await.unwrap();
     assert_eq!(
         store.list("dba/").await.unwrap(),
         Vec::<String>::new(),
@@ -812,7 +812,7 @@ async fn uploads_cut_chunks_and_a_refused_or_stopped_one_deletes_them() {
     let (app, _moto) = app_with_s3().await;
     let mut cfg = app.cfg.clone();
     cfg.s3_chunk_mib = 5;
-    let store = worker::s3::Store::from_config(&cfg).await.unwrap();
+    let store = worker::s3::Bucket::from_config(&cfg).await.unwrap();
     let progress = std::sync::atomic::AtomicU64::new(0);
     let data: Vec<u8> = (0..3 * (5 << 20) + 100).map(|i| (i % 251) as u8).collect();
 
@@ -894,8 +894,8 @@ async fn uploads_cut_chunks_and_a_refused_or_stopped_one_deletes_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_corrupted_object_a_missing_bucket_and_bad_params_are_clear_failures() {
     let (app, moto) = app_with_s3().await;
-    let a = TestHost::start().unwrap().with_mariadb(191).unwrap();
-    let b = TestHost::start().unwrap().with_mariadb(192).unwrap();
+    let a = TestHost::start().unwrap().with_mariadb().unwrap();
+    let b = TestHost::start().unwrap().with_mariadb().unwrap();
     app.add_db_host("dba", &a).await.unwrap();
     app.add_db_host("dbb", &b).await.unwrap();
     load(&a, 5000);
@@ -907,7 +907,7 @@ async fn a_corrupted_object_a_missing_bucket_and_bad_params_are_clear_failures()
         .unwrap();
     assert_eq!(x.status, Status::Succeeded, "{log}");
     let m = x.result.unwrap();
-    let store = worker::s3::Store::from_config(&app.cfg).await.unwrap();
+    let store = worker::s3::Bucket::from_config(&app.cfg).await.unwrap();
     store
         .put(
             &chunk_key(m["object_key"].as_str().unwrap(), 1),
@@ -995,7 +995,7 @@ async fn a_corrupted_object_a_missing_bucket_and_bad_params_are_clear_failures()
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, api::client::ClientError::Api { status: 400, field: Some(f), .. } if f == field),
+            matches!(&err, client::ClientError::Api { status: 400, field: Some(f), .. } if f == field),
             "{kind} {params}: {err:?}"
         );
     }

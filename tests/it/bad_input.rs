@@ -87,7 +87,7 @@ async fn bad_action_requests_are_rejected_and_leave_nothing_behind() {
     for (body, status, field) in cases {
         let err = app.client.post("/v1/actions", &body).await.unwrap_err();
         match err {
-            api::client::ClientError::Api {
+            client::ClientError::Api {
                 status: s,
                 field: f,
                 message,
@@ -147,13 +147,13 @@ async fn bad_action_requests_are_rejected_and_leave_nothing_behind() {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, api::client::ClientError::Api { status: 400, field: Some(f), .. } if f == field),
+            matches!(&err, client::ClientError::Api { status: 400, field: Some(f), .. } if f == field),
             "{q}: {err:?}"
         );
     }
     let err = app.client.get("/v1/actions/abc").await.unwrap_err();
     assert!(
-        matches!(&err, api::client::ClientError::Api { status: 400, field: Some(f), .. } if f == "id"),
+        matches!(&err, client::ClientError::Api { status: 400, field: Some(f), .. } if f == "id"),
         "{err:?}"
     );
     assert_eq!(
@@ -201,7 +201,7 @@ async fn bad_server_registrations_are_rejected() {
     ] {
         let err = app.client.post("/v1/servers", &body).await.unwrap_err();
         assert!(
-            matches!(&err, api::client::ClientError::Api { status: 400, field: Some(f), .. } if f == field),
+            matches!(&err, client::ClientError::Api { status: 400, field: Some(f), .. } if f == field),
             "{body}: {err:?}"
         );
     }
@@ -227,7 +227,12 @@ async fn the_api_serves_its_openapi_document() {
     let app = TestApp::spawn().await.unwrap();
     let doc = app.client.get("/v1/openapi.json").await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
-    for path in ["/v1/actions", "/v1/actions/{id}", "/v1/servers", "/v1/schedules"] {
+    for path in [
+        "/v1/actions",
+        "/v1/actions/{id}",
+        "/v1/servers",
+        "/v1/schedules",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} is documented");
     }
     // One variant per kind, each with its own params.

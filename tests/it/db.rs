@@ -8,7 +8,7 @@ use crate::{TestApp, TestHost};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn db_status_reads_mariadb_through_the_ssh_tunnel() {
     let mut app = TestApp::spawn().await.unwrap();
-    let db1 = TestHost::start().unwrap().with_mariadb(11).unwrap();
+    let db1 = TestHost::start().unwrap().with_mariadb().unwrap();
     let nodb = TestHost::start().unwrap();
     app.add_db_host("db1", &db1).await.unwrap();
     // Its db_host is its own address, where nothing listens (127.0.0.1:3306 is the machine's
@@ -28,7 +28,13 @@ async fn db_status_reads_mariadb_through_the_ssh_tunnel() {
         log.contains("] : Executing: 'Executing action: DB status'"),
         "{log}"
     );
-    assert!(log.contains("(server_id 11) at db1 through SSH."), "{log}");
+    assert!(
+        log.contains(&format!(
+            "(server_id {}) at db1 through SSH.",
+            db1.server_id()
+        )),
+        "{log}"
+    );
     assert!(
         log.contains("Binary log: on (ROW), read_only: OFF"),
         "{log}"
@@ -41,7 +47,7 @@ async fn db_status_reads_mariadb_through_the_ssh_tunnel() {
             r["log_bin"].clone(),
             r["read_only"].clone()
         ),
-        (json!(11), json!(1), json!(0)),
+        (json!(db1.server_id()), json!(1), json!(0)),
         "{r}"
     );
     assert!(r["version"].as_str().unwrap().contains("MariaDB"), "{r}");
@@ -57,7 +63,7 @@ async fn db_status_reads_mariadb_through_the_ssh_tunnel() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, api::client::ClientError::Api { status: 400, field: Some(f), .. } if f == "params.x"),
+        matches!(&err, client::ClientError::Api { status: 400, field: Some(f), .. } if f == "params.x"),
         "{err:?}"
     );
 
@@ -81,7 +87,7 @@ async fn wrong_db_credentials_fail_without_showing_the_password() {
     let app = TestApp::spawn_with(|c| c.mysql_password = "s3cret-never-shown".into())
         .await
         .unwrap();
-    let db1 = TestHost::start().unwrap().with_mariadb(21).unwrap();
+    let db1 = TestHost::start().unwrap().with_mariadb().unwrap();
     app.add_db_host("db1", &db1).await.unwrap();
     let _w = app.start_worker(|_| {}).await.unwrap();
     let a = app
@@ -114,8 +120,8 @@ fn sql(host: &TestHost, q: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn configure_master_then_slave_replicates_everything() {
     let mut app = TestApp::spawn().await.unwrap();
-    let a = TestHost::start().unwrap().with_mariadb(31).unwrap();
-    let b = TestHost::start().unwrap().with_mariadb(32).unwrap();
+    let a = TestHost::start().unwrap().with_mariadb().unwrap();
+    let b = TestHost::start().unwrap().with_mariadb().unwrap();
     app.add_db_host("dba", &a).await.unwrap();
     app.add_db_host("dbb", &b).await.unwrap();
     app.spawn_worker().await.unwrap();
@@ -230,36 +236,6 @@ async fn configure_master_then_slave_replicates_everything() {
         .contains("already has master dba: promote a slave instead"));
 }
 
-/// Master A and slave B of cluster `shop`, with 100 rows.
-async fn pair(app: &TestApp, ids: (u32, u32)) -> (TestHost, TestHost) {
-    let a = TestHost::start().unwrap().with_mariadb(ids.0).unwrap();
-    let b = TestHost::start().unwrap().with_mariadb(ids.1).unwrap();
-    app.add_db_host("dba", &a).await.unwrap();
-    app.add_db_host("dbb", &b).await.unwrap();
-    sql(
-        &a,
-        "CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, v VARCHAR(20));
-             INSERT INTO shop.orders SELECT seq, 'v' FROM mysql.seq_1_to_100",
-    );
-    for (server, kind) in [
-        ("dba", "db_configure_master"),
-        ("dbb", "db_configure_slave"),
-    ] {
-        let x = app
-            .client
-            .submit(&json!({"server": server, "kind": kind, "params": {"cluster": "shop"}}))
-            .await
-            .unwrap();
-        let x = app
-            .client
-            .wait(x.id, std::time::Duration::from_secs(120))
-            .await
-            .unwrap();
-        assert_eq!(x.status, Status::Succeeded, "{}", app.log(x.id).await);
-    }
-    (a, b)
-}
-
 async fn promote(app: &TestApp, server: &str) -> (shared::Action, String) {
     let p = app
         .client
@@ -290,7 +266,7 @@ fn in_order(log: &str, steps: &[&str]) {
 async fn promote_after_the_master_died() {
     let mut app = TestApp::spawn().await.unwrap();
     app.spawn_worker().await.unwrap();
-    let (mut a, b) = pair(&app, (41, 42)).await;
+    let (mut a, b) = app.mariadb_pair().await.unwrap();
     sql(
         &a,
         "INSERT INTO shop.orders SELECT seq, 'late' FROM mysql.seq_101_to_150",
@@ -329,7 +305,7 @@ async fn promote_after_the_master_died() {
     );
 
     // A fresh slave from the new master replicates.
-    let c_host = TestHost::start().unwrap().with_mariadb(43).unwrap();
+    let c_host = TestHost::start().unwrap().with_mariadb().unwrap();
     app.add_db_host("dbc", &c_host).await.unwrap();
     let s = app
         .client
@@ -356,7 +332,7 @@ async fn promote_after_the_master_died() {
 async fn planned_switchover_demotes_the_old_master_and_refusals_change_nothing() {
     let mut app = TestApp::spawn().await.unwrap();
     app.spawn_worker().await.unwrap();
-    let (a, b) = pair(&app, (51, 52)).await;
+    let (a, b) = app.mariadb_pair().await.unwrap();
     // Refusal: the master is not a slave.
     let (p, log) = promote(&app, "dba").await;
     assert_eq!(p.status, Status::Failed, "{log}");
@@ -511,7 +487,7 @@ fn positions(host: &TestHost) -> (String, String) {
 async fn a_slave_that_has_not_applied_its_relay_log_is_not_promoted_without_force() {
     let mut app = TestApp::spawn().await.unwrap();
     app.spawn_worker().await.unwrap();
-    let (mut a, b) = pair(&app, (61, 62)).await;
+    let (mut a, b) = app.mariadb_pair().await.unwrap();
     sql(&b, "STOP SLAVE SQL_THREAD");
     sql(
         &a,
@@ -556,7 +532,7 @@ async fn a_slave_that_has_not_applied_its_relay_log_is_not_promoted_without_forc
 async fn cluster_page_shows_master_slaves_and_dns_record() {
     let mut app = TestApp::spawn().await.unwrap();
     app.spawn_worker().await.unwrap();
-    let (a, _b) = pair(&app, (71, 72)).await;
+    let (a, _b) = app.mariadb_pair().await.unwrap();
     let browser = testbed::browser::Browser::start().await.unwrap();
     browser
         .goto(&format!("{}/ui/clusters/shop", app.api_url))
@@ -657,7 +633,7 @@ async fn binary_logging_is_configured_with_a_restart_and_a_restarted_slave_stays
         .unwrap()
         .with_mariadb_without_binlog()
         .unwrap();
-    let b = TestHost::start().unwrap().with_mariadb(72).unwrap();
+    let b = TestHost::start().unwrap().with_mariadb().unwrap();
     app.add_db_host("dba", &a).await.unwrap();
     app.add_db_host("dbb", &b).await.unwrap();
     assert_eq!(sql(&a, "SELECT @@log_bin"), "0");
@@ -754,7 +730,7 @@ async fn binary_logging_is_configured_with_a_restart_and_a_restarted_slave_stays
 async fn checksum_finds_a_row_changed_on_the_slave_and_nothing_on_a_clean_pair() {
     let mut app = TestApp::spawn().await.unwrap();
     app.spawn_worker().await.unwrap();
-    let (a, b) = pair(&app, (81, 82)).await;
+    let (a, b) = app.mariadb_pair().await.unwrap();
     // More rows than one chunk, a composite key with NULLs, a table without a primary key.
     sql(&a, "INSERT INTO shop.orders SELECT seq, CONCAT('v', seq) FROM mysql.seq_101_to_60000;
              CREATE TABLE shop.lines (o INT, n INT, note VARCHAR(20) NULL, PRIMARY KEY (o, n));

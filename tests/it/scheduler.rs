@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use api::client::Client;
 use chrono::{DateTime, Utc};
+use client::Client;
 use serde_json::json;
 use shared::Status;
 use testbed::procs::Proc;
@@ -228,8 +228,8 @@ async fn after_downtime_missed_slots_fire_once_or_are_skipped() {
 async fn role_based_schedules_follow_a_promote_and_clusters_get_default_backups() {
     let mut app = TestApp::spawn().await.unwrap();
     app.spawn_worker().await.unwrap();
-    let a = TestHost::start().unwrap().with_mariadb(201).unwrap();
-    let b = TestHost::start().unwrap().with_mariadb(202).unwrap();
+    let a = TestHost::start().unwrap().with_mariadb().unwrap();
+    let b = TestHost::start().unwrap().with_mariadb().unwrap();
     app.add_db_host("dba", &a).await.unwrap();
     app.add_db_host("dbb", &b).await.unwrap();
     for (server, kind) in [
@@ -355,7 +355,7 @@ async fn bad_schedules_are_rejected_with_the_field() {
     ] {
         let err = app.client.post("/v1/schedules", &body).await.unwrap_err();
         assert!(
-            matches!(&err, api::client::ClientError::Api { status: 400, field: Some(f), .. } if f == field),
+            matches!(&err, client::ClientError::Api { status: 400, field: Some(f), .. } if f == field),
             "{body}: {err:?}"
         );
     }

@@ -4,7 +4,7 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use api::client::Client;
+use client::Client;
 use serde_json::Value;
 use shared::{queue::Topology, Config};
 use sqlx::PgPool;
@@ -226,6 +226,32 @@ impl TestApp {
             .wait(id, Duration::from_secs(60))
             .await
             .expect("action")
+    }
+
+    /// Master `dba` and slave `dbb` of cluster `shop` on two new MariaDB test hosts, with 100
+    /// rows in `shop.orders` copied to the slave.
+    pub async fn mariadb_pair(&self) -> anyhow::Result<(TestHost, TestHost)> {
+        let a = TestHost::start()?.with_mariadb()?;
+        let b = TestHost::start()?.with_mariadb()?;
+        self.add_db_host("dba", &a).await?;
+        self.add_db_host("dbb", &b).await?;
+        a.sql(
+            "CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, v VARCHAR(20));
+             INSERT INTO shop.orders SELECT seq, 'v' FROM mysql.seq_1_to_100",
+        )?;
+        for (server, kind) in [
+            ("dba", "db_configure_master"),
+            ("dbb", "db_configure_slave"),
+        ] {
+            let (x, log) = self
+                .act(server, kind, serde_json::json!({"cluster": "shop"}))
+                .await?;
+            anyhow::ensure!(
+                x.status == shared::Status::Succeeded,
+                "{kind} on {server}: {log}"
+            );
+        }
+        Ok((a, b))
     }
 
     /// Submit `kind` on `server` with `params` and wait (3 min) for its end: the action and

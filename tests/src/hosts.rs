@@ -203,10 +203,20 @@ impl TestHost {
         fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }
 
-    /// Also run a MariaDB on this host: its own datadir, `server_id`, binary log (ROW, GTID
-    /// strict mode), listening on port 3306 of the host's address, as the login user.
-    pub fn with_mariadb(self, server_id: u32) -> anyhow::Result<Self> {
-        self.mariadb(Some(server_id))
+    /// Also run a MariaDB on this host: its own datadir, `server_id` (`server_id()`), binary
+    /// log (ROW, GTID strict mode), listening on port 3306 of the host's address, as the login
+    /// user.
+    pub fn with_mariadb(self) -> anyhow::Result<Self> {
+        let id = self.server_id();
+        self.mariadb(Some(id))
+    }
+
+    /// The `server_id` its MariaDB gets: from its address, so that no two test hosts running
+    /// at once share one (the worker's own choice, for a server without one, is the whole
+    /// address as a number: another range).
+    pub fn server_id(&self) -> u32 {
+        let [_, _, x, y] = self.address.octets();
+        1 + u32::from(x) * 256 + u32::from(y)
     }
 
     /// A MariaDB without binary logging and with server_id 0, as a fresh install.
@@ -216,7 +226,7 @@ impl TestHost {
 
     /// A MariaDB whose datadir is a btrfs subvolume (a loop-mounted file system of `mib` MiB),
     /// with snapshot commands in its server record: the `snapshot` backup strategy works here.
-    pub fn with_mariadb_on_btrfs(mut self, server_id: u32, mib: u32) -> anyhow::Result<Self> {
+    pub fn with_mariadb_on_btrfs(mut self, mib: u32) -> anyhow::Result<Self> {
         let vol = self.mariadb_dir().join("vol");
         fs::create_dir_all(&vol)?;
         let image = self.root.path().join("btrfs.img");
@@ -232,7 +242,8 @@ impl TestHost {
         run(Command::new("btrfs")
             .args(["subvolume", "create"])
             .arg(vol.join("data")))?;
-        self.mariadb(Some(server_id))
+        let id = self.server_id();
+        self.mariadb(Some(id))
     }
 
     /// mysqld's data directory.

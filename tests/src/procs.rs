@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
+use secrecy::ExposeSecret;
 use shared::Config;
 
 /// Where the binaries are: `SA_BIN_DIR`, else beside the running executable (or its parent,
@@ -49,7 +50,10 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ("SA_S3_REGION", cfg.s3_region.clone()),
         ("SA_DNS_PROVIDER", cfg.dns_provider.clone()),
         ("SA_MYSQL_USER", cfg.mysql_user.clone()),
-        ("SA_MYSQL_PASSWORD", cfg.mysql_password.clone()),
+        (
+            "SA_MYSQL_PASSWORD",
+            cfg.mysql_password.expose_secret().to_string(),
+        ),
     ];
     let opt = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string());
     for (k, v) in [
@@ -60,7 +64,12 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ("SA_S3_ENDPOINT", cfg.s3_endpoint.clone()),
         ("SA_S3_BUCKET", cfg.s3_bucket.clone()),
         ("SA_S3_ACCESS_KEY_ID", cfg.s3_access_key_id.clone()),
-        ("SA_S3_SECRET_ACCESS_KEY", cfg.s3_secret_access_key.clone()),
+        (
+            "SA_S3_SECRET_ACCESS_KEY",
+            cfg.s3_secret_access_key
+                .as_ref()
+                .map(|s| s.expose_secret().to_string()),
+        ),
         (
             "SA_QUEUE_EXPIRES_MS",
             cfg.queue_expires_ms.map(|v| v.to_string()),

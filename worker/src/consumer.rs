@@ -16,6 +16,7 @@ use lapin::{
 };
 use shared::{
     action::ActionMessage,
+    backoff::Backoff,
     db::leases::{self, StartOutcome},
 };
 use tokio::sync::Semaphore;
@@ -33,20 +34,20 @@ pub async fn consume(
     stop_actions: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(worker.cfg.worker_concurrency));
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     while !shutdown.is_cancelled() {
         let result = consume_once(&worker, tracker, &slots, &shutdown, &stop_actions).await;
-        match result {
-            Ok(()) => backoff = Duration::from_millis(200),
-            Err(e) => {
-                tracing::warn!(error = %e, "rabbitmq connection lost; reconnecting in {backoff:?}")
-            }
+        if result.is_ok() {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "rabbitmq connection lost; reconnecting in {delay:?}")
         }
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use shared::{action::Action, db::servers::Server, dns::DnsError};
 
-use crate::{lease::Stop, logwriter::LogSink, s3::S3Error, ssh::SshError, Worker};
+use crate::{heartbeat::Stop, logwriter::LogSink, s3::S3Error, ssh::SshError, Worker};
 
 /// What a kind's code gets: the action, its server, its log and its stop signal.
 pub struct Ctx<'a> {
@@ -19,7 +19,7 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// The backup store, or why there is none.
-    pub fn s3(&self) -> Result<crate::s3::Store, ActionError> {
+    pub fn s3(&self) -> Result<crate::s3::Bucket, ActionError> {
         self.worker.s3.clone().ok_or(S3Error::NoBucket.into())
     }
 }

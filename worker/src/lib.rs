@@ -5,7 +5,7 @@
 pub mod actions;
 pub mod consumer;
 pub mod ctx;
-pub mod lease;
+pub mod heartbeat;
 pub mod logwriter;
 pub mod mariadb;
 pub mod metrics;
@@ -41,11 +41,11 @@ pub struct Worker {
     /// Where cluster master records are published.
     pub dns: Arc<dyn shared::dns::DnsProvider>,
     /// Where backups go (`None` without `SA_S3_BUCKET`).
-    pub s3: Option<s3::Store>,
+    pub s3: Option<s3::Bucket>,
     /// How long running actions may take to finish after a shutdown request.
     pub shutdown_grace: Duration,
     /// Stop signals of the actions running here, by action id (for cancel requests).
-    running: std::sync::Mutex<std::collections::HashMap<i64, Arc<lease::Stop>>>,
+    running: std::sync::Mutex<std::collections::HashMap<i64, Arc<heartbeat::Stop>>>,
     /// Cancelled when the worker is asked to stop: it takes no new action from then on.
     pub draining: CancellationToken,
 }
@@ -65,7 +65,7 @@ impl Worker {
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("/tmp/sa-ssh-{}", std::process::id())));
         let dns = shared::dns::provider(&cfg, pool.clone())?;
-        let s3 = s3::Store::from_config(&cfg).await;
+        let s3 = s3::Bucket::from_config(&cfg).await;
         let metrics = WorkerMetrics::new();
         let ssh = SshPool::new(&cfg, control_dir, metrics.ssh_connect.clone())
             .context("preparing the SSH control directory")?;
@@ -95,12 +95,12 @@ impl Worker {
     }
 
     /// The stop signal of action `id` if it runs here.
-    pub fn running(&self, id: i64) -> Option<Arc<lease::Stop>> {
+    pub fn running(&self, id: i64) -> Option<Arc<heartbeat::Stop>> {
         self.running.lock().expect("poisoned").get(&id).cloned()
     }
 
     /// Register a running action's stop signal until the guard drops.
-    pub fn register(&self, id: i64, stop: Arc<lease::Stop>) -> Registered<'_> {
+    pub fn register(&self, id: i64, stop: Arc<heartbeat::Stop>) -> Registered<'_> {
         self.running.lock().expect("poisoned").insert(id, stop);
         Registered { worker: self, id }
     }
@@ -135,8 +135,8 @@ impl Worker {
                 draining.cancel();
             });
         }
-        tracker.spawn(lease::sweeper(self.clone(), shutdown.clone()));
-        tracker.spawn(lease::cancel_listener(self.clone(), shutdown.clone()));
+        tracker.spawn(heartbeat::sweeper(self.clone(), shutdown.clone()));
+        tracker.spawn(heartbeat::cancel_listener(self.clone(), shutdown.clone()));
         consumer::consume(
             self.clone(),
             &tracker,

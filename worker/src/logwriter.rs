@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use crate::lease::{Stop, StopReason};
+use crate::heartbeat::{Stop, StopReason};
 
 const CHANNEL: usize = 16 * 1024;
 const BATCH: usize = 8 * 1024;

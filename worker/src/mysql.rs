@@ -8,6 +8,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use mysql_async::{prelude::Queryable, Conn, OptsBuilder};
 use openssh::{ForwardType, Session, Socket};
+use secrecy::ExposeSecret;
 use shared::db::servers::Server;
 
 use crate::{ssh::SshError, Worker};
@@ -98,16 +99,14 @@ impl Db {
             worker.ssh.check(server, &session).await;
             return Err(DbError::Forward {
                 target,
-                reason: crate::ssh::describe(&e),
+                reason: shared::errors::chain(&e),
             });
         }
         let opts = OptsBuilder::default()
             .socket(Some(path.to_string_lossy().into_owned()))
             .prefer_socket(false)
             .user(Some(worker.cfg.mysql_user.clone()))
-            .pass(
-                (!worker.cfg.mysql_password.is_empty()).then(|| worker.cfg.mysql_password.clone()),
-            );
+            .pass(Some(worker.cfg.mysql_password.expose_secret()).filter(|p| !p.is_empty()));
         let limit = Duration::from_secs(10);
         let forward = Forward {
             session: session.clone(),
@@ -307,11 +306,11 @@ impl ClientOpts {
                 reason: "bad SA_MYSQL_USER".into(),
             })?
             .into_owned();
-        let file = if worker.cfg.mysql_password.is_empty() {
+        let file = if worker.cfg.mysql_password.expose_secret().is_empty() {
             None
         } else {
-            let lease = worker.ssh.session(server).await?;
-            let mut child = lease
+            let slot = worker.ssh.session(server).await?;
+            let mut child = slot
                 .session
                 .clone()
                 .arc_raw_command("umask 077; f=$(mktemp); cat > \"$f\"; echo \"$f\"")
@@ -322,10 +321,13 @@ impl ClientOpts {
                 .await
                 .map_err(|e| DbError::Forward {
                     target: server.name.clone(),
-                    reason: crate::ssh::describe(&e),
+                    reason: shared::errors::chain(&e),
                 })?;
             let mut stdin = child.stdin().take().expect("piped");
-            let body = format!("[client]\npassword={}\n", worker.cfg.mysql_password);
+            let body = format!(
+                "[client]\npassword={}\n",
+                worker.cfg.mysql_password.expose_secret()
+            );
             use tokio::io::AsyncWriteExt;
             let _ = stdin.write_all(body.as_bytes()).await;
             drop(stdin);
@@ -334,7 +336,7 @@ impl ClientOpts {
                 .await
                 .map_err(|e| DbError::Forward {
                     target: server.name.clone(),
-                    reason: crate::ssh::describe(&e),
+                    reason: shared::errors::chain(&e),
                 })?;
             Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
         };

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::{
     actions::{self, ActionError, Ctx, Done},
-    lease::{self, Stop, StopReason},
+    heartbeat::{self, Stop, StopReason},
     logwriter::LogWriter,
     Worker,
 };
@@ -155,7 +155,7 @@ async fn execute(
     );
     let log = writer.sink();
     let done = CancellationToken::new();
-    tokio::spawn(lease::watch(
+    tokio::spawn(heartbeat::watch(
         worker.clone(),
         action.server.clone(),
         generation,

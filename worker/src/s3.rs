@@ -7,13 +7,13 @@
 //! for big ones, seconds per GiB on the emulator) and no size ceiling (a multipart upload stops
 //! at 10,000 parts). A failed upload deletes the chunks it wrote.
 
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc,
-};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_s3::{
-    config::{Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation},
+    config::{
+        retry::RetryConfig, Credentials, Region, RequestChecksumCalculation,
+        ResponseChecksumValidation,
+    },
     operation::get_object::GetObjectOutput,
     primitives::ByteStream,
     types::{Delete, ObjectIdentifier},
@@ -21,8 +21,9 @@ use aws_sdk_s3::{
 };
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
+use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
-use shared::{db::backups::chunk_key, Config};
+use shared::{db::backups::chunk_key, errors::chain, Config};
 use tokio::{
     io::{AsyncRead, AsyncReadExt},
     task::JoinSet,
@@ -32,7 +33,8 @@ use tokio::{
 const IN_FLIGHT: usize = 3;
 /// Chunks fetched ahead of the one being read, on download.
 const PREFETCH: usize = 2;
-const PUT_TRIES: u32 = 3;
+/// Attempts per S3 request (the SDK's retry, with its backoff).
+const S3_ATTEMPTS: u32 = 3;
 /// How long a failed upload waits for its PUTs under way before it deletes its chunks.
 const PUT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -55,9 +57,9 @@ pub enum S3Error {
 }
 
 #[derive(Clone)]
-pub struct Store {
+pub struct Bucket {
     client: Client,
-    pub bucket: String,
+    pub name: String,
     /// A chunk's size (`SA_S3_CHUNK_MIB`): memory ≈ (IN_FLIGHT + 1) chunks per upload.
     pub chunk: usize,
 }
@@ -71,16 +73,16 @@ pub struct Uploaded {
     pub chunks: usize,
 }
 
-impl Store {
+impl Bucket {
     /// The configured store, or `None` without `SA_S3_BUCKET`.
-    pub async fn from_config(cfg: &Config) -> Option<Store> {
+    pub async fn from_config(cfg: &Config) -> Option<Bucket> {
         let bucket = cfg.s3_bucket.clone()?;
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(Region::new(cfg.s3_region.clone()));
         if let (Some(id), Some(secret)) = (&cfg.s3_access_key_id, &cfg.s3_secret_access_key) {
             loader = loader.credentials_provider(Credentials::new(
                 id.clone(),
-                secret.clone(),
+                secret.expose_secret(),
                 None,
                 None,
                 "serveractions-config",
@@ -91,13 +93,16 @@ impl Store {
             .force_path_style(true)
             // S3-compatible stores may reject the SDK's default CRC checksums.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // Transient failures (timeouts, 5xx, throttling) are retried by the SDK, with
+            // backoff; a chunk's body is in memory, so it can be sent again.
+            .retry_config(RetryConfig::standard().with_max_attempts(S3_ATTEMPTS));
         if let Some(ep) = &cfg.s3_endpoint {
             b = b.endpoint_url(ep);
         }
-        Some(Store {
+        Some(Bucket {
             client: Client::from_conf(b.build()),
-            bucket,
+            name: bucket,
             chunk: cfg.s3_chunk_mib << 20,
         })
     }
@@ -105,7 +110,7 @@ impl Store {
     fn err(&self, op: &'static str, key: &str, e: impl std::fmt::Display) -> S3Error {
         S3Error::Request {
             op,
-            bucket: self.bucket.clone(),
+            bucket: self.name.clone(),
             key: key.to_string(),
             reason: e.to_string(),
         }
@@ -172,9 +177,9 @@ impl Store {
                 recycle(spare, joined(puts.running.join_next().await)?);
             }
             puts.started = number;
-            let (store, key) = (self.clone(), chunk_key(key, number));
+            let (bucket, key) = (self.clone(), chunk_key(key, number));
             puts.running.spawn(async move {
-                store.put_chunk(&key, chunk.clone()).await?;
+                bucket.put_chunk(&key, chunk.clone()).await?;
                 Ok(chunk)
             });
             Ok::<_, S3Error>(())
@@ -221,45 +226,32 @@ impl Store {
         Ok((uploaded, extra))
     }
 
-    /// One chunk, tried again on failure.
+    /// One chunk (the SDK retries transient failures: `retry_config`).
     async fn put_chunk(&self, key: &str, body: Bytes) -> Result<(), S3Error> {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let sent = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .body(ByteStream::from(body.clone()))
-                // The whole backup's sha256 is ours to check (manifest, restore, verify):
-                // hashing every chunk again for the signature doubled the worker's CPU.
-                .customize()
-                .disable_payload_signing()
-                .send()
-                .await;
-            match sent {
-                Ok(_) => return Ok(()),
-                Err(e) if tries >= PUT_TRIES => {
-                    return Err(self.err("PutObject", key, describe(&e)))
-                }
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(tries)))
-                        .await
-                }
-            }
-        }
+        self.client
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .body(ByteStream::from(body))
+            // The whole backup's sha256 is ours to check (manifest, restore, verify):
+            // hashing every chunk again for the signature doubled the worker's CPU.
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("PutObject", key, chain(&e)))
     }
 
     /// The concatenation of the objects `keys`, as a stream. Chunks are fetched whole, the next
     /// few while one is read; a bigger object (a backup stored as one object, as they were
     /// before chunks) is streamed, not held in memory.
     pub fn get_all(&self, keys: Vec<String>) -> impl AsyncRead + Unpin + Send {
-        let store = self.clone();
+        let bucket = self.clone();
         let bodies = futures::stream::iter(keys)
             .map(move |key| {
-                let store = store.clone();
-                async move { store.fetch(&key).await }
+                let bucket = bucket.clone();
+                async move { bucket.fetch(&key).await }
             })
             .buffered(PREFETCH + 1)
             .map_ok(|body| match body {
@@ -292,18 +284,18 @@ impl Store {
     ) -> Result<GetObjectOutput, S3Error> {
         self.client
             .get_object()
-            .bucket(&self.bucket)
+            .bucket(&self.name)
             .key(key)
             .set_range(range)
             .send()
             .await
-            .map_err(|e| self.err("GetObject", key, describe(&e)))
+            .map_err(|e| self.err("GetObject", key, chain(&e)))
     }
 
     /// All of an object's `body`.
     async fn read_body(&self, key: &str, body: ByteStream) -> Result<Bytes, S3Error> {
         let body = body.collect().await;
-        let body = body.map_err(|e| self.err("GetObject", key, describe(&e)))?;
+        let body = body.map_err(|e| self.err("GetObject", key, chain(&e)))?;
         Ok(body.into_bytes())
     }
 
@@ -332,11 +324,11 @@ impl Store {
             let out = self
                 .client
                 .delete_objects()
-                .bucket(&self.bucket)
+                .bucket(&self.name)
                 .delete(delete)
                 .send()
                 .await
-                .map_err(|e| self.err("DeleteObjects", first, describe(&e)))?;
+                .map_err(|e| self.err("DeleteObjects", first, chain(&e)))?;
             if let Some(e) = out.errors().first() {
                 let key = e.key().unwrap_or(first);
                 return Err(self.err("DeleteObjects", key, e.message().unwrap_or("failed")));
@@ -348,12 +340,12 @@ impl Store {
     pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), S3Error> {
         self.client
             .put_object()
-            .bucket(&self.bucket)
+            .bucket(&self.name)
             .key(key)
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| self.err("PutObject", key, describe(&e)))?;
+            .map_err(|e| self.err("PutObject", key, chain(&e)))?;
         Ok(())
     }
 
@@ -371,11 +363,11 @@ impl Store {
     pub async fn delete(&self, key: &str) -> Result<(), S3Error> {
         self.client
             .delete_object()
-            .bucket(&self.bucket)
+            .bucket(&self.name)
             .key(key)
             .send()
             .await
-            .map_err(|e| self.err("DeleteObject", key, describe(&e)))?;
+            .map_err(|e| self.err("DeleteObject", key, chain(&e)))?;
         Ok(())
     }
 
@@ -385,12 +377,12 @@ impl Store {
         let mut pages = self
             .client
             .list_objects_v2()
-            .bucket(&self.bucket)
+            .bucket(&self.name)
             .prefix(prefix)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.err("ListObjectsV2", prefix, describe(&e)))?;
+            let page = page.map_err(|e| self.err("ListObjectsV2", prefix, chain(&e)))?;
             keys.extend(
                 page.contents()
                     .iter()
@@ -464,62 +456,8 @@ async fn read_chunk(
     Ok(buf.freeze())
 }
 
-/// The error with its sources (the SDK's top-level message is often just "service error").
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let m = s.to_string();
-        if !msg.contains(&m) {
-            msg.push_str(": ");
-            msg.push_str(&m);
-        }
-        src = s.source();
-    }
-    msg
-}
-
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A reader that hashes what passes through it.
-pub struct HashingReader<R> {
-    inner: R,
-    pub hasher: Sha256,
-    pub bytes: Arc<AtomicU64>,
-}
-
-impl<R> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            bytes: Arc::default(),
-        }
-    }
-
-    pub fn sha256(&self) -> String {
-        hex(&self.hasher.clone().finalize())
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        let new = &buf.filled()[before..];
-        if !new.is_empty() {
-            let n = new.len() as u64;
-            self.hasher.update(new);
-            self.bytes.fetch_add(n, Ordering::Relaxed);
-        }
-        r
-    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::{
 
 use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
 use prometheus::Histogram;
-use shared::{db::servers::Server, Config};
+use shared::{db::servers::Server, errors::chain, Config};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,9 +73,9 @@ pub struct Output {
 }
 
 /// A session checked out for one remote command; holds one of the host's session slots.
-pub struct Lease {
+pub struct Slot {
     pub session: Arc<Session>,
-    _slot: OwnedSemaphorePermit,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl SshPool {
@@ -121,9 +121,9 @@ impl SshPool {
     }
 
     /// A live session to `server`, connecting (or reconnecting) as needed.
-    pub async fn session(&self, server: &Server) -> Result<Lease, SshError> {
+    pub async fn session(&self, server: &Server) -> Result<Slot, SshError> {
         let host = self.host(&server.name);
-        let slot = host
+        let permit = host
             .sessions
             .clone()
             .acquire_owned()
@@ -133,9 +133,9 @@ impl SshPool {
         let mut conn = host.conn.lock().await;
         if let Some((t, s)) = conn.as_ref() {
             if *t == target {
-                return Ok(Lease {
+                return Ok(Slot {
                     session: s.clone(),
-                    _slot: slot,
+                    _permit: permit,
                 });
             }
         }
@@ -146,9 +146,9 @@ impl SshPool {
         let session = Arc::new(self.connect(&server.name, &target).await?);
         self.connect_time.observe(started.elapsed().as_secs_f64());
         *conn = Some((target, session.clone()));
-        Ok(Lease {
+        Ok(Slot {
             session,
-            _slot: slot,
+            _permit: permit,
         })
     }
 
@@ -202,7 +202,7 @@ impl SshPool {
             }),
             Ok(Err(e)) => Err(SshError::Connect {
                 target: t.display(),
-                reason: describe(&e),
+                reason: chain(&e),
             }),
             Ok(Ok(s)) => Ok(s),
         }
@@ -223,13 +223,13 @@ impl SshPool {
         input: &[u8],
     ) -> Result<Output, SshError> {
         use tokio::io::AsyncWriteExt;
-        let lease = self.session(server).await?;
+        let slot = self.session(server).await?;
         let fail = |e: openssh::Error| SshError::Session {
             target: Target::of(server).display(),
-            reason: describe(&e),
+            reason: chain(&e),
         };
         let run = async {
-            let mut child = lease
+            let mut child = slot
                 .session
                 .command("sh")
                 .arg("-c")
@@ -256,7 +256,7 @@ impl SshPool {
                 stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
             }),
             Err(e) => {
-                self.check(server, &lease.session).await;
+                self.check(server, &slot.session).await;
                 Err(fail(e))
             }
         }
@@ -287,21 +287,6 @@ async fn close_quietly(s: Arc<Session>) {
     if let Ok(s) = Arc::try_unwrap(s) {
         let _ = s.close().await;
     }
-}
-
-/// The error with its causes, on one line (ssh's own message, e.g. "Host key verification failed").
-pub fn describe(e: &openssh::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        let s_msg = s.to_string();
-        if !s_msg.is_empty() && !msg.contains(&s_msg) {
-            msg.push_str(": ");
-            msg.push_str(s_msg.trim());
-        }
-        src = s.source();
-    }
-    msg.replace('\n', " ").trim().to_string()
 }
 
 /// One pid file per server record (name and address: hosts that share a file system, like the

@@ -11,12 +11,14 @@ use std::{
 };
 
 use openssh::Stdio;
+use sha2::{Digest, Sha256};
 use shared::db::{backups::Backup, servers::Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio_util::io::InspectReader;
 
 use crate::{
     ctx::{ActionError, Ctx},
-    s3::{HashingReader, Store, Uploaded},
+    s3::{hex, Bucket, Uploaded},
 };
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -42,14 +44,14 @@ const YIELD: &str = "renice -n 10 -p $$ >/dev/null 2>&1; ionice -c 2 -n 7 -p $$ 
 pub async fn upload<R>(
     ctx: &Ctx<'_>,
     server: &Server,
-    store: &Store,
+    bucket: &Bucket,
     key: &str,
     cmd: &str,
     alongside: impl std::future::Future<Output = Result<R, ActionError>>,
     trailer: impl FnOnce(&Uploaded, &str, &R) -> Vec<u8>,
 ) -> Result<(Uploaded, String, R), ActionError> {
-    let lease = ctx.worker.ssh.session(server).await?;
-    let mut child = lease
+    let slot = ctx.worker.ssh.session(server).await?;
+    let mut child = slot
         .session
         .clone()
         .arc_raw_command(format!("{YIELD}{cmd}"))
@@ -61,7 +63,7 @@ pub async fn upload<R>(
         .map_err(|e| {
             ActionError::Failed(format!(
                 "starting the backup command: {}",
-                crate::ssh::describe(&e)
+                shared::errors::chain(&e)
             ))
         })?;
     let stdout = child.stdout().take().expect("piped");
@@ -127,7 +129,7 @@ pub async fn upload<R>(
     let trailer = |u: &Uploaded, (tail, r): &(String, Option<R>)| {
         r.as_ref().map(|r| trailer(u, tail, r)).unwrap_or_default()
     };
-    let upload = Box::pin(store.upload(key, stdout, &progress, stop, confirm, trailer));
+    let upload = Box::pin(bucket.upload(key, stdout, &progress, stop, confirm, trailer));
     let (up, (), ()) = tokio::select! {
         r = async { tokio::join!(upload, errors, alongside) } => r,
         _ = report(ctx, &progress, "uploaded", Some(&ended)) => unreachable!("report never ends"),
@@ -160,7 +162,7 @@ pub async fn upload<R>(
 pub async fn download(
     ctx: &Ctx<'_>,
     server: &Server,
-    store: &Store,
+    bucket: &Bucket,
     backup: &Backup,
     cmd: &str,
 ) -> Result<u64, ActionError> {
@@ -168,12 +170,16 @@ pub async fn download(
         &backup.object_key,
         backup.sha256.as_deref().unwrap_or_default(),
     );
-    let body = store.get_all(backup.object_keys());
+    let body = bucket.get_all(backup.object_keys());
     let stream = backup.bytes.map_or(u64::MAX, |n| n as u64);
-    let mut reader = HashingReader::new(body.take(stream));
-    let progress = reader.bytes.clone();
-    let lease = ctx.worker.ssh.session(server).await?;
-    let mut child = lease
+    let progress = Arc::new(AtomicU64::new(0));
+    let mut hasher = Sha256::new();
+    let mut reader = InspectReader::new(body.take(stream), |b: &[u8]| {
+        hasher.update(b);
+        progress.fetch_add(b.len() as u64, Ordering::Relaxed);
+    });
+    let slot = ctx.worker.ssh.session(server).await?;
+    let mut child = slot
         .session
         .clone()
         .arc_raw_command(cmd)
@@ -185,7 +191,7 @@ pub async fn download(
         .map_err(|e| {
             ActionError::Failed(format!(
                 "starting the restore command: {}",
-                crate::ssh::describe(&e)
+                shared::errors::chain(&e)
             ))
         })?;
     let mut stdin = child.stdin().take().expect("piped");
@@ -202,7 +208,8 @@ pub async fn download(
     };
     let status = child.wait().await;
     let copied = copied.map_err(|e| ActionError::Failed(format!("streaming {key}: {e}")))?;
-    let got = reader.sha256();
+    drop(reader);
+    let got = hex(&hasher.finalize());
     if got != sha256 {
         return Err(ActionError::BadData(format!(
             "the backup object {key} is corrupted: sha256 {got}, the manifest says {sha256}"

@@ -13,7 +13,10 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::{
-    db::schedules::{self, NewSchedule, Schedule, ScheduleError},
+    db::{
+        schedules::{self, NewSchedule, Schedule, ScheduleError},
+        servers::DbRole,
+    },
     schedule::Timing,
     validate, ActionSpec,
 };
@@ -47,7 +50,7 @@ pub struct ScheduleRequest {
 pub struct Target {
     server: Option<String>,
     cluster: Option<String>,
-    role: Option<String>,
+    role: Option<DbRole>,
 }
 
 fn validate_request(r: ScheduleRequest) -> ApiResult<(NewSchedule, Timing)> {
@@ -57,7 +60,7 @@ fn validate_request(r: ScheduleRequest) -> ApiResult<(NewSchedule, Timing)> {
             validate::server_name("target.server", &s)?;
             (Some(s), None, None)
         }
-        (None, Some(c), Some(role)) if role == "master" || role == "slave" => {
+        (None, Some(c), Some(role)) => {
             validate::server_name("target.cluster", &c)?;
             (None, Some(c), Some(role))
         }

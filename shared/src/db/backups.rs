@@ -91,8 +91,8 @@ pub struct Backup {
     pub bytes: Option<i64>,
     pub sha256: Option<String>,
     pub gtid: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    pub manifest: Option<Json<serde_json::Value>>,
+    #[schema(value_type = Option<Manifest>)]
+    pub manifest: Option<Json<Manifest>>,
     pub verified: Option<Verdict>,
     pub verify_note: Option<String>,
     pub verified_at: Option<DateTime<Utc>>,
@@ -100,33 +100,74 @@ pub struct Backup {
     pub committed_at: Option<DateTime<Utc>>,
 }
 
+/// What a backup is: stored beside it (`manifest.json`), inside its last chunk and on its row,
+/// and read back from the bucket years later (a restore without the control plane's database).
+/// Fields are only ever added, as `Option`s; `version` says which were written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Manifest {
+    /// 1: the fields below. Manifests written before the field existed read as 1.
+    #[serde(default = "Manifest::first")]
+    pub version: u32,
+    pub id: i64,
+    pub lineage: String,
+    pub cluster: Option<String>,
+    pub server: String,
+    pub strategy: Strategy,
+    pub tag: Option<String>,
+    pub compression: Compression,
+    pub object_key: String,
+    /// Of the compressed stream (what the sha256 covers; the manifest frame comes after).
+    pub bytes: u64,
+    pub sha256: String,
+    /// Chunk objects; absent for a backup stored as one object.
+    #[serde(default)]
+    pub chunks: Option<u64>,
+    pub gtid: String,
+    pub binlog_file: Option<String>,
+    pub binlog_pos: Option<u64>,
+    /// How long the global read lock was held (snapshots).
+    pub lock_held_ms: Option<f64>,
+    /// Exact row counts per `schema.table`, counted under the lock (snapshots).
+    pub tables: Option<std::collections::BTreeMap<String, u64>>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub seconds: f64,
+    pub action_id: Option<i64>,
+}
+
+impl Manifest {
+    pub const VERSION: u32 = 1;
+
+    fn first() -> u32 {
+        1
+    }
+}
+
 impl Backup {
     /// The backup a manifest describes (the one inside its object), found at `object_key`.
-    /// `None` if a field a restore needs is missing.
-    pub fn from_manifest(object_key: &str, m: &serde_json::Value) -> Option<Backup> {
-        let text = |f: &str| m[f].as_str().map(str::to_string);
-        Some(Backup {
-            id: m["id"].as_i64()?,
-            lineage: text("lineage")?,
-            cluster: text("cluster"),
-            server: text("server")?,
-            strategy: serde_json::from_value(m["strategy"].clone()).ok()?,
-            tag: text("tag"),
+    pub fn from_manifest(object_key: &str, m: &Manifest) -> Backup {
+        Backup {
+            id: m.id,
+            lineage: m.lineage.clone(),
+            cluster: m.cluster.clone(),
+            server: m.server.clone(),
+            strategy: m.strategy,
+            tag: m.tag.clone(),
             status: BackupStatus::Committed,
-            action_id: m["action_id"].as_i64(),
+            action_id: m.action_id,
             object_key: object_key.to_string(),
-            chunks: m["chunks"].as_i64().and_then(|n| i32::try_from(n).ok()),
-            compression: serde_json::from_value(m["compression"].clone()).ok()?,
-            bytes: Some(m["bytes"].as_i64()?),
-            sha256: Some(text("sha256")?),
-            gtid: text("gtid"),
+            chunks: m.chunks.and_then(|n| i32::try_from(n).ok()),
+            compression: m.compression,
+            bytes: i64::try_from(m.bytes).ok(),
+            sha256: Some(m.sha256.clone()),
+            gtid: Some(m.gtid.clone()),
             manifest: Some(Json(m.clone())),
             verified: None,
             verify_note: None,
             verified_at: None,
-            started_at: text("started_at")?.parse().ok()?,
+            started_at: m.started_at,
             committed_at: None,
-        })
+        }
     }
 
     /// The objects whose concatenation is the backup, in order.
@@ -184,26 +225,18 @@ pub async fn begin(pool: &PgPool, b: &NewBackup<'_>) -> sqlx::Result<Backup> {
 }
 
 /// The upload and the manifest object are complete: the backup counts from now on.
-pub async fn commit(
-    pool: &PgPool,
-    id: i64,
-    bytes: i64,
-    chunks: i32,
-    sha256: &str,
-    gtid: &str,
-    manifest: &serde_json::Value,
-) -> sqlx::Result<Backup> {
+pub async fn commit(pool: &PgPool, m: &Manifest) -> sqlx::Result<Backup> {
     sqlx::query_as(
         "UPDATE backups SET status = 'committed', committed_at = now(), bytes = $2, sha256 = $3,
                 gtid = $4, manifest = $5, chunks = $6
          WHERE id = $1 RETURNING *",
     )
-    .bind(id)
-    .bind(bytes)
-    .bind(sha256)
-    .bind(gtid)
-    .bind(Json(manifest))
-    .bind(chunks)
+    .bind(m.id)
+    .bind(m.bytes as i64)
+    .bind(&m.sha256)
+    .bind(&m.gtid)
+    .bind(Json(m))
+    .bind(m.chunks.map(|n| n as i32))
     .fetch_one(pool)
     .await
 }

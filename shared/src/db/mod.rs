@@ -28,14 +28,15 @@ pub async fn connect_and_migrate(
     wait: Duration,
 ) -> anyhow::Result<PgPool> {
     let deadline = tokio::time::Instant::now() + wait;
-    let mut delay = Duration::from_millis(200);
+    let mut backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
+        let delay = backoff.next_delay();
         match try_connect(url, max_connections).await {
             Ok(pool) => return Ok(pool),
             Err(e) if tokio::time::Instant::now() + delay < deadline => {
                 tracing::warn!(error = %format!("{e:#}"), "database not ready, retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(e),
         }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{types::Json, PgPool, Postgres, Transaction};
 
+use super::servers::DbRole;
 use crate::{
     schedule::Timing,
     spec::{ActionSpec, BackupParams},
@@ -20,7 +21,7 @@ pub struct Schedule {
     pub name: String,
     pub target_server: Option<String>,
     pub target_cluster: Option<String>,
-    pub target_role: Option<String>,
+    pub target_role: Option<DbRole>,
     /// `kind` and `params`.
     #[serde(flatten)]
     #[sqlx(flatten)]
@@ -57,7 +58,7 @@ pub struct NewSchedule {
     pub name: String,
     pub target_server: Option<String>,
     pub target_cluster: Option<String>,
-    pub target_role: Option<String>,
+    pub target_role: Option<DbRole>,
     pub spec: ActionSpec,
     pub cron: Option<String>,
     pub every_s: Option<i32>,
@@ -143,7 +144,7 @@ async fn save(
         .bind(&s.name)
         .bind(&s.target_server)
         .bind(&s.target_cluster)
-        .bind(&s.target_role)
+        .bind(s.target_role)
         .bind(s.spec.kind().as_str())
         .bind(Json(s.spec.params()))
         .bind(&s.cron)
@@ -320,25 +321,21 @@ async fn target(
         return Ok(Ok(server.clone()));
     }
     let cluster = s.target_cluster.clone().unwrap_or_default();
-    let found: Option<String> = match s.target_role.as_deref() {
-        Some("master") => sqlx::query_scalar("SELECT master FROM clusters WHERE name = $1")
+    let role = s.target_role.unwrap_or(DbRole::Slave);
+    let found: Option<String> = match role {
+        DbRole::Master => sqlx::query_scalar("SELECT master FROM clusters WHERE name = $1")
             .bind(&cluster)
             .fetch_optional(&mut **tx)
             .await?
             .flatten(),
-        _ => sqlx::query_scalar(
+        DbRole::Slave => sqlx::query_scalar(
             "SELECT name FROM servers WHERE cluster = $1 AND db_role = 'slave' ORDER BY name LIMIT 1",
         )
         .bind(&cluster)
         .fetch_optional(&mut **tx)
         .await?,
     };
-    Ok(found.ok_or_else(|| {
-        format!(
-            "cluster {cluster} has no {}",
-            s.target_role.as_deref().unwrap_or("slave")
-        )
-    }))
+    Ok(found.ok_or_else(|| format!("cluster {cluster} has no {}", role.as_str())))
 }
 
 /// The default backup schedules of a cluster with a master and a slave: every 10 minutes from
@@ -351,13 +348,13 @@ pub async fn ensure_backup_defaults(pool: &PgPool, cluster: &str) -> sqlx::Resul
     let defaults = [
         (
             format!("{cluster}-backup-10min"),
-            "slave",
+            DbRole::Slave,
             format!("0 {}/10 * * * *", minute % 10),
             "10min",
         ),
         (
             format!("{cluster}-backup-daily"),
-            "master",
+            DbRole::Master,
             format!("0 {minute} {hour} * * *"),
             "daily",
         ),
@@ -371,7 +368,7 @@ pub async fn ensure_backup_defaults(pool: &PgPool, cluster: &str) -> sqlx::Resul
             name: name.clone(),
             target_server: None,
             target_cluster: Some(cluster.to_string()),
-            target_role: Some(role.to_string()),
+            target_role: Some(role),
             spec: ActionSpec::DbBackup(BackupParams {
                 tag: Some(tag.into()),
                 ..Default::default()

@@ -79,6 +79,15 @@ pub enum DbRole {
     Slave,
 }
 
+impl DbRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbRole::Master => "master",
+            DbRole::Slave => "slave",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NewServer {
     pub name: String,

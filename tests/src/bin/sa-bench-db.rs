@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// (j) Snapshot backups while sysbench writes: how long the global read lock was held.
 async fn lock_hold(app: &TestApp, n: usize) -> anyhow::Result<()> {
-    let a = TestHost::start()?.with_mariadb_on_btrfs(1, 2048)?;
+    let a = TestHost::start()?.with_mariadb_on_btrfs(2048)?;
     app.add_db_host("j-a", &a).await?;
     a.sql("CREATE DATABASE j")?;
     let sysbench = |cmd: &str, extra: &[&str]| {
@@ -184,7 +184,7 @@ async fn backup_speed(moto: &Moto, mib: u64, rounds: usize) -> anyhow::Result<()
     }
     let app = TestApp::spawn_with(|c| moto.configure(c)).await?;
     let mut worker = app.start_worker_process("k")?;
-    let a = TestHost::start()?.with_mariadb_on_btrfs(1, (mib * 2 + 1024) as u32)?;
+    let a = TestHost::start()?.with_mariadb_on_btrfs((mib * 2 + 1024) as u32)?;
     app.add_db_host("k-a", &a).await?;
     a.sql(
         "CREATE DATABASE k; CREATE TABLE k.t (id INT PRIMARY KEY, b VARCHAR(64), c TEXT);
@@ -213,7 +213,7 @@ async fn backup_speed(moto: &Moto, mib: u64, rounds: usize) -> anyhow::Result<()
     // Warm the emulator: its first big object pays for growing its Python heap, which would
     // otherwise land on whichever upload comes first (the backup). Same size as the ballast.
     {
-        let store = worker::s3::Store::from_config(&app.cfg)
+        let store = worker::s3::Bucket::from_config(&app.cfg)
             .await
             .context("store")?;
         let warm = tokio::process::Command::new("head")
@@ -231,7 +231,7 @@ async fn backup_speed(moto: &Moto, mib: u64, rounds: usize) -> anyhow::Result<()
     // Rounds of (backup, (a), (b)) interleaved, medians reported: the emulator's completion of
     // a 1.5 GiB object alone varies by several seconds from one upload to the next.
     let key = testbed::hosts::client_key()?;
-    let store = worker::s3::Store::from_config(&app.cfg)
+    let store = worker::s3::Bucket::from_config(&app.cfg)
         .await
         .context("store")?;
     let tmp = tempfile::NamedTempFile::new()?;
@@ -416,7 +416,7 @@ async fn phases(app: &TestApp, x: &shared::Action) -> anyhow::Result<String> {
 /// (b'): `src` stored as the backup stores its stream (chunk objects, see `worker::s3`): the
 /// chunks' keys.
 async fn chunk_upload(
-    store: &worker::s3::Store,
+    store: &worker::s3::Bucket,
     key: &str,
     src: impl tokio::io::AsyncRead + Unpin,
 ) -> anyhow::Result<Vec<String>> {
@@ -440,7 +440,7 @@ async fn chunk_upload(
 /// flight (as the worker's chunks), then CompleteMultipartUpload. Returns when the parts were
 /// acknowledged (before the completion).
 async fn multipart_upload(
-    store: &worker::s3::Store,
+    store: &worker::s3::Bucket,
     key: &str,
     mut src: impl tokio::io::AsyncRead + Unpin,
 ) -> anyhow::Result<Instant> {
@@ -453,7 +453,7 @@ async fn multipart_upload(
     let client = store.client();
     let created = client
         .create_multipart_upload()
-        .bucket(&store.bucket)
+        .bucket(&store.name)
         .key(key)
         .send()
         .await?;
@@ -474,7 +474,7 @@ async fn multipart_upload(
         }
         let (client, bucket, key, id) = (
             client.clone(),
-            store.bucket.clone(),
+            store.name.clone(),
             key.to_string(),
             id.clone(),
         );
@@ -508,7 +508,7 @@ async fn multipart_upload(
     done.sort_by_key(|p| p.part_number());
     client
         .complete_multipart_upload()
-        .bucket(&store.bucket)
+        .bucket(&store.name)
         .key(key)
         .upload_id(id)
         .multipart_upload(
@@ -550,8 +550,8 @@ async fn configured_pair(
     cluster: &str,
     rows: u64,
 ) -> anyhow::Result<(TestHost, TestHost)> {
-    let a = TestHost::start()?.with_mariadb(1)?;
-    let b = TestHost::start()?.with_mariadb(2)?;
+    let a = TestHost::start()?.with_mariadb()?;
+    let b = TestHost::start()?.with_mariadb()?;
     app.add_db_host(&format!("{cluster}-a"), &a).await?;
     app.add_db_host(&format!("{cluster}-b"), &b).await?;
     a.sql(&format!(

@@ -15,8 +15,8 @@ use std::{
 };
 
 use anyhow::Context;
-use api::client::Client;
 use clap::Parser;
+use client::Client;
 use shared::{Config, Status};
 use testbed::{
     hosts::{client_key, TestHost, LOGIN_USER},

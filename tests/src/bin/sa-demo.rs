@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use api::client::Client;
 use clap::Parser;
+use client::Client;
 use serde_json::json;
 use shared::Config;
 use testbed::{
@@ -162,7 +162,7 @@ async fn db_scene(client: &Client) -> anyhow::Result<Vec<TestHost>> {
     println!("── The incident: cluster {cluster} on MariaDB test hosts db1 (master), db2 (slave), db3 (spare) ──");
     let mut db = Vec::new();
     for i in 1..=3u32 {
-        let h = TestHost::start()?.with_mariadb(i)?;
+        let h = TestHost::start()?.with_mariadb()?;
         let name = format!("db{i}");
         if client.get(&format!("/v1/servers/{name}")).await.is_ok() {
             client.delete(&format!("/v1/servers/{name}")).await?;

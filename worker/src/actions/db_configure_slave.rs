@@ -164,7 +164,7 @@ async fn stream(
 ) -> Result<u64, ActionError> {
     let ssh = &ctx.worker.ssh;
     let failed = |what: &str, e: openssh::Error| {
-        ActionError::Failed(format!("{what}: {}", crate::ssh::describe(&e)))
+        ActionError::Failed(format!("{what}: {}", shared::errors::chain(&e)))
     };
     let m = ssh.session(master).await?;
     let s = ssh.session(ctx.server).await?;

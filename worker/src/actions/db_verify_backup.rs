@@ -92,7 +92,7 @@ type Checked = Result<Result<serde_json::Value, String>, ActionError>;
 
 async fn verify(ctx: &Ctx<'_>, backup: &Backup, scratch: &str) -> Checked {
     let (worker, server, log) = (ctx.worker, ctx.server, &ctx.log);
-    let store = ctx.s3()?;
+    let bucket = ctx.s3()?;
     let dec = compression::decompressor(backup);
     let data = format!("{scratch}/data");
     let fetch = match backup.strategy {
@@ -106,7 +106,7 @@ async fn verify(ctx: &Ctx<'_>, backup: &Backup, scratch: &str) -> Checked {
             transfer::piped(dec, &format!("tar -x -C {data}"))
         ),
     };
-    match transfer::download(ctx, server, &store, backup, &fetch).await {
+    match transfer::download(ctx, server, &bucket, backup, &fetch).await {
         Ok(_) => {}
         Err(ActionError::BadData(reason)) => return Ok(Err(reason)),
         Err(e) => return Err(e),
@@ -197,12 +197,7 @@ async fn check(ctx: &Ctx<'_>, db: &mut Db, backup: &Backup, scratch: &str, dec: 
         }
     }
     let tables = db.user_tables().await?;
-    let manifest = backup
-        .manifest
-        .as_ref()
-        .map(|m| m.0.clone())
-        .unwrap_or_default();
-    let expected = manifest["tables"].as_object().cloned();
+    let expected = backup.manifest.as_ref().and_then(|m| m.tables.clone());
     let mut counts = serde_json::Map::new();
     for (schema, name) in &tables {
         let t = crate::mysql::table_ident(schema, name);
@@ -225,7 +220,7 @@ async fn check(ctx: &Ctx<'_>, db: &mut Db, backup: &Backup, scratch: &str, dec: 
             .unwrap_or(0);
         let key = format!("{schema}.{name}");
         if let Some(want) = expected.as_ref().and_then(|e| e.get(&key)) {
-            if want.as_u64() != Some(n) {
+            if *want != n {
                 return Ok(Err(format!("{key} has {n} rows, the manifest says {want}")));
             }
         }

@@ -51,16 +51,16 @@ pub fn remote_command(server: &Server, action_id: i64, p: &RunScriptParams) -> S
 
 pub async fn run(ctx: &Ctx<'_>, params: &RunScriptParams) -> Result<i32, ActionError> {
     let ssh = &ctx.worker.ssh;
-    let lease = ssh.session(ctx.server).await?;
+    let slot = ssh.session(ctx.server).await?;
     let target = format!(
         "{}@{}:{}",
         ctx.server.ssh_user, ctx.server.address, ctx.server.ssh_port
     );
     let session_error = |e: openssh::Error| SshError::Session {
         target: target.clone(),
-        reason: crate::ssh::describe(&e),
+        reason: shared::errors::chain(&e),
     };
-    let mut child = lease
+    let mut child = slot
         .session
         .clone()
         .arc_raw_command(remote_command(ctx.server, ctx.action.id, params))
@@ -91,9 +91,9 @@ pub async fn run(ctx: &Ctx<'_>, params: &RunScriptParams) -> Result<i32, ActionE
             Ok(s) => s.code().ok_or_else(|| ActionError::Failed("the remote process ended without an exit code".into())),
             // openssh reports exit code 127 as an error; it is one only if the master is dead.
             Err(openssh::Error::Remote(e)) if e.kind() == io::ErrorKind::NotFound
-                && ssh.check(ctx.server, &lease.session).await => Ok(127),
+                && ssh.check(ctx.server, &slot.session).await => Ok(127),
             Err(e) => {
-                ssh.check(ctx.server, &lease.session).await;
+                ssh.check(ctx.server, &slot.session).await;
                 Err(session_error(e).into())
             }
         },

@@ -1,8 +1,9 @@
 //! The MariaDB layer under the DB action files: replication (configure a master, replicate
-//! from it, find a cluster's master, point its DNS record), restore (resolve a backup, restore
-//! its data and give the server its role) and compression. Calls only downward (`mycnf`,
+//! from it, find a cluster's master, point its DNS record), backup (one file per strategy),
+//! restore (resolve a backup, restore its data and give the server its role) and compression. Calls only downward (`mycnf`,
 //! `transfer`, `mysql`, `ssh`, `s3`).
 
+pub mod backup;
 pub mod compression;
 pub mod replication;
 pub mod restore;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use shared::{
     db::{
-        backups::{self, Backup, BackupStatus},
+        backups::{self, Backup, BackupStatus, Manifest},
         clusters, servers,
     },
     spec::{BackupRef, ConfigureMasterParams, RestoreAs, RestoreParams, Strategy},
@@ -128,12 +128,12 @@ pub async fn resolve(
             Ok(b)
         }
         BackupRef::Object { object } => {
-            let store = ctx.s3()?;
-            let at = format!("s3://{}/{object}", store.bucket);
+            let bucket = ctx.s3()?;
+            let at = format!("s3://{}/{object}", bucket.name);
             // Its chunks, or one object as backups were before chunks; the manifest is at the end.
-            let chunks = store.chunks_of(object).await?;
+            let chunks = bucket.chunks_of(object).await?;
             let last = chunks.last().map_or(object.as_str(), String::as_str);
-            let m = store
+            let m = bucket
                 .manifest_inside(last)
                 .await?
                 .ok_or_else(|| {
@@ -141,9 +141,10 @@ pub async fn resolve(
                         "{at} has no manifest inside: not a backup of this tool (or one older than manifests inside objects)"
                     ))
                 })?;
-            let b = Backup::from_manifest(object, &m).ok_or_else(|| {
-                ActionError::Failed(format!("the manifest inside {at} lacks fields: {m}"))
+            let m: Manifest = serde_json::from_value(m.clone()).map_err(|e| {
+                ActionError::Failed(format!("the manifest inside {at} does not read ({e}): {m}"))
             })?;
+            let b = Backup::from_manifest(object, &m);
             let listed = if chunks.is_empty() {
                 vec![object.clone()]
             } else {
@@ -173,14 +174,14 @@ pub async fn resolve(
 /// mysqld running on it: the connection to it.
 async fn restore_data(ctx: &Ctx<'_>, backup: &Backup) -> Result<Db, ActionError> {
     let (worker, server, log) = (ctx.worker, ctx.server, &ctx.log);
-    let store = ctx.s3()?;
+    let bucket = ctx.s3()?;
     let datadir = server.datadir();
     let staging = format!("{datadir}.sa-restore-{}", ctx.action.id);
     let dec = compression::decompressor(backup);
     if backup.strategy == Strategy::Logical {
         let file = format!("{staging}.sql");
         let fetched =
-            transfer::download(ctx, server, &store, backup, &format!("cat > {file}")).await;
+            transfer::download(ctx, server, &bucket, backup, &format!("cat > {file}")).await;
         if let Err(e) = fetched {
             let _ = worker.ssh.exec(server, &format!("rm -f {file}")).await;
             return Err(e);
@@ -222,7 +223,7 @@ async fn restore_data(ctx: &Ctx<'_>, backup: &Backup) -> Result<Db, ActionError>
     let fetched = transfer::download(
         ctx,
         server,
-        &store,
+        &bucket,
         backup,
         &format!(
             "rm -rf {staging} && mkdir -p {staging} && {}",

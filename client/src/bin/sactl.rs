@@ -3,8 +3,8 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{bail, Context};
-use api::client::{Client, ClientError};
 use clap::{Parser, Subcommand};
+use client::{Client, ClientError};
 use serde_json::{json, Value};
 use shared::action::{Action, Status};
 

@@ -1,4 +1,5 @@
-//! A typed client of the HTTP API, used by `sactl`, the demo, the benchmark and the tests.
+//! A typed client of the HTTP API, used by `sactl`, the demo, the benchmark and the tests. It
+//! shares the api's types (`shared` without its store) and links no server code.
 
 use std::time::Duration;
 
@@ -180,14 +181,14 @@ impl Client {
     /// Poll until the action is terminal (or `limit` passes).
     pub async fn wait(&self, id: i64, limit: Duration) -> Result<Action, ClientError> {
         let deadline = tokio::time::Instant::now() + limit;
-        let mut delay = Duration::from_millis(20);
+        let mut backoff =
+            shared::backoff::Backoff::new(Duration::from_millis(20), Duration::from_millis(250));
         loop {
             let a = self.action(id).await?;
             if a.status.is_terminal() || tokio::time::Instant::now() >= deadline {
                 return Ok(a);
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(250));
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 }
