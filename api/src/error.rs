@@ -7,6 +7,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
+pub use shared::http::ErrorBody;
 use shared::validate::FieldError;
 
 #[derive(Debug)]
@@ -83,14 +84,6 @@ impl IntoResponse for ApiError {
         };
         (self.status, Json(body)).into_response()
     }
-}
-
-/// Every error's body.
-#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: String,
-    /// The request field at fault (`params.script`, `body`...).
-    pub field: Option<String>,
 }
 
 /// Deserialize a JSON value into `T`, naming the field that does not fit.

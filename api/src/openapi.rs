@@ -9,6 +9,7 @@ use shared::{
         clusters::ClusterView,
         servers::{DbRole, Server},
     },
+    http::{ActionList, ActionRequest},
     spec::*,
 };
 use utoipa::OpenApi;
@@ -78,21 +79,13 @@ use crate::{
         ClusterView,
         ActionList,
         ServerList,
-        actions::ActionRequest,
+        ActionRequest,
         servers::ServerRequest,
         schedules::ScheduleRequest,
         schedules::Target,
     ))
 )]
 pub struct ApiDoc;
-
-/// `GET /v1/actions`.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ActionList {
-    pub actions: Vec<Action>,
-    /// Pass as `before` for the next page; null on the last.
-    pub next_before: Option<i64>,
-}
 
 /// `GET /v1/servers`.
 #[derive(serde::Serialize, utoipa::ToSchema)]

@@ -4,7 +4,11 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use shared::action::Action;
+use shared::{
+    action::Action,
+    http::{ActionList, ActionRequest, ErrorBody},
+    spec::{ActionSpec, RunScriptParams},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -62,14 +66,21 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        Err(ClientError::Api {
-            status,
-            message: body["error"]
-                .as_str()
-                .unwrap_or("unknown error")
-                .to_string(),
-            field: body["field"].as_str().map(str::to_string),
+        let text = resp.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) => ClientError::Api {
+                status,
+                message: b.error,
+                field: b.field,
+            },
+            Err(_) => ClientError::Api {
+                status,
+                message: format!(
+                    "unknown error: {}",
+                    text.chars().take(200).collect::<String>()
+                ),
+                field: None,
+            },
         })
     }
 
@@ -117,10 +128,14 @@ impl Client {
         Ok(v["servers"].as_array().cloned().unwrap_or_default())
     }
 
-    /// Submit any action request body.
+    /// Submit any action request body (the tests' bad ones too).
     pub async fn submit(&self, body: &Value) -> Result<Action, ClientError> {
         let (_, v) = self.post("/v1/actions", body).await?;
         Ok(serde_json::from_value(v)?)
+    }
+
+    pub async fn submit_action(&self, request: &ActionRequest) -> Result<Action, ClientError> {
+        self.submit(&serde_json::to_value(request)?).await
     }
 
     pub async fn run_script(
@@ -129,13 +144,14 @@ impl Client {
         script: &str,
         env: &[(&str, &str)],
     ) -> Result<Action, ClientError> {
-        let env: serde_json::Map<String, Value> =
-            env.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-        self.submit(&json!({
-            "server": server, "kind": "run_script",
-            "params": {"script": script, "env": env}
-        }))
-        .await
+        let spec = ActionSpec::RunScript(RunScriptParams {
+            script: script.into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        });
+        self.submit_action(&ActionRequest::new(server, &spec)).await
     }
 
     pub async fn action(&self, id: i64) -> Result<Action, ClientError> {
@@ -146,16 +162,16 @@ impl Client {
     /// Cancel an action; returns it (status `cancelled` if it had not started).
     pub async fn cancel(&self, id: i64) -> Result<Action, ClientError> {
         let (_, v) = self
-            .post(&format!("/v1/actions/{id}/cancel"), &serde_json::json!({}))
+            .post(&format!("/v1/actions/{id}/cancel"), &json!({}))
             .await?;
         Ok(serde_json::from_value(v)?)
     }
 
     /// `query` is the raw query string, e.g. `server=web1&limit=10`.
     pub async fn actions(&self, query: &str) -> Result<(Vec<Action>, Option<i64>), ClientError> {
-        let v = self.get(&format!("/v1/actions?{query}")).await?;
-        let actions = serde_json::from_value(v["actions"].clone())?;
-        Ok((actions, v["next_before"].as_i64()))
+        let list: ActionList =
+            serde_json::from_value(self.get(&format!("/v1/actions?{query}")).await?)?;
+        Ok((list.actions, list.next_before))
     }
 
     pub async fn log(&self, id: i64, after: i32) -> Result<LogChunk, ClientError> {

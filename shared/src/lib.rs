@@ -9,6 +9,7 @@ pub mod db;
 #[cfg(feature = "store")]
 pub mod dns;
 pub mod errors;
+pub mod http;
 pub mod log;
 #[cfg(feature = "store")]
 pub mod queue;

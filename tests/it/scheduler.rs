@@ -228,28 +228,18 @@ async fn after_downtime_missed_slots_fire_once_or_are_skipped() {
 async fn role_based_schedules_follow_a_promote_and_clusters_get_default_backups() {
     let mut app = TestApp::spawn().await.unwrap();
     app.spawn_worker().await.unwrap();
-    let a = TestHost::start().unwrap().with_mariadb().unwrap();
-    let b = TestHost::start().unwrap().with_mariadb().unwrap();
-    app.add_db_host("dba", &a).await.unwrap();
-    app.add_db_host("dbb", &b).await.unwrap();
-    for (server, kind) in [
-        ("dba", "db_configure_master"),
-        ("dbb", "db_configure_slave"),
-    ] {
-        let (x, log) = app
-            .act(server, kind, json!({"cluster": "shop"}))
-            .await
-            .unwrap();
-        assert_eq!(x.status, Status::Succeeded, "{log}");
-        if kind == "db_configure_slave" {
-            assert!(
-                log.contains(
-                    "Default backup schedules created: shop-backup-10min, shop-backup-daily"
-                ),
-                "{log}"
-            );
-        }
-    }
+    // The hosts live as long as the test.
+    let (_a, _b) = app.mariadb_pair().await.unwrap();
+    let (configured, _) = app
+        .client
+        .actions("server=dbb&kind=db_configure_slave")
+        .await
+        .unwrap();
+    let log = app.log(configured[0].id).await;
+    assert!(
+        log.contains("Default backup schedules created: shop-backup-10min, shop-backup-daily"),
+        "{log}"
+    );
     let tenmin = app
         .client
         .get("/v1/schedules/shop-backup-10min")

@@ -7,7 +7,6 @@ use axum::{
     http::StatusCode,
     Json,
 };
-use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::{
     action::{Action, ActionKind, RetryPolicy, Status},
@@ -15,11 +14,12 @@ use shared::{
         actions::{self, Filter, NewAction, SubmitError},
         leases,
     },
+    http::{ActionList, ActionRequest},
     validate, ActionSpec,
 };
 
 #[allow(unused_imports)] // named by the OpenAPI annotations
-use crate::{error::ErrorBody, openapi::ActionList};
+use crate::error::ErrorBody;
 use crate::{
     error::{from_value, ApiError, ApiResult},
     outbox,
@@ -27,23 +27,6 @@ use crate::{
 };
 
 const MAX_TIMEOUT_S: u32 = 7 * 24 * 3600;
-
-/// `POST /v1/actions`: `params` are checked against the kind's (see `ActionSpec`).
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ActionRequest {
-    server: String,
-    #[schema(value_type = ActionKind)]
-    kind: String,
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    params: Option<Value>,
-    timeout_s: Option<u32>,
-    #[serde(default)]
-    urgent: bool,
-    idempotency_key: Option<String>,
-    retry: Option<RetryPolicy>,
-}
 
 fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
     validate::server_name("server", &r.server)?;
@@ -207,7 +190,10 @@ pub async fn list(
     let next_before = (rows.len() as i64 == f.limit)
         .then(|| rows.last().map(|a| a.id))
         .flatten();
-    Ok(Json(json!({ "actions": rows, "next_before": next_before })))
+    Ok(Json(json!(ActionList {
+        actions: rows,
+        next_before
+    })))
 }
 
 /// `POST /v1/actions/{id}/cancel`: a queued or waiting action never starts (200); a running

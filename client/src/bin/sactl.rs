@@ -6,7 +6,11 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use client::{Client, ClientError};
 use serde_json::{json, Value};
-use shared::action::{Action, Status};
+use shared::{
+    action::{Action, Status},
+    http::ActionRequest,
+    spec::{ActionSpec, RunScriptParams},
+};
 
 #[derive(Parser)]
 #[command(name = "sactl", about = "Submit server actions and read their logs")]
@@ -256,22 +260,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, false) => script.join(" "),
                 (None, true) => bail!("script: missing (sactl run SERVER -- SCRIPT, or --file F)"),
             };
-            let mut vars = serde_json::Map::new();
+            let mut vars = std::collections::BTreeMap::new();
             for kv in env {
                 let Some((k, v)) = kv.split_once('=') else {
                     bail!("-e: {kv:?} is not NAME=VALUE");
                 };
-                vars.insert(k.to_string(), json!(v));
+                vars.insert(k.to_string(), v.to_string());
             }
-            let mut body = json!({"server": server, "kind": "run_script",
-                                  "params": {"script": script, "env": vars}, "urgent": urgent});
-            if let Some(t) = timeout {
-                body["timeout_s"] = json!(t);
-            }
-            if let Some(k) = idempotency_key {
-                body["idempotency_key"] = json!(k);
-            }
-            let action = client.submit(&body).await?;
+            let spec = ActionSpec::RunScript(RunScriptParams { script, env: vars });
+            let body = ActionRequest {
+                timeout_s: timeout,
+                idempotency_key,
+                urgent,
+                ..ActionRequest::new(&server, &spec)
+            };
+            let action = client.submit_action(&body).await?;
             return submitted(&client, &action, wait, "").await;
         }
         Cmd::Act {
@@ -282,12 +285,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wait,
             urgent,
         } => {
-            let params = action_params(params.as_deref(), &param)?;
-            let action = client
-                .submit(
-                    &json!({"server": server, "kind": kind, "params": params, "urgent": urgent}),
-                )
-                .await?;
+            let body = ActionRequest {
+                server,
+                kind: kind.clone(),
+                params: Some(action_params(params.as_deref(), &param)?),
+                urgent,
+                ..Default::default()
+            };
+            let action = client.submit_action(&body).await?;
             return submitted(&client, &action, wait, &format!(" ({kind})")).await;
         }
         Cmd::Backups(BackupsCmd::List {
