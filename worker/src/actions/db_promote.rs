@@ -227,14 +227,7 @@ async fn promote(
     ))
     .await;
     log.system("granting rep rights...").await;
-    let account = format!("'{}'@'%'", cluster.repl_user);
-    sdb.exec(&format!(
-        "CREATE USER IF NOT EXISTS {account} IDENTIFIED BY '{}'",
-        cluster.repl_password
-    ))
-    .await?;
-    sdb.exec(&format!("GRANT REPLICATION SLAVE ON *.* TO {account}"))
-        .await?;
+    replication::replication_account(sdb, cluster).await?;
     log.system("done with rights...").await;
     sdb.exec("SET GLOBAL read_only = 0").await?;
     log.system("Unlocking tables: read_only=0 on the new master.")

@@ -16,11 +16,7 @@ use shared::{
 };
 
 use super::{ActionError, Ctx, Done};
-use crate::{
-    mariadb::{compression, restore},
-    mysql::Db,
-    transfer,
-};
+use crate::{mariadb::restore, mysql::Db, transfer};
 
 pub async fn run(ctx: &Ctx<'_>, p: &VerifyParams) -> Result<Done, ActionError> {
     let server = ctx.server;
@@ -93,7 +89,7 @@ type Checked = Result<Result<serde_json::Value, String>, ActionError>;
 async fn verify(ctx: &Ctx<'_>, backup: &Backup, scratch: &str) -> Checked {
     let (worker, server, log) = (ctx.worker, ctx.server, &ctx.log);
     let bucket = ctx.s3()?;
-    let dec = compression::decompressor(backup);
+    let dec = backup.compression.decompress();
     let data = format!("{scratch}/data");
     let fetch = match backup.strategy {
         Strategy::Logical => format!("cat > {scratch}/dump"),

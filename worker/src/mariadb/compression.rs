@@ -1,6 +1,6 @@
 //! How backup streams are compressed on a server: zstd when it has a working one, else gzip.
 
-use shared::db::backups::{Backup, Compression};
+use shared::db::backups::Compression;
 
 use crate::ctx::{ActionError, Ctx};
 
@@ -19,9 +19,4 @@ pub async fn detect(ctx: &Ctx<'_>) -> Result<Compression, ActionError> {
     } else {
         Compression::Gzip
     })
-}
-
-/// The command that decompresses `b`'s stream.
-pub fn decompressor(b: &Backup) -> &'static str {
-    b.compression.decompress()
 }

@@ -1,6 +1,7 @@
-//! Replication: make a server its cluster's master (`configure_master`), make one a slave of
-//! the master from its `gtid_slave_pos` (`replicate`), find a cluster's master
-//! (`cluster_master`) and point the master's DNS record (`point_dns`).
+//! Replication: make a server its cluster's master (`configure_master`, with its
+//! `replication_account`), make one a slave of the master from its `gtid_slave_pos`
+//! (`replicate`), find a cluster's master (`cluster_master`) and point the master's DNS record
+//! (`point_dns`).
 
 use std::time::{Duration, Instant};
 
@@ -82,20 +83,7 @@ pub async fn configure_master(
             )));
         }
     }
-    let account = format!("'{}'@'%'", cluster.repl_user);
-    // The generated password is hex: nothing to escape. Not logged.
-    db.exec(&format!(
-        "CREATE USER IF NOT EXISTS {account} IDENTIFIED BY '{}'",
-        cluster.repl_password
-    ))
-    .await?;
-    db.exec(&format!(
-        "ALTER USER {account} IDENTIFIED BY '{}'",
-        cluster.repl_password
-    ))
-    .await?;
-    db.exec(&format!("GRANT REPLICATION SLAVE ON *.* TO {account}"))
-        .await?;
+    replication_account(db, &cluster).await?;
     log.system(format!("Replication user {} ready.", cluster.repl_user))
         .await;
     db.exec("SET GLOBAL read_only = 0").await?;
@@ -115,6 +103,26 @@ pub async fn configure_master(
             "dns": {"name": cluster.dns_name, "address": server.address, "ttl": cluster.dns_ttl},
         })),
     })
+}
+
+/// The cluster's replication account on `db`, with its password and grant (a master, or a
+/// slave about to become one).
+pub async fn replication_account(db: &mut Db, cluster: &Cluster) -> Result<(), ActionError> {
+    let account = format!("'{}'@'%'", cluster.repl_user);
+    // The generated password is hex: nothing to escape. Not logged.
+    db.exec(&format!(
+        "CREATE USER IF NOT EXISTS {account} IDENTIFIED BY '{}'",
+        cluster.repl_password
+    ))
+    .await?;
+    db.exec(&format!(
+        "ALTER USER {account} IDENTIFIED BY '{}'",
+        cluster.repl_password
+    ))
+    .await?;
+    db.exec(&format!("GRANT REPLICATION SLAVE ON *.* TO {account}"))
+        .await?;
+    Ok(())
 }
 
 /// Replicate from `master` from the slave's `gtid_slave_pos` on: `CHANGE MASTER`, start, wait

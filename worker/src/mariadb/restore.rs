@@ -17,7 +17,7 @@ use shared::{
     spec::{BackupRef, ConfigureMasterParams, RestoreAs, RestoreParams, Strategy},
 };
 
-use super::{compression, replication};
+use super::replication;
 use crate::{
     ctx::{ActionError, Ctx, Done},
     mysql::{ClientOpts, Db},
@@ -177,7 +177,7 @@ async fn restore_data(ctx: &Ctx<'_>, backup: &Backup) -> Result<Db, ActionError>
     let bucket = ctx.s3()?;
     let datadir = server.datadir();
     let staging = format!("{datadir}.sa-restore-{}", ctx.action.id);
-    let dec = compression::decompressor(backup);
+    let dec = backup.compression.decompress();
     if backup.strategy == Strategy::Logical {
         let file = format!("{staging}.sql");
         let fetched =
