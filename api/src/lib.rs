@@ -3,6 +3,7 @@
 //! client and `sactl` are the `client` crate.
 //! Invariant: the api never opens SSH; it only stores, publishes and reads.
 
+pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod openapi;

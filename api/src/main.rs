@@ -1,6 +1,8 @@
-//! `sa-api`: the HTTP API, the outbox relay (and later the log viewer and scheduler).
+//! `sa-api`: the HTTP API, the outbox relay, the scheduler and the log viewer; `sa-api tokens`
+//! makes and revokes tokens against the store directly (the first admin, recovery).
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use shared::auth::{parse_lifetime, parse_tag, Role, Scope};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -10,11 +12,46 @@ use tokio_util::sync::CancellationToken;
 )]
 struct Args {
     /// TOML file with the same keys as the SA_* variables (lower-case, without SA_).
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<std::path::PathBuf>,
     /// Only create/migrate the database, then exit.
     #[arg(long)]
     migrate_only: bool,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// API tokens, in the store directly (no api needs to run).
+    #[command(subcommand)]
+    Tokens(TokensCmd),
+}
+
+#[derive(Subcommand)]
+enum TokensCmd {
+    /// Make a token and print it (only it) on stdout.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// viewer, operator, dba or admin.
+        #[arg(long)]
+        role: Role,
+        /// Reach only this server (repeatable).
+        #[arg(long = "server")]
+        servers: Vec<String>,
+        /// Reach only servers with this tag, KEY=VALUE (repeatable).
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Reach only servers of this cluster (repeatable).
+        #[arg(long = "cluster")]
+        clusters: Vec<String>,
+        /// Lifetime, e.g. 90m, 12h, 30d; none: it does not expire.
+        #[arg(long, value_parser = parse_lifetime)]
+        expires_in: Option<chrono::Duration>,
+    },
+    /// Revoke a token by name.
+    Revoke { name: String },
 }
 
 #[tokio::main]
@@ -22,6 +59,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     shared::telemetry::init();
     let cfg = shared::Config::load(args.config.as_deref())?;
+    if let Some(Cmd::Tokens(cmd)) = args.cmd {
+        return tokens(&cfg, cmd).await;
+    }
     let topology = shared::queue::Topology::from_config(&cfg);
     let app = api::Application::build(&cfg, topology).await?;
     if args.migrate_only {
@@ -31,4 +71,49 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(shared::telemetry::shutdown_on_signal(shutdown.clone()));
     app.run(shutdown).await
+}
+
+async fn tokens(cfg: &shared::Config, cmd: TokensCmd) -> anyhow::Result<()> {
+    use shared::db::tokens;
+    let pool =
+        shared::db::connect_and_migrate(&cfg.database_url, 2, std::time::Duration::from_secs(30))
+            .await?;
+    let mut conn = pool.acquire().await?;
+    match cmd {
+        TokensCmd::Create {
+            name,
+            role,
+            servers,
+            tags,
+            clusters,
+            expires_in,
+        } => {
+            shared::validate::server_name("--name", &name)?;
+            let scope = Scope {
+                servers,
+                tags: tags.into_iter().collect(),
+                clusters,
+            };
+            scope.validate()?;
+            let created = tokens::create(
+                &mut conn,
+                &tokens::NewToken {
+                    name: &name,
+                    role,
+                    scope: &scope,
+                    expires_at: expires_in.map(|l| chrono::Utc::now() + l),
+                    created_by: "sa-api",
+                },
+            )
+            .await?;
+            println!("{}", created.token);
+        }
+        TokensCmd::Revoke { name } => {
+            tokens::revoke(&mut conn, &name)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no token named {name:?}"))?;
+            eprintln!("revoked {name:?} (api replicas stop accepting it within 5 s)");
+        }
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 use axum::Json;
 use shared::{
     action::{Action, ActionKind, RetryOn, RetryPolicy, Status},
+    auth::{AuditEntry, AuditList, Role, Scope, TokenCreated, TokenInfo, TokenList, TokenRequest},
     db::{
         backups::{Backup, BackupStatus, Compression, Verdict},
         clusters::ClusterView,
@@ -12,11 +13,17 @@ use shared::{
     http::{ActionList, ActionRequest},
     spec::*,
 };
-use utoipa::OpenApi;
+use utoipa::{
+    openapi::{
+        security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+        RefOr, ResponseBuilder,
+    },
+    Modify, OpenApi,
+};
 
 use crate::{
     error::ErrorBody,
-    routes::{actions, backups, clusters, health, logs, schedules, servers},
+    routes::{actions, audit, backups, clusters, health, logs, schedules, servers, tokens},
 };
 
 #[derive(OpenApi)]
@@ -46,8 +53,13 @@ use crate::{
         schedules::show,
         schedules::patch,
         schedules::delete,
+        tokens::create,
+        tokens::list,
+        tokens::revoke,
+        audit::list,
         document,
     ),
+    modifiers(&BearerTokens),
     components(schemas(
         ErrorBody,
         Action,
@@ -83,9 +95,86 @@ use crate::{
         servers::ServerRequest,
         schedules::ScheduleRequest,
         schedules::Target,
+        Role,
+        Scope,
+        TokenRequest,
+        TokenInfo,
+        TokenCreated,
+        TokenList,
+        AuditEntry,
+        AuditList,
     ))
 )]
 pub struct ApiDoc;
+
+/// Every route but `/healthz` needs `Authorization: Bearer <token>` (`/metrics` unless
+/// `SA_METRICS_OPEN`), and answers the guard's refusals.
+struct BearerTokens;
+
+impl Modify for BearerTokens {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        let refusals = [
+            (
+                "401",
+                "no token, or one that is unknown, expired or revoked",
+            ),
+            (
+                "403",
+                "the token's role or scope does not allow it, or another origin",
+            ),
+            (
+                "421",
+                "a Host this api does not answer to (SA_ALLOWED_HOSTS)",
+            ),
+            ("429", "too many bad tokens from this address"),
+        ];
+        for (path, item) in doc.paths.paths.iter_mut() {
+            if path == "/healthz" {
+                continue;
+            }
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+                &mut item.put,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.security = Some(vec![SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
+                for (code, why) in refusals {
+                    op.responses
+                        .responses
+                        .entry(code.into())
+                        .or_insert_with(|| {
+                            RefOr::T(
+                                ResponseBuilder::new()
+                                    .description(why)
+                                    .content(
+                                        "application/json",
+                                        utoipa::openapi::ContentBuilder::new()
+                                            .schema(Some(RefOr::Ref(
+                                                utoipa::openapi::Ref::from_schema_name("ErrorBody"),
+                                            )))
+                                            .build(),
+                                    )
+                                    .build(),
+                            )
+                        });
+                }
+            }
+        }
+    }
+}
 
 /// `GET /v1/servers`.
 #[derive(serde::Serialize, utoipa::ToSchema)]

@@ -16,6 +16,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub struct AppState {
     pub pool: PgPool,
+    pub auth: crate::auth::Auth,
     pub publisher: Publisher,
     pub metrics: ApiMetrics,
     /// Ids whose publication RabbitMQ confirmed, to mark in the store.
@@ -24,6 +25,7 @@ pub struct AppState {
 
 pub struct Application {
     listener: TcpListener,
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     state: Arc<AppState>,
     confirmed: mpsc::Receiver<i64>,
 }
@@ -36,6 +38,15 @@ impl Application {
             Duration::from_secs(60),
         )
         .await?;
+        if cfg.insecure_no_auth {
+            anyhow::ensure!(
+                cfg.listen.ip().is_loopback(),
+                "SA_INSECURE_NO_AUTH: refused, the api listens on {} (loopback only)",
+                cfg.listen
+            );
+            tracing::warn!("SA_INSECURE_NO_AUTH: every request is an admin's; benchmark only");
+        }
+        first_admin_token(&pool, cfg).await?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("SA_LISTEN: cannot listen on {}", cfg.listen))?;
@@ -43,12 +54,14 @@ impl Application {
         let (confirmed_tx, confirmed) = mpsc::channel(16 * 1024);
         let state = Arc::new(AppState {
             pool,
+            auth: crate::auth::Auth::new(cfg),
             publisher,
             metrics: ApiMetrics::new(),
             confirmed: confirmed_tx,
         });
         Ok(Self {
             listener,
+            tls: cfg.tls_cert.clone().zip(cfg.tls_key.clone()),
             state,
             confirmed,
         })
@@ -62,6 +75,10 @@ impl Application {
         routes::router()
             .merge(crate::ui::router())
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::auth::guard,
+            ))
             .layer(axum::middleware::from_fn(crate::ui::security_headers))
             .layer(tower_http::trace::TraceLayer::new_for_http())
             .with_state(state)
@@ -86,13 +103,75 @@ impl Application {
             shutdown.clone(),
         ));
         tracker.close();
-        let app = Self::router(self.state);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("http server")?;
+        let app = Self::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        match self.tls {
+            None => axum::serve(self.listener, app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
+                .context("http server")?,
+            Some((cert, key)) => {
+                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "SA_TLS_CERT/SA_TLS_KEY: cannot load {} and {}",
+                            cert.display(),
+                            key.display()
+                        )
+                    })?;
+                let handle = axum_server::Handle::new();
+                let stop = handle.clone();
+                let cancelled = shutdown.clone();
+                tokio::spawn(async move {
+                    cancelled.cancelled().await;
+                    stop.graceful_shutdown(Some(Duration::from_secs(10)));
+                });
+                axum_server::from_tcp_rustls(self.listener.into_std()?, tls)?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+                    .context("https server")?
+            }
+        }
         shutdown.cancel();
         tracker.wait().await;
         Ok(())
     }
+}
+
+/// On a first start (no token in the store), an admin token in `SA_ADMIN_TOKEN_FILE`, mode
+/// 0600; only the file's path is logged. An existing file is never overwritten.
+async fn first_admin_token(pool: &PgPool, cfg: &Config) -> anyhow::Result<()> {
+    let Some(path) = cfg.admin_token_path() else {
+        tracing::warn!(
+            "no SA_ADMIN_TOKEN_FILE and no HOME: make a token with `sa-api tokens create`"
+        );
+        return Ok(());
+    };
+    let made = shared::db::tokens::create_first_admin(pool, |token| {
+        use std::{io::Write, os::unix::fs::OpenOptionsExt};
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("SA_ADMIN_TOKEN_FILE: cannot create {}", dir.display()))?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| {
+                format!(
+                    "SA_ADMIN_TOKEN_FILE: cannot create {} for the first admin token (an existing \
+                     file is never overwritten: remove it, or point SA_ADMIN_TOKEN_FILE elsewhere)",
+                    path.display()
+                )
+            })?;
+        writeln!(f, "{token}")?;
+        Ok(())
+    })
+    .await?;
+    if made {
+        tracing::info!(file = %path.display(), "no token existed: wrote an admin token to the file");
+    }
+    Ok(())
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use shared::{
     action::Action,
+    auth::{AuditList, TokenCreated, TokenInfo, TokenList, TokenRequest},
     http::{ActionList, ActionRequest, ErrorBody},
     spec::{ActionSpec, RunScriptParams},
 };
@@ -38,6 +39,8 @@ impl ClientError {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
+    ca_pem: Option<Vec<u8>>,
 }
 
 /// A page of log text and the last sequence number it includes.
@@ -47,14 +50,52 @@ pub struct LogChunk {
 }
 
 impl Client {
+    /// A client without a token (only `/healthz` answers it).
     pub fn new(base: &str) -> Self {
         Self {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .unwrap_or_default(),
+            http: reqwest::Client::default(),
+            token: None,
+            ca_pem: None,
         }
+        .rebuild()
+    }
+
+    /// The same client, sending `Authorization: Bearer <token>`.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(token.trim().to_string());
+        self.rebuild()
+    }
+
+    /// The same client, also trusting the PEM certificate(s) in `pem` (a private CA, or a
+    /// self-signed api).
+    pub fn with_ca(mut self, pem: &[u8]) -> Result<Self, ClientError> {
+        reqwest::Certificate::from_pem_bundle(pem)?;
+        self.ca_pem = Some(pem.to_vec());
+        Ok(self.rebuild())
+    }
+
+    fn rebuild(mut self) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &self.token {
+            if let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")) {
+                v.set_sensitive(true);
+                headers.insert(reqwest::header::AUTHORIZATION, v);
+            }
+        }
+        let mut b = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .default_headers(headers);
+        for cert in self
+            .ca_pem
+            .as_deref()
+            .and_then(|p| reqwest::Certificate::from_pem_bundle(p).ok())
+            .unwrap_or_default()
+        {
+            b = b.add_root_certificate(cert);
+        }
+        self.http = b.build().unwrap_or_default();
+        self
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -109,6 +150,12 @@ impl Client {
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         Self::check(self.http.delete(self.url(path)).send().await?).await?;
         Ok(())
+    }
+
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let resp = self.http.get(self.url("/metrics")).send().await?;
+        Ok(Self::check(resp).await?.text().await?)
     }
 
     /// `GET /healthz` answered 200.
@@ -192,6 +239,32 @@ impl Client {
             text: resp.text().await?,
             last_seq,
         })
+    }
+
+    pub async fn create_token(&self, req: &TokenRequest) -> Result<TokenCreated, ClientError> {
+        let (_, v) = self.post("/v1/tokens", &serde_json::to_value(req)?).await?;
+        Ok(serde_json::from_value(v)?)
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
+        let list: TokenList = serde_json::from_value(self.get("/v1/tokens").await?)?;
+        Ok(list.tokens)
+    }
+
+    pub async fn revoke_token(&self, name: &str) -> Result<TokenInfo, ClientError> {
+        let resp = self
+            .http
+            .delete(self.url(&format!("/v1/tokens/{name}")))
+            .send()
+            .await?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+
+    /// `query` is the raw query string, e.g. `token=alice&limit=20`.
+    pub async fn audit(&self, query: &str) -> Result<AuditList, ClientError> {
+        Ok(serde_json::from_value(
+            self.get(&format!("/v1/audit?{query}")).await?,
+        )?)
     }
 
     /// Poll until the action is terminal (or `limit` passes).

@@ -210,6 +210,8 @@ pub struct Action {
     pub cancel_requested: Option<String>,
     /// What the action found out (`db_status`: replication state...).
     pub result: Option<serde_json::Value>,
+    /// Who asked for it: `token:<name>`, `schedule:<name>` or `system:<reason>`.
+    pub submitted_by: String,
 }
 
 impl Action {
@@ -351,7 +353,7 @@ mod tests {
             "urgent": true, "idempotency_key": null, "worker": null, "waiting_on": null,
             "created_at": "2026-01-01T00:00:00Z", "started_at": null, "finished_at": null,
             "attempt": 1, "retry": {"max": 1, "backoff_s": 0}, "not_before": null,
-            "cancel_requested": null, "result": null
+            "cancel_requested": null, "result": null, "submitted_by": "token:t"
         });
         let action: Action = serde_json::from_value(a.clone()).unwrap();
         assert_eq!(

@@ -62,6 +62,20 @@ pub struct Config {
     pub mysql_password: SecretString,
     /// Where the workers publish a cluster's master DNS record (`store`: the API serves it).
     pub dns_provider: String,
+    /// Where the api writes an admin token on a first start with no token at all (mode 0600);
+    /// default `~/.config/serveractions/token`, where `sactl` looks. Never overwritten.
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve `/metrics` without a token.
+    pub metrics_open: bool,
+    /// `Host` names the api answers to (comma-separated; `*`: any); default the listen
+    /// address, `localhost`, `127.0.0.1` and `[::1]`.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// PEM certificate chain and key: the api speaks HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// No token checks at all (for the benchmark's comparison only; refused unless the api
+    /// listens on loopback).
+    pub insecure_no_auth: bool,
 }
 
 impl Default for Config {
@@ -93,6 +107,12 @@ impl Default for Config {
             mysql_user: "root".into(),
             mysql_password: SecretString::default(),
             dns_provider: "store".into(),
+            admin_token_file: None,
+            metrics_open: false,
+            allowed_hosts: None,
+            tls_cert: None,
+            tls_key: None,
+            insecure_no_auth: false,
         }
     }
 }
@@ -150,6 +170,26 @@ impl Config {
             self.mysql_password = v.into();
         }
         env.set("SA_DNS_PROVIDER", &mut self.dns_provider)?;
+        env.set_opt("SA_ADMIN_TOKEN_FILE", &mut self.admin_token_file)?;
+        env.set("SA_METRICS_OPEN", &mut self.metrics_open)?;
+        if let Some(v) = get("SA_ALLOWED_HOSTS") {
+            self.allowed_hosts = (!v.trim().is_empty()).then(|| {
+                v.split(',')
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+                    .collect()
+            });
+        }
+        env.set_opt("SA_TLS_CERT", &mut self.tls_cert)?;
+        env.set_opt("SA_TLS_KEY", &mut self.tls_key)?;
+        env.set("SA_INSECURE_NO_AUTH", &mut self.insecure_no_auth)?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                var: "SA_TLS_CERT",
+                value: String::new(),
+                reason: "SA_TLS_CERT and SA_TLS_KEY go together".into(),
+            });
+        }
         if self.worker_concurrency == 0 {
             return Err(ConfigError::Invalid {
                 var: "SA_WORKER_CONCURRENCY",
@@ -165,6 +205,13 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// Where the first admin token goes (see `admin_token_file`).
+    pub fn admin_token_path(&self) -> Option<PathBuf> {
+        self.admin_token_file.clone().or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/serveractions/token"))
+        })
     }
 
     /// The worker's lease holder name.

@@ -2,6 +2,7 @@
 //! PostgreSQL access layer used by the api, the workers and the test bed.
 
 pub mod action;
+pub mod auth;
 pub mod backoff;
 pub mod config;
 #[cfg(feature = "store")]

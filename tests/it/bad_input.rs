@@ -8,6 +8,7 @@ async fn post_raw(app: &TestApp, path: &str, body: &str, content_type: &str) -> 
     let resp = reqwest::Client::new()
         .post(app.client.url(path))
         .header("content-type", content_type)
+        .bearer_auth(&app.token)
         .body(body.to_string())
         .send()
         .await

@@ -57,7 +57,7 @@ async fn cancel_kills_the_process_tree_and_queued_actions_never_start() {
     let log = app.log(running.id).await;
     assert_eq!(a.status, Status::Cancelled, "{log}");
     assert!(
-        log.contains("Cancelled by request: the remote process group was killed."),
+        log.contains("Cancelled by request of token:admin: the remote process group was killed."),
         "{log}"
     );
     assert!(
@@ -81,7 +81,7 @@ async fn cancel_kills_the_process_tree_and_queued_actions_never_start() {
     assert!(app
         .log(queued.id)
         .await
-        .contains("Cancelled by request before it started."));
+        .contains("Cancelled by request of token:admin before it started."));
     // A finished action cannot be cancelled; the server is free again.
     let err = app.client.cancel(running.id).await.unwrap_err();
     assert_eq!(err.status(), Some(409));

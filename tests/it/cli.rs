@@ -11,6 +11,7 @@ use crate::{eventually, TestApp, TestHost};
 pub(crate) fn sactl(app: &TestApp, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin_dir().join("sactl"))
         .env("SA_API_URL", &app.api_url)
+        .env("SA_TOKEN", &app.token)
         .args(args)
         .output()
         .expect("sactl runs (cargo build --bins first)");
@@ -116,12 +117,7 @@ async fn sactl_and_sa_worker_process_end_to_end() {
     assert_eq!(app.action_count().await, before);
 
     // Metrics: the api's and the worker process's.
-    let api_metrics = reqwest::get(app.client.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let api_metrics = app.client.metrics().await.unwrap();
     assert!(
         api_metrics.contains("sa_actions_submitted_total{kind=\"run_script\"} 3"),
         "{api_metrics}"

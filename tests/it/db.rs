@@ -534,6 +534,7 @@ async fn cluster_page_shows_master_slaves_and_dns_record() {
     app.spawn_worker().await.unwrap();
     let (a, _b) = app.mariadb_pair().await.unwrap();
     let browser = testbed::browser::Browser::start().await.unwrap();
+    browser.sign_in(&app.api_url, &app.token).await.unwrap();
     browser
         .goto(&format!("{}/ui/clusters/shop", app.api_url))
         .await

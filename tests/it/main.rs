@@ -1,6 +1,7 @@
 //! Integration tests against the real PostgreSQL, RabbitMQ and sshd test hosts.
 //! One binary; one module per scenario.
 
+mod auth;
 mod backup;
 mod bad_input;
 mod cancel;

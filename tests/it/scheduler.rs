@@ -37,12 +37,7 @@ async fn runs(
 }
 
 async fn scheduled_total(c: &Client) -> f64 {
-    let text = reqwest::get(c.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = c.metrics().await.unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix("sa_scheduled_actions_total "))
         .and_then(|v| v.trim().parse().ok())

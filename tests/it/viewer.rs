@@ -1,6 +1,7 @@
-//! The log viewer in a real (headless) Chromium: live tail without reloading, hostile output
-//! shown as text, filters, a 1,000,000-line log that opens at once and is searched on the
-//! server. Screenshots of the action page and the list are saved under the target directory.
+//! The log viewer in a real (headless) Chromium: the token prompt, live tail without reloading,
+//! hostile output shown as text, filters, a 1,000,000-line log that opens at once and is
+//! searched on the server. Screenshots of the action page and the list are saved under the
+//! target directory.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -38,6 +39,8 @@ async fn viewer_tails_live_escapes_output_filters_and_opens_big_logs() {
         )
         .await
         .unwrap();
+
+    browser.sign_in(&app.api_url, &app.token).await.unwrap();
 
     // The action page: lines appear while it runs, without a reload.
     browser
@@ -200,4 +203,217 @@ async fn viewer_tails_live_escapes_output_filters_and_opens_big_logs() {
         .unwrap()
         .to_string();
     assert!(csp.contains("script-src 'self'"), "{csp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn viewer_asks_for_a_token_and_tails_with_auth_on() {
+    let mut app = TestApp::spawn().await.unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let browser = Browser::start().await.unwrap();
+
+    let before = app
+        .client
+        .run_script("web1", "echo before", &[])
+        .await
+        .unwrap();
+    app.wait(before.id).await;
+
+    // No token: the prompt instead of the page.
+    browser
+        .goto(&format!("{}/ui/actions", app.api_url))
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for(
+                "return !!document.getElementById('token')",
+                Duration::from_secs(10)
+            )
+            .await,
+        "no token prompt"
+    );
+    assert_eq!(
+        browser
+            .eval("return !!document.getElementById('actions')")
+            .await
+            .unwrap(),
+        Value::Bool(false),
+        "the actions table is shown without a token"
+    );
+
+    // A wrong token: the API's message, and the prompt stays.
+    browser
+        .eval(
+            "document.getElementById('token').value = 'sa_wrong'; \
+             document.getElementById('token-form').requestSubmit(); return true",
+        )
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for(
+                "const e = document.getElementById('token-error'); \
+                 return !!e && e.textContent.trim().length > 0",
+                Duration::from_secs(10)
+            )
+            .await,
+        "no message for a wrong token"
+    );
+    assert_eq!(
+        browser
+            .eval(
+                "return !!document.getElementById('token') && \
+                 !document.getElementById('actions')"
+            )
+            .await
+            .unwrap(),
+        Value::Bool(true),
+        "the prompt went away after a wrong token"
+    );
+    assert_eq!(
+        browser
+            .eval("return sessionStorage.getItem('sa_token')")
+            .await
+            .unwrap(),
+        Value::Null,
+        "a refused token was kept"
+    );
+
+    // The right token: the list, with the action submitted before and who submitted it.
+    browser.sign_in(&app.api_url, &app.token).await.unwrap();
+    assert!(
+        browser
+            .wait_for(
+                &format!(
+                    "return !!document.querySelector('#actions tr[data-id=\"{}\"]')",
+                    before.id
+                ),
+                Duration::from_secs(10)
+            )
+            .await,
+        "the earlier action is not listed"
+    );
+    let by = browser
+        .eval(&format!(
+            "const heads = [...document.querySelectorAll('#actions th')].map((h) => h.textContent); \
+             const row = document.querySelector('#actions tr[data-id=\"{}\"]'); \
+             const i = heads.indexOf('By'); return i < 0 ? null : row.cells[i].textContent",
+            before.id
+        ))
+        .await
+        .unwrap();
+    assert!(
+        by.as_str().is_some_and(|s| !s.is_empty()),
+        "no submitter in the By column: {by}"
+    );
+
+    // A running action's page: lines stream in over the authenticated fetch, without a reload.
+    let slow = app
+        .client
+        .run_script(
+            "web1",
+            r#"for i in 1 2 3 4 5 6; do echo "tick $i"; sleep 0.5; done"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    browser
+        .goto(&format!("{}/ui/actions/{}", app.api_url, slow.id))
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for(
+                "return !!document.getElementById('log')",
+                Duration::from_secs(10)
+            )
+            .await,
+        "no action page"
+    );
+    browser
+        .eval("window.__same_page = 'yes'; return true")
+        .await
+        .unwrap();
+    let log_has =
+        |s: &str| format!("return document.getElementById('log').textContent.includes({s:?})");
+    assert!(
+        browser
+            .wait_for(&log_has("tick 1"), Duration::from_secs(20))
+            .await,
+        "no live lines"
+    );
+    assert!(
+        browser
+            .wait_for(&log_has("tick 5"), Duration::from_secs(20))
+            .await,
+        "live tail stalled"
+    );
+    assert_eq!(
+        browser.eval("return window.__same_page").await.unwrap(),
+        "yes",
+        "the page reloaded"
+    );
+    assert!(
+        browser
+            .wait_for(
+                "return document.getElementById('facts').textContent.includes('succeeded')",
+                Duration::from_secs(20)
+            )
+            .await,
+        "the facts did not show the end"
+    );
+    assert!(browser
+        .eval("return document.getElementById('facts').textContent.includes('Submitted by')")
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap());
+    // Every line once: none lost or repeated across the stream (its last ones may follow the
+    // facts by a moment).
+    let stored = app.log(slow.id).await.lines().count();
+    let shown = "return document.querySelectorAll('#log div').length";
+    assert!(
+        browser
+            .wait_for(&format!("{shown} === {stored}"), Duration::from_secs(10))
+            .await,
+        "{} lines shown, {stored} stored",
+        browser.eval(shown).await.unwrap()
+    );
+
+    // The token is in this tab's session storage only: no cookie.
+    assert_eq!(
+        browser
+            .eval("return sessionStorage.getItem('sa_token')")
+            .await
+            .unwrap(),
+        Value::String(app.token.clone())
+    );
+    assert_eq!(
+        browser.eval("return document.cookie").await.unwrap(),
+        Value::String(String::new())
+    );
+
+    // Sign out: the token is gone and the prompt is back.
+    browser
+        .eval("document.getElementById('sign-out').click(); return true")
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for(
+                "return !!document.getElementById('token') && !document.getElementById('log')",
+                Duration::from_secs(10)
+            )
+            .await,
+        "no prompt after signing out"
+    );
+    assert_eq!(
+        browser
+            .eval("return sessionStorage.getItem('sa_token')")
+            .await
+            .unwrap(),
+        Value::Null
+    );
 }

@@ -24,6 +24,8 @@ pub struct TestApp {
     pub topology: Topology,
     pub client: Client,
     pub api_url: String,
+    /// The admin token the api wrote on its first start; `client` sends it.
+    pub token: String,
     pub pool: PgPool,
     db_name: String,
     shutdown: CancellationToken,
@@ -81,20 +83,39 @@ impl TestApp {
         cfg.lease_s = 10;
         cfg.db_max_connections = 10;
         cfg.shutdown_grace_s = 5;
+        let token_file = std::env::temp_dir().join(format!("sa-test-{id}.token"));
+        cfg.admin_token_file = Some(token_file.clone());
         tweak(&mut cfg);
         cfg.queue_expires_ms = Some(120_000);
         let topology = Topology::from_config(&cfg);
         let app = api::Application::build(&cfg, topology.clone()).await?;
-        let api_url = format!("http://{}", app.local_addr());
+        let scheme = if cfg.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let api_url = format!("{scheme}://{}", app.local_addr());
         cfg.api_url = api_url.clone();
         let shutdown = CancellationToken::new();
         let api = tokio::spawn(app.run(shutdown.clone()));
+        let written = cfg.admin_token_file.clone().unwrap_or_default();
+        let token = std::fs::read_to_string(&written)
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
+        if written == token_file {
+            let _ = std::fs::remove_file(&token_file);
+        }
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
             .connect(&cfg.database_url)
             .await?;
+        let mut client = Client::new(&api_url).with_token(&token);
+        if let Some(cert) = &cfg.tls_cert {
+            client = client.with_ca(&std::fs::read(cert)?)?;
+        }
         Ok(Self {
-            client: Client::new(&api_url),
+            client,
+            token,
             api_url,
             cfg,
             topology,
@@ -167,7 +188,7 @@ impl TestApp {
         cfg.api_url = format!("http://127.0.0.1:{port}");
         let proc =
             crate::procs::Proc::spawn("sa-api", &format!("sa-test-{name}-{}", short_id()), &cfg)?;
-        let client = Client::new(&cfg.api_url);
+        let client = Client::new(&cfg.api_url).with_token(&self.token);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !client.healthy().await {
             anyhow::ensure!(
@@ -177,6 +198,25 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok((proc, client))
+    }
+
+    /// A client with a new token `name` of `role` reaching `scope`.
+    pub async fn client_as(
+        &self,
+        name: &str,
+        role: shared::auth::Role,
+        scope: shared::auth::Scope,
+    ) -> anyhow::Result<Client> {
+        let created = self
+            .client
+            .create_token(&shared::auth::TokenRequest {
+                name: name.into(),
+                role,
+                scope,
+                expires_in: None,
+            })
+            .await?;
+        Ok(self.client.clone().with_token(&created.token))
     }
 
     /// Register `host` as server `name` with its pinned host key.

@@ -119,6 +119,57 @@ impl Browser {
         false
     }
 
+    /// Sign the viewer in with `token`: open `{base_url}/ui/actions`, fill in the token prompt
+    /// and wait until the viewer accepted it (the prompt is gone). The token stays in this
+    /// tab's session storage for the pages opened after. Already signed in (no prompt), it
+    /// signs out first.
+    pub async fn sign_in(&self, base_url: &str, token: &str) -> anyhow::Result<()> {
+        self.goto(&format!("{base_url}/ui/actions")).await?;
+        let shown = "return !!document.getElementById('token') || \
+                     !!document.getElementById('actions')";
+        if !self.wait_for(shown, Duration::from_secs(10)).await {
+            bail!("neither the token prompt nor the actions page was shown");
+        }
+        if self
+            .eval("return !document.getElementById('token')")
+            .await?
+            == Value::Bool(true)
+        {
+            self.eval("document.getElementById('sign-out').click(); return true")
+                .await?;
+        }
+        if !self
+            .wait_for(
+                "return !!document.getElementById('token')",
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            bail!("no token prompt");
+        }
+        // A JSON string is a JavaScript string literal.
+        let script = format!(
+            "document.getElementById('token').value = {}; \
+             document.getElementById('token-form').requestSubmit(); return true",
+            Value::String(token.to_string())
+        );
+        self.eval(&script).await?;
+        if !self
+            .wait_for(
+                "return !document.getElementById('token-form')",
+                Duration::from_secs(20),
+            )
+            .await
+        {
+            let why = self
+                .eval("const e = document.getElementById('token-error'); return e ? e.textContent : ''")
+                .await
+                .unwrap_or_default();
+            bail!("the viewer did not accept the token: {why}");
+        }
+        Ok(())
+    }
+
     /// The text of an open alert dialog, if one is open.
     pub async fn alert_text(&self) -> Option<String> {
         self.call(reqwest::Method::GET, "/alert/text", None)

@@ -49,6 +49,8 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ("SA_DB_MAX_CONNECTIONS", cfg.db_max_connections.to_string()),
         ("SA_S3_REGION", cfg.s3_region.clone()),
         ("SA_DNS_PROVIDER", cfg.dns_provider.clone()),
+        ("SA_METRICS_OPEN", cfg.metrics_open.to_string()),
+        ("SA_INSECURE_NO_AUTH", cfg.insecure_no_auth.to_string()),
         ("SA_MYSQL_USER", cfg.mysql_user.clone()),
         (
             "SA_MYSQL_PASSWORD",
@@ -61,6 +63,13 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ("SA_KNOWN_HOSTS", opt(&cfg.known_hosts)),
         ("SA_SSH_CONTROL_DIR", opt(&cfg.ssh_control_dir)),
         ("SA_WORKER_NAME", cfg.worker_name.clone()),
+        ("SA_ADMIN_TOKEN_FILE", opt(&cfg.admin_token_file)),
+        ("SA_TLS_CERT", opt(&cfg.tls_cert)),
+        ("SA_TLS_KEY", opt(&cfg.tls_key)),
+        (
+            "SA_ALLOWED_HOSTS",
+            cfg.allowed_hosts.as_ref().map(|h| h.join(",")),
+        ),
         ("SA_S3_ENDPOINT", cfg.s3_endpoint.clone()),
         ("SA_S3_BUCKET", cfg.s3_bucket.clone()),
         ("SA_S3_ACCESS_KEY_ID", cfg.s3_access_key_id.clone()),
@@ -80,6 +89,24 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         }
     }
     env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// `sa-api tokens create --name NAME --role ROLE ARGS...` against `cfg`'s store: the secret.
+pub fn create_token(cfg: &Config, name: &str, role: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(bin_dir().join("sa-api"))
+        .env_clear()
+        .envs(env_of(cfg))
+        .args(["tokens", "create", "--name", name, "--role", role])
+        .args(args)
+        .output()
+        .context("running sa-api tokens create")?;
+    if !out.status.success() {
+        bail!(
+            "sa-api tokens create: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
 /// A child process, stopped (SIGTERM, then SIGKILL) on drop.

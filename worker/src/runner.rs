@@ -263,7 +263,7 @@ mod tests {
             "urgent": false, "idempotency_key": null, "worker": "w", "waiting_on": null,
             "created_at": "2026-01-01T00:00:00Z", "started_at": null, "finished_at": null,
             "attempt": 1, "retry": retry, "not_before": null, "cancel_requested": null,
-            "result": null
+            "result": null, "submitted_by": "token:test"
         }))
         .unwrap()
     }

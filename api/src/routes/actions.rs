@@ -10,6 +10,7 @@ use axum::{
 use serde_json::{json, Value};
 use shared::{
     action::{Action, ActionKind, RetryPolicy, Status},
+    auth::Role,
     db::{
         actions::{self, Filter, NewAction, SubmitError},
         leases,
@@ -21,6 +22,7 @@ use shared::{
 #[allow(unused_imports)] // named by the OpenAPI annotations
 use crate::error::ErrorBody;
 use crate::{
+    auth::{Audit, Caller},
     error::{from_value, ApiError, ApiResult},
     outbox,
     startup::AppState,
@@ -28,7 +30,7 @@ use crate::{
 
 const MAX_TIMEOUT_S: u32 = 7 * 24 * 3600;
 
-fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
+fn validate_request(r: ActionRequest, caller: &Caller) -> ApiResult<NewAction> {
     validate::server_name("server", &r.server)?;
     let spec = ActionSpec::parse(&r.kind, r.params)?;
     let kind = spec.kind();
@@ -59,6 +61,7 @@ fn validate_request(r: ActionRequest) -> ApiResult<NewAction> {
         urgent: r.urgent || kind == ActionKind::DbPromote,
         idempotency_key: r.idempotency_key,
         retry: r.retry.or_else(|| RetryPolicy::default_for(kind)),
+        submitted_by: caller.origin(),
     })
 }
 
@@ -79,11 +82,25 @@ async fn view(state: &AppState, action: Action) -> ApiResult<Value> {
     (status = 200, description = "the first action of a reused idempotency key", body = Action), (status = 400, description = "a bad field, named", body = ErrorBody)))]
 pub async fn submit(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
+    audit: Audit,
     body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(body) = body?;
-    let new = validate_request(from_value(body)?)?;
-    let (action, created) = match actions::insert(&state.pool, &new).await {
+    if let Some(server) = body.get("server").and_then(Value::as_str) {
+        audit.target(format!("server:{server}"));
+    }
+    // The kind's role (or the least that submits anything) before the fields are checked.
+    let kind = body.get("kind").and_then(Value::as_str);
+    match kind.and_then(|k| k.parse::<ActionKind>().ok()) {
+        Some(k) => caller.require(k.required_role(), k.as_str())?,
+        None => caller.require(Role::Operator, "submitting an action")?,
+    }
+    let new = validate_request(from_value(body)?, &caller)?;
+    let kind = new.spec.kind();
+    super::reach_server(&state, &caller, &new.server).await?;
+    let mut tx = state.pool.begin().await?;
+    let (action, created) = match actions::insert(&mut tx, &new).await {
         Ok(r) => r,
         Err(SubmitError::UnknownServer(s)) => {
             return Err(ApiError::bad(
@@ -93,6 +110,13 @@ pub async fn submit(
         }
         Err(SubmitError::Db(e)) => return Err(e.into()),
     };
+    let status = if created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let changes = json!({"action": action.id, "kind": kind, "reused": !created});
+    audit.commit(tx, status, Some(changes)).await?;
     if !created {
         return Ok((StatusCode::OK, Json(view(&state, action).await?)));
     }
@@ -109,12 +133,10 @@ pub async fn submit(
     (status = 200, description = "the action; while waiting or running, `lock` is its server's lease", body = Action), (status = 400, description = "a bad field, named", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = super::action_id(&id)?;
-    let action = actions::get(&state.pool, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no action {id}")))?;
+    let action = super::reach_action(&state, &caller, &id).await?;
     Ok(Json(view(&state, action).await?))
 }
 
@@ -125,10 +147,12 @@ pub async fn show(
     responses((status = 200, description = "newest first", body = ActionList), (status = 400, description = "a bad field, named", body = ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     let mut f = Filter {
         limit: 50,
+        within: Some(caller.scope().clone()),
         ..Default::default()
     };
     for (key, value) in &q {
@@ -204,10 +228,20 @@ pub async fn list(
     (status = 409, description = "it already ended", body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
+    audit: Audit,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let id = super::action_id(&id)?;
-    let status = match leases::cancel(&state.pool, id, "Cancelled by request").await? {
+    caller.require(Role::Operator, "cancelling an action")?;
+    let action = super::reach_action(&state, &caller, &id).await?;
+    let id = action.id;
+    // Stopping an action half-way is as much as starting it: at least an operator's.
+    let role = action.kind().required_role().max(Role::Operator);
+    caller.require(role, &format!("cancelling a {}", action.kind()))?;
+    let reason = format!("Cancelled by request of {}", caller.origin());
+    let mut tx = state.pool.begin().await?;
+    let outcome = leases::cancel(&mut tx, id, &reason).await?;
+    let status = match &outcome {
         leases::Cancel::Missing => return Err(ApiError::not_found(format!("no action {id}"))),
         leases::Cancel::Finished(s) => {
             return Err(ApiError::new(
@@ -215,14 +249,13 @@ pub async fn cancel(
                 format!("action {id} already ended ({s}); nothing to cancel"),
             ))
         }
-        leases::Cancel::Cancelled { kick } => {
-            if let Some(next) = kick {
-                outbox::publish(&state, next).await;
-            }
-            StatusCode::OK
-        }
+        leases::Cancel::Cancelled { .. } => StatusCode::OK,
         leases::Cancel::Requested => StatusCode::ACCEPTED,
     };
+    audit.commit(tx, status, None).await?;
+    if let leases::Cancel::Cancelled { kick: Some(next) } = outcome {
+        outbox::publish(&state, next).await;
+    }
     let action = actions::get(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no action {id}")))?;

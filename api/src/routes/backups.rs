@@ -15,6 +15,7 @@ use shared::{
 #[allow(unused_imports)] // named by the OpenAPI annotations
 use crate::error::ErrorBody;
 use crate::{
+    auth::Caller,
     error::{ApiError, ApiResult},
     startup::AppState,
 };
@@ -24,6 +25,7 @@ use crate::{
     responses((status = 200, description = "newest first", body = Vec<Backup>), (status = 400, description = "a bad field, named", body = ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Vec<Backup>>> {
     if let Some(k) = q
@@ -48,21 +50,22 @@ pub async fn list(
             .filter(|n| (1..=1000).contains(n))
             .ok_or_else(|| ApiError::bad("limit", "limit: must be 1-1000"))?,
     };
-    Ok(Json(
-        backups::list(
-            &state.pool,
-            q.get("cluster").map(String::as_str),
-            q.get("lineage").map(String::as_str),
-            limit,
-        )
-        .await?,
-    ))
+    let mut rows = backups::list(
+        &state.pool,
+        q.get("cluster").map(String::as_str),
+        q.get("lineage").map(String::as_str),
+        limit,
+    )
+    .await?;
+    rows.retain(|b| reachable(&caller, b));
+    Ok(Json(rows))
 }
 
 #[utoipa::path(get, path = "/v1/backups/{id}", tag = "backups", params(("id" = i64, Path)), responses(
     (status = 200, description = "the backup", body = Backup), (status = 400, description = "a bad field, named", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(raw): Path<String>,
 ) -> ApiResult<Json<Backup>> {
     let id = raw
@@ -70,8 +73,16 @@ pub async fn show(
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| ApiError::bad("id", format!("id: {raw:?} is not a backup id")))?;
-    backups::get(&state.pool, id)
+    let backup = backups::get(&state.pool, id)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no backup with id {id}")))
+        .ok_or_else(|| ApiError::not_found(format!("no backup with id {id}")))?;
+    if !reachable(&caller, &backup) {
+        return Err(caller.reach_cluster(&backup.lineage).unwrap_err());
+    }
+    Ok(Json(backup))
+}
+
+/// A backup is within a scope that covers its lineage (a cluster, or a lone server's name).
+fn reachable(caller: &Caller, b: &Backup) -> bool {
+    caller.scope().covers_cluster(&b.lineage) || caller.scope().servers.contains(&b.lineage)
 }

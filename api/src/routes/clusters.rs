@@ -11,6 +11,7 @@ use shared::db::clusters::{self, ClusterView};
 #[allow(unused_imports)] // named by the OpenAPI annotations
 use crate::error::ErrorBody;
 use crate::{
+    auth::Caller,
     error::{ApiError, ApiResult},
     startup::AppState,
 };
@@ -19,9 +20,11 @@ use crate::{
     (status = 200, description = "master, slaves and DNS record (no secrets)", body = ClusterView), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ClusterView>> {
     super::named("cluster", &name)?;
+    caller.reach_cluster(&name)?;
     clusters::view(&state.pool, &name)
         .await?
         .map(Json)

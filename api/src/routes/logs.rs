@@ -29,6 +29,7 @@ use sqlx::PgPool;
 #[allow(unused_imports)] // named by the OpenAPI annotations
 use crate::error::ErrorBody;
 use crate::{
+    auth::Caller,
     error::{ApiError, ApiResult},
     startup::AppState,
 };
@@ -54,13 +55,6 @@ fn parse_seq(field: &str, v: Option<&str>) -> ApiResult<i32> {
     }
 }
 
-async fn existing(pool: &PgPool, id: &str) -> ApiResult<shared::Action> {
-    let id = super::action_id(id)?;
-    actions::get(pool, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no action {id}")))
-}
-
 #[utoipa::path(get, path = "/v1/actions/{id}/log", tag = "logs", params(
     ("id" = i64, Path), ("after" = Option<i32>, Query, description = "lines after this seq"),
     ("download" = Option<String>, Query)), responses(
@@ -68,11 +62,12 @@ async fn existing(pool: &PgPool, id: &str) -> ApiResult<shared::Action> {
     (status = 400, description = "a bad field, named", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let action = existing(&state.pool, &id).await?;
+    let action = super::reach_action(&state, &caller, &id).await?;
     let id = action.id;
     let mut after = parse_seq("after", q.after.as_deref())?;
     let wants_events = headers
@@ -205,10 +200,11 @@ fn parse_limit(field: &str, v: Option<&str>, default: i64) -> ApiResult<i64> {
     responses((status = 200, description = "a JSON page of the log", body = Object), (status = 400, description = "a bad field, named", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn lines(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<LinesQuery>,
 ) -> ApiResult<Json<Value>> {
-    let action = existing(&state.pool, &id).await?;
+    let action = super::reach_action(&state, &caller, &id).await?;
     let after = parse_seq("after", q.after.as_deref())?;
     let limit = parse_limit("limit", q.limit.as_deref(), 1000)?;
     let lines = match (&q.q, &q.tail) {

@@ -1,12 +1,14 @@
 //! The HTTP routes, one module per resource.
 
 pub(crate) mod actions;
+pub(crate) mod audit;
 pub(crate) mod backups;
 pub(crate) mod clusters;
 pub(crate) mod health;
 pub(crate) mod logs;
 pub(crate) mod schedules;
 pub(crate) mod servers;
+pub(crate) mod tokens;
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use axum::{
     Router,
 };
 
-use crate::startup::AppState;
+use crate::{auth::Caller, error::ApiResult, startup::AppState};
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -44,6 +46,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/actions/{id}/log", get(logs::show))
         .route("/v1/actions/{id}/cancel", post(actions::cancel))
         .route("/v1/actions/{id}/lines", get(logs::lines))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{name}", axum::routing::delete(tokens::revoke))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/openapi.json", get(crate::openapi::document))
         .fallback(|| async { crate::error::ApiError::not_found("no such route") })
 }
@@ -60,4 +65,26 @@ fn action_id(raw: &str) -> crate::error::ApiResult<i64> {
 fn named(what: &str, raw: &str) -> crate::error::ApiResult<()> {
     shared::validate::server_name("name", raw)
         .map_err(|_| crate::error::ApiError::not_found(format!("no {what} named {raw:?}")))
+}
+
+/// 403 unless the server named `name` is within the caller's scope. A server that does not
+/// exist is within it only by name (its route then answers its own 400 or 404).
+async fn reach_server(state: &AppState, caller: &Caller, name: &str) -> ApiResult<()> {
+    if caller.scope().is_everything() {
+        return Ok(());
+    }
+    match shared::db::servers::get(&state.pool, name).await? {
+        Some(server) => caller.reach(&server),
+        None => caller.reach_parts(name, &serde_json::Value::Null, None),
+    }
+}
+
+/// The action `{id}`, 404 if missing, 403 if its server is outside the caller's scope.
+async fn reach_action(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<shared::Action> {
+    let id = action_id(raw)?;
+    let action = shared::db::actions::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| crate::error::ApiError::not_found(format!("no action {id}")))?;
+    reach_server(state, caller, &action.server).await?;
+    Ok(action)
 }

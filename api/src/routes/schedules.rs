@@ -13,6 +13,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::{
+    auth::Role,
     db::{
         schedules::{self, NewSchedule, Schedule, ScheduleError},
         servers::DbRole,
@@ -24,6 +25,7 @@ use shared::{
 #[allow(unused_imports)] // named by the OpenAPI annotations
 use crate::error::ErrorBody;
 use crate::{
+    auth::{Audit, Caller},
     error::{from_value, ApiError, ApiResult},
     startup::AppState,
 };
@@ -147,22 +149,56 @@ fn conflict(e: ScheduleError) -> ApiError {
     (status = 409, description = "a schedule with this name exists", body = ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
+    audit: Audit,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(body) = body?;
+    if let Some(name) = body.get("name").and_then(Value::as_str) {
+        audit.target(format!("schedule:{name}"));
+    }
+    caller.require(Role::Admin, "creating a schedule")?;
+    let changes = body.clone();
     let (new, timing) = validate_request(from_value(body)?)?;
-    let s = schedules::insert(&state.pool, &new, &timing)
+    reach_target(&state, &caller, &new.target_server, &new.target_cluster).await?;
+    let mut tx = state.pool.begin().await?;
+    let s = schedules::insert(&mut tx, &new, &timing)
         .await
         .map_err(conflict)?;
+    audit.commit(tx, StatusCode::CREATED, Some(changes)).await?;
     Ok((StatusCode::CREATED, Json(view(&state, s).await?)))
+}
+
+/// 403 unless what a schedule fires on is within the caller's scope.
+async fn reach_target(
+    state: &AppState,
+    caller: &Caller,
+    server: &Option<String>,
+    cluster: &Option<String>,
+) -> ApiResult<()> {
+    if let Some(s) = server {
+        super::reach_server(state, caller, s).await?;
+    }
+    if let Some(c) = cluster {
+        caller.reach_cluster(c)?;
+    }
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/v1/schedules", tag = "schedules", responses(
     (status = 200, description = "every schedule", body = Vec<Object>)))]
-pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<Value>>> {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<Value>>> {
     let mut out = Vec::new();
     for s in schedules::list(&state.pool).await? {
-        out.push(view(&state, s).await?);
+        if reach_target(&state, &caller, &s.target_server, &s.target_cluster)
+            .await
+            .is_ok()
+        {
+            out.push(view(&state, s).await?);
+        }
     }
     Ok(Json(out))
 }
@@ -177,9 +213,11 @@ async fn find(state: &AppState, name: &str) -> ApiResult<Schedule> {
 #[utoipa::path(get, path = "/v1/schedules/{name}", tag = "schedules", params(("name" = String, Path)), responses((status = 200, description = "the schedule with its next fire time and last runs", body = Object), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let s = find(&state, &name).await?;
+    reach_target(&state, &caller, &s.target_server, &s.target_cluster).await?;
     Ok(Json(view(&state, s).await?))
 }
 
@@ -189,20 +227,29 @@ pub async fn show(
     responses((status = 200, description = "the schedule with its next fire time and last runs", body = Object), (status = 400, description = "a bad field, named", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody), (status = 409, description = "the new name is taken", body = ErrorBody)))]
 pub async fn patch(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
+    audit: Audit,
     Path(name): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
+    caller.require(Role::Admin, "changing a schedule")?;
     let Json(body) = body?;
     let Value::Object(changes) = body else {
         return Err(ApiError::bad("body", "body: must be a JSON object"));
     };
     let s = find(&state, &name).await?;
+    reach_target(&state, &caller, &s.target_server, &s.target_cluster).await?;
     let mut current = view(&state, s.clone()).await?;
     let obj = current.as_object_mut().expect("an object");
     for k in ["next_slot", "next_fire_at", "created_at", "last_runs"] {
         obj.remove(k);
     }
+    let mut changed = serde_json::Map::new();
     for (k, v) in changes {
+        let before = obj.get(&k).cloned().unwrap_or(Value::Null);
+        if before != v {
+            changed.insert(k.clone(), json!({"from": before, "to": v}));
+        }
         // Giving one of cron/every_s replaces the other.
         if k == "cron" {
             obj.insert("every_s".into(), Value::Null);
@@ -213,9 +260,14 @@ pub async fn patch(
         obj.insert(k, v);
     }
     let (new, timing) = validate_request(from_value(current)?)?;
-    let s = schedules::update(&state.pool, s.id, &new, &timing)
+    reach_target(&state, &caller, &new.target_server, &new.target_cluster).await?;
+    let mut tx = state.pool.begin().await?;
+    let s = schedules::update(&mut tx, s.id, &new, &timing)
         .await
         .map_err(conflict)?;
+    audit
+        .commit(tx, StatusCode::OK, Some(Value::Object(changed)))
+        .await?;
     Ok(Json(view(&state, s).await?))
 }
 
@@ -223,10 +275,16 @@ pub async fn patch(
     (status = 204, description = "deleted"), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
+    audit: Audit,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    super::named("schedule", &name)?;
-    if schedules::delete(&state.pool, &name).await? {
+    caller.require(Role::Admin, "deleting a schedule")?;
+    let s = find(&state, &name).await?;
+    reach_target(&state, &caller, &s.target_server, &s.target_cluster).await?;
+    let mut tx = state.pool.begin().await?;
+    if schedules::delete(&mut tx, &name).await? {
+        audit.commit(tx, StatusCode::NO_CONTENT, None).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("no schedule named {name:?}")))

@@ -10,6 +10,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::{
+    auth::Role,
     db::{
         leases,
         servers::{self, NewServer, ServerError},
@@ -17,12 +18,13 @@ use shared::{
     validate,
 };
 
-#[allow(unused_imports)] // named by the OpenAPI annotations
-use crate::{error::ErrorBody, openapi::ServerList};
 use crate::{
+    auth::{Audit, Caller},
     error::{from_value, ApiError, ApiResult},
     startup::AppState,
 };
+#[allow(unused_imports)] // named by the OpenAPI annotations
+use crate::{error::ErrorBody, openapi::ServerList};
 #[allow(unused_imports)]
 use shared::db::servers::Server;
 
@@ -113,12 +115,24 @@ fn validate_request(r: ServerRequest) -> ApiResult<NewServer> {
     (status = 409, description = "a server with this name exists", body = ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
+    audit: Audit,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(body) = body?;
+    if let Some(name) = body.get("name").and_then(Value::as_str) {
+        audit.target(format!("server:{name}"));
+    }
+    caller.require(Role::Admin, "registering a server")?;
+    let changes = body.clone();
     let new = validate_request(from_value(body)?)?;
-    match servers::insert(&state.pool, &new).await {
-        Ok(s) => Ok((StatusCode::CREATED, Json(json!(s)))),
+    caller.reach_parts(&new.name, &new.tags, None)?;
+    let mut tx = state.pool.begin().await?;
+    match servers::insert(&mut tx, &new).await {
+        Ok(s) => {
+            audit.commit(tx, StatusCode::CREATED, Some(changes)).await?;
+            Ok((StatusCode::CREATED, Json(json!(s))))
+        }
         Err(ServerError::Duplicate(n)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("a server named {n:?} already exists"),
@@ -130,22 +144,24 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/v1/servers", tag = "servers", responses(
     (status = 200, description = "every server", body = ServerList)))]
-pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    Ok(Json(
-        json!({ "servers": servers::list(&state.pool).await? }),
-    ))
+pub async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Json<Value>> {
+    let mut all = servers::list(&state.pool).await?;
+    all.retain(|s| caller.reach(s).is_ok());
+    Ok(Json(json!({ "servers": all })))
 }
 
 #[utoipa::path(get, path = "/v1/servers/{name}", tag = "servers", params(("name" = String, Path)), responses(
     (status = 200, description = "the server with its current lock", body = Server), (status = 404, description = "not found", body = ErrorBody)))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     super::named("server", &name)?;
     let server = servers::get(&state.pool, &name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no server named {name:?}")))?;
+    caller.reach(&server)?;
     let lock = leases::get(&state.pool, &name).await?;
     let mut v = json!(server);
     v["lock"] = json!(lock);
@@ -157,11 +173,19 @@ pub async fn show(
     (status = 409, description = "it has unfinished actions", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
+    audit: Audit,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
+    caller.require(Role::Admin, "deleting a server")?;
     super::named("server", &name)?;
-    match servers::delete(&state.pool, &name).await {
-        Ok(true) => Ok(StatusCode::NO_CONTENT),
+    super::reach_server(&state, &caller, &name).await?;
+    let mut tx = state.pool.begin().await?;
+    match servers::delete(&mut tx, &name).await {
+        Ok(true) => {
+            audit.commit(tx, StatusCode::NO_CONTENT, None).await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
         Ok(false) => Err(ApiError::not_found(format!("no server named {name:?}"))),
         Err(ServerError::Busy(n)) => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -13,11 +13,102 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
-async function api(path, opts) {
-  const r = await fetch(path, opts);
+// ---- the API token ----------------------------------------------------------------------------
+// Kept only in sessionStorage (this tab, until it closes): never in a cookie, never in a URL.
+const TOKEN_KEY = "sa_token";
+function token() { return sessionStorage.getItem(TOKEN_KEY); }
+function authHeaders(extra) {
+  const h = new Headers(extra || {});
+  const t = token();
+  if (t) h.set("Authorization", "Bearer " + t);
+  return h;
+}
+const TERMINAL = ["succeeded", "failed", "cancelled", "timed_out", "interrupted"];
+
+// The shown page: its timers and requests end when another page (or the prompt) replaces it.
+let view = { gen: 0, ctl: new AbortController(), timers: [] };
+function stopView() {
+  view.timers.forEach(clearInterval);
+  view.ctl.abort();
+  view = { gen: view.gen + 1, ctl: new AbortController(), timers: [] };
+}
+// A periodic refresh of the shown page; a failed round is skipped (a 401 already shows the prompt).
+function every(ms, fn) { view.timers.push(setInterval(() => { fn().catch(() => {}); }, ms)); }
+const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+
+class HttpError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+// The API's {"error": ...} message of a failed response.
+async function failure(r) {
   const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(body.error || r.statusText);
-  return body;
+  return new HttpError(r.status, body.error || r.statusText || "HTTP " + r.status);
+}
+
+// A token typed into the prompt that no API answer has accepted yet.
+let unconfirmed = false;
+// Every request with the token; a 401 (bad, expired or revoked token) drops it and asks again.
+async function authFetch(path, opts) {
+  const gen = view.gen;
+  const o = opts || {};
+  const r = await fetch(path, { ...o, headers: authHeaders(o.headers), signal: o.signal || view.ctl.signal });
+  if (r.ok) { unconfirmed = false; return r; }
+  const err = await failure(r);
+  if (gen === view.gen && (r.status === 401 || (r.status === 429 && unconfirmed))) signedOut(err.message);
+  throw err;
+}
+
+async function api(path, opts) {
+  const r = await authFetch(path, opts);
+  return r.json().catch(() => ({}));
+}
+
+function signOutButton() { return document.getElementById("sign-out"); }
+function signedOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  unconfirmed = false;
+  stopView();
+  showPrompt(message);
+}
+
+// The sign-in form, in place of the page.
+function showPrompt(message) {
+  const so = signOutButton(); if (so) so.hidden = true;
+  const input = el("input", { id: "token", name: "token", type: "password", autocomplete: "off",
+    spellcheck: "false", required: "", placeholder: "API token" });
+  const submit = el("button", { id: "token-submit", type: "submit", text: "Sign in" });
+  const error = el("p", { id: "token-error", class: "form-error", role: "alert", text: message || "" });
+  const form = el("form", { id: "token-form", class: "signin" },
+    el("h1", { text: "Sign in" }),
+    el("p", {}, "The viewer reads the API with an API token: create one with ",
+      el("code", { text: "sactl tokens create" }),
+      ", or use the admin token from the file the api writes on its first start."),
+    el("p", { class: "muted", text: "The token is kept in this browser tab only (session storage), until you sign out or close the tab." }),
+    el("label", { for: "token", text: "API token" }), el("div", { class: "bar" }, input, submit), error);
+  form.onsubmit = async (ev) => {
+    ev.preventDefault();
+    const t = input.value.trim();
+    if (!t) return;
+    sessionStorage.setItem(TOKEN_KEY, t);
+    unconfirmed = true;
+    submit.disabled = true; error.textContent = "";
+    // Try the token before leaving the form: a 401 (or 429) shows the prompt again with the
+    // API's message (authFetch does that); any other answer, a 403 too, goes on to the page.
+    const gen = view.gen;
+    try { await authFetch("/v1/actions?limit=1"); }
+    catch (e) {
+      if (gen !== view.gen) return; // the prompt was shown again, with the message
+      if (!(e instanceof HttpError)) {
+        sessionStorage.removeItem(TOKEN_KEY); unconfirmed = false;
+        error.textContent = "The API did not answer: " + e.message;
+        submit.disabled = false;
+        return;
+      }
+    }
+    show();
+  };
+  app().replaceChildren(form);
+  input.focus();
 }
 
 function statusBadge(s) { return el("span", { class: "status status-" + s, text: s }); }
@@ -64,7 +155,7 @@ async function actionsPage() {
     q.set("limit", "50");
     return q;
   };
-  const head = el("tr"); for (const h of ["ID", "Server", "Kind", "Status", "Exit", "Created", "Duration", "Worker"]) head.append(el("th", { text: h }));
+  const head = el("tr"); for (const h of ["ID", "Server", "Kind", "Status", "Exit", "Created", "Duration", "Worker", "By"]) head.append(el("th", { text: h }));
   const render = (actions, append) => {
     if (!append) table.replaceChildren(head);
     for (const a of actions) {
@@ -73,7 +164,8 @@ async function actionsPage() {
         el("td", {}, link("/ui/servers/" + encodeURIComponent(a.server), a.server)),
         el("td", { text: a.kind }), el("td", {}, statusBadge(a.status)),
         el("td", { text: a.exit_code ?? "" }), el("td", { text: when(a.created_at) }),
-        el("td", { text: duration(a) }), el("td", { text: a.worker || "" })));
+        el("td", { text: duration(a) }), el("td", { text: a.worker || "" }),
+        el("td", { class: "by", text: a.submitted_by || "" })));
     }
   };
   const load = async (append) => {
@@ -86,7 +178,7 @@ async function actionsPage() {
   more.onclick = () => load(true);
   await load(false);
   // The first page refreshes itself while actions run.
-  setInterval(() => { if (table.rows.length <= 51) load(false); }, 2000);
+  every(2000, async () => { if (table.rows.length <= 51) await load(false); });
 }
 
 // ---- /ui/actions/{id} -----------------------------------------------------------------------
@@ -99,7 +191,20 @@ async function actionPage(id) {
   const results = el("div", { class: "results", id: "results", hidden: "" });
   const more = el("button", { id: "more", text: "More", hidden: "" });
   const end = el("button", { id: "end", text: "Jump to end" });
-  const download = el("a", { href: "/v1/actions/" + id + "/log?download=1", text: "Download" });
+  // A plain link would go without the token: fetch the file, then save it from memory.
+  const download = el("button", { id: "download", type: "button", text: "Download" });
+  download.onclick = async () => {
+    download.disabled = true;
+    try {
+      const blob = await (await authFetch(`/v1/actions/${id}/log?download=1`)).blob();
+      const url = URL.createObjectURL(blob);
+      const a = el("a", { href: url, download: `action-${id}.log` });
+      document.body.append(a); a.click(); a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+      download.textContent = "Download";
+    } catch (e) { download.textContent = "Download failed: " + e.message; }
+    download.disabled = false;
+  };
   app().replaceChildren(el("h1", { id: "title", text: "Action " + id }), facts,
     el("div", { class: "bar" }, cancel, end, download), searchForm, results, log, el("div", { class: "bar" }, more));
 
@@ -107,10 +212,10 @@ async function actionPage(id) {
   const showFacts = () => {
     const rows = [["Server", link("/ui/servers/" + encodeURIComponent(action.server), action.server)],
       ["Kind", action.kind], ["Status", statusBadge(action.status)], ["Exit code", action.exit_code ?? ""],
-      ["Created", when(action.created_at)], ["Started", when(action.started_at)], ["Finished", when(action.finished_at)],
+      ["Created", when(action.created_at)], ["Submitted by", action.submitted_by || ""], ["Started", when(action.started_at)], ["Finished", when(action.finished_at)],
       ["Duration", duration(action)], ["Worker", action.worker || ""], ["Attempt", String(action.attempt)]];
     facts.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
-    cancel.hidden = ["succeeded", "failed", "cancelled", "timed_out", "interrupted"].includes(action.status);
+    cancel.hidden = TERMINAL.includes(action.status);
   };
   showFacts();
 
@@ -143,19 +248,88 @@ async function actionPage(id) {
   };
 
   const first = await page();
-  // Live tail while it runs (server-sent events resume after `last`).
-  if (!["succeeded", "failed", "cancelled", "timed_out", "interrupted"].includes(first.status) && last >= first.last_seq) {
-    const es = new EventSource(`/v1/actions/${id}/log?after=${last}`);
-    es.onmessage = (ev) => {
-      const seq = Number(ev.lastEventId);
-      if (seq <= last) return;
+  // Live tail while it runs: server-sent events after `last`, read with fetch (EventSource
+  // cannot send the token); a dropped stream is resumed after the last line shown.
+  if (!TERMINAL.includes(first.status) && last >= first.last_seq) {
+    const gen = view.gen;
+    let over = false;
+    const append = (ev) => {
+      if (ev.event === "end") { over = true; return; }
+      if (ev.event !== "message") return;
+      const seq = Number(ev.id);
+      if (!(seq > last)) return;
       const text = ev.data;
+      const follow = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
       log.append(el("div", { class: text.includes("] [ServerActionsWorker] : ") ? "sys" : "", "data-seq": seq, text }));
       last = seq;
-      if (log.scrollHeight - log.scrollTop - log.clientHeight < 80) log.scrollTop = log.scrollHeight;
+      if (follow) log.scrollTop = log.scrollHeight;
     };
-    es.addEventListener("end", async () => { es.close(); action = await api("/v1/actions/" + id); showFacts(); });
-    setInterval(async () => { if (es.readyState !== 2) { action = await api("/v1/actions/" + id); showFacts(); } }, 3000);
+    every(3000, async () => { if (!over) { action = await api("/v1/actions/" + id); showFacts(); } });
+    (async () => {
+      let failedSinceEnd = 0;
+      while (!over && gen === view.gen) {
+        try { await events(`/v1/actions/${id}/log?after=${last}`, append); }
+        catch (e) {
+          if (gen !== view.gen) return; // another page, or the prompt
+          // A refused stream (not found, no role, ...) is not retried; a dropped one is.
+          if (e instanceof HttpError && e.status < 500 && e.status !== 429) {
+            log.after(el("p", { class: "error", text: "Live log stopped: " + e.message }));
+            return;
+          }
+        }
+        if (over || gen !== view.gen) break;
+        // Over while the stream was down: one more try fetches its last lines and the end.
+        if (TERMINAL.includes(action.status) && ++failedSinceEnd > 1) break;
+        await sleep(1000);
+      }
+      if (gen !== view.gen) return;
+      action = await api("/v1/actions/" + id);
+      showFacts();
+    })().catch(() => {});
+  }
+}
+
+// Read the server-sent events of `path` (with the token), calling onEvent({event, id, data})
+// for each; resolves when the server closes the stream. Parses the stream as the HTML spec
+// says: lines end with CRLF, LF or CR (chunks may split anywhere, even a CRLF), `:` starts a
+// comment (keep-alive), data lines join with "\n", a blank line ends an event.
+async function events(path, onEvent) {
+  const r = await authFetch(path, { headers: { Accept: "text/event-stream" }, cache: "no-store" });
+  const reader = r.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = "";
+  let lastId = "", type = "", data = [];
+  const field = (line) => {
+    if (line === "") {
+      if (data.length) onEvent({ event: type || "message", id: lastId, data: data.join("\n") });
+      type = ""; data = [];
+      return;
+    }
+    if (line.startsWith(":")) return;
+    const colon = line.indexOf(":");
+    const name = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (name === "data") data.push(value);
+    else if (name === "event") type = value;
+    else if (name === "id" && !value.includes("\0")) lastId = value;
+  };
+  const lines = (done) => {
+    let start = 0;
+    const eol = /\r\n|\r|\n/g;
+    for (let m; (m = eol.exec(buf)); ) {
+      // A CR last in the buffer may be the first half of a CRLF: wait for the next chunk.
+      if (m[0] === "\r" && m.index === buf.length - 1 && !done) break;
+      field(buf.slice(start, m.index));
+      start = eol.lastIndex;
+    }
+    buf = buf.slice(start);
+  };
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) { buf += decoder.decode(); lines(true); return; } // an unfinished event is dropped
+    buf += decoder.decode(value, { stream: true });
+    lines(false);
   }
 }
 
@@ -240,7 +414,14 @@ async function schedulesPage() {
 }
 
 // ---- routing --------------------------------------------------------------------------------
-(async () => {
+// The page for the address, or the sign-in form without a token.
+async function show() {
+  stopView();
+  const gen = view.gen;
+  const so = signOutButton();
+  if (!token()) { showPrompt(""); return; }
+  if (so) so.hidden = false;
+  app().replaceChildren(el("p", { class: "muted", text: "Loading…" }));
   const p = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
   try {
     if (p[1] === "actions" && p[2]) await actionPage(p[2]);
@@ -250,6 +431,12 @@ async function schedulesPage() {
     else if (p[1] === "schedules") await schedulesPage();
     else await actionsPage();
   } catch (e) {
+    // A 401 already shows the prompt (and a newer page may be shown): only this page's errors.
+    if (gen !== view.gen) return;
     app().replaceChildren(el("p", { class: "error", text: "Error: " + e.message }));
   }
-})();
+}
+
+const signOut = signOutButton();
+if (signOut) signOut.onclick = () => signedOut("");
+show();

@@ -8,6 +8,7 @@ use client::{Client, ClientError};
 use serde_json::{json, Value};
 use shared::{
     action::{Action, Status},
+    auth::{parse_tag, Role, Scope, TokenRequest},
     http::ActionRequest,
     spec::{ActionSpec, RunScriptParams},
 };
@@ -23,6 +24,12 @@ struct Cli {
         global = true
     )]
     api: String,
+    /// The API token (else SA_TOKEN, else the file ~/.config/serveractions/token).
+    #[arg(long, env = "SA_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Trust the PEM certificate(s) in this file (an api with its own CA or a self-signed one).
+    #[arg(long, env = "SA_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -83,6 +90,23 @@ enum Cmd {
     /// Schedules: `sactl schedules add nightly --cluster shop --role master --kind db_backup --cron '0 30 3 * * *'`.
     #[command(subcommand)]
     Schedules(SchedulesCmd),
+    /// API tokens (an unscoped admin's): `sactl tokens create ci --role operator --tag role=web`.
+    #[command(subcommand)]
+    Tokens(TokensCmd),
+    /// The audit trail, newest first: `sactl audit --token alice`.
+    Audit {
+        /// RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// A token's name.
+        #[arg(long)]
+        token_name: Option<String>,
+        /// e.g. server:web1, action:7, schedule:nightly, token:ci.
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Cancel an action: a queued one never starts, a running one is killed.
     Cancel { id: i64 },
     /// Print an action's log; `-f` follows it until the action ends.
@@ -91,6 +115,33 @@ enum Cmd {
         #[arg(short, long)]
         follow: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum TokensCmd {
+    /// Make a token; its secret is printed once, alone on stdout.
+    Create {
+        name: String,
+        /// viewer, operator, dba or admin.
+        #[arg(long)]
+        role: Role,
+        /// Reach only this server (repeatable).
+        #[arg(long = "server")]
+        servers: Vec<String>,
+        /// Reach only servers with this tag, KEY=VALUE (repeatable).
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Reach only servers of this cluster (repeatable).
+        #[arg(long = "cluster")]
+        clusters: Vec<String>,
+        /// Lifetime, e.g. 90m, 12h, 30d; none: it does not expire.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// Every token (never a secret).
+    List,
+    /// Revoke a token: it answers 401 from now on.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -236,9 +287,66 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `--token`, else `SA_TOKEN` (both through clap), else the token file.
+fn token(flag: Option<String>) -> anyhow::Result<Option<String>> {
+    if let Some(t) = flag.filter(|t| !t.trim().is_empty()) {
+        return Ok(Some(t));
+    }
+    let Some(home) = std::env::var_os("HOME") else {
+        return Ok(None);
+    };
+    let file = PathBuf::from(home).join(".config/serveractions/token");
+    match std::fs::read_to_string(&file) {
+        Ok(t) => Ok(Some(t.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read the token file {}", file.display())),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&cli.api);
+    let mut client = Client::new(&cli.api);
+    if let Some(t) = token(cli.token)? {
+        client = client.with_token(&t);
+    }
+    if let Some(f) = &cli.ca_file {
+        let pem =
+            std::fs::read(f).with_context(|| format!("--ca-file: cannot read {}", f.display()))?;
+        client = client
+            .with_ca(&pem)
+            .with_context(|| format!("--ca-file: {} holds no PEM certificate", f.display()))?;
+    }
     match cli.cmd {
+        Cmd::Tokens(cmd) => tokens(&client, cmd).await?,
+        Cmd::Audit {
+            since,
+            token_name,
+            target,
+            limit,
+        } => {
+            let mut q = format!("limit={limit}");
+            for (k, v) in [("since", since), ("token", token_name), ("target", target)] {
+                if let Some(v) = v {
+                    q.push_str(&format!("&{k}={}", urlencode(&v)));
+                }
+            }
+            let list = client.audit(&q).await?;
+            println!(
+                "{:<20} {:<16} {:<16} {:<7} {:<30} {:<20} STATUS",
+                "AT", "TOKEN", "FROM", "METHOD", "ROUTE", "TARGET"
+            );
+            for e in list.entries {
+                println!(
+                    "{:<20} {:<16} {:<16} {:<7} {:<30} {:<20} {}",
+                    e.at.format("%Y-%m-%d %H:%M:%S"),
+                    e.token_name.as_deref().unwrap_or("-"),
+                    e.client_addr,
+                    e.method,
+                    e.route,
+                    e.target.as_deref().unwrap_or("-"),
+                    e.status
+                );
+            }
+        }
         Cmd::Servers(cmd) => servers(&client, cmd).await?,
         Cmd::Schedules(cmd) => schedules(&client, cmd).await?,
         Cmd::Run {
@@ -397,6 +505,66 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn tokens(client: &Client, cmd: TokensCmd) -> anyhow::Result<()> {
+    match cmd {
+        TokensCmd::Create {
+            name,
+            role,
+            servers,
+            tags,
+            clusters,
+            expires_in,
+        } => {
+            let req = TokenRequest {
+                name,
+                role,
+                scope: Scope {
+                    servers,
+                    tags: tags.into_iter().collect(),
+                    clusters,
+                },
+                expires_in,
+            };
+            let created = client.create_token(&req).await?;
+            eprintln!(
+                "token {:?} ({}, {}): shown only now",
+                created.info.name, created.info.role, created.info.scope
+            );
+            println!("{}", created.token);
+        }
+        TokensCmd::List => {
+            println!(
+                "{:<20} {:<9} {:<30} {:<20} {:<20} STATE",
+                "NAME", "ROLE", "SCOPE", "CREATED BY", "LAST USED"
+            );
+            for t in client.tokens().await? {
+                let state = match (t.revoked_at, t.expires_at) {
+                    (Some(at), _) => format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
+                    (None, Some(at)) if at <= chrono::Utc::now() => {
+                        format!("expired {}", at.format("%Y-%m-%d %H:%M"))
+                    }
+                    (None, Some(at)) => format!("expires {}", at.format("%Y-%m-%d %H:%M")),
+                    (None, None) => "active".into(),
+                };
+                println!(
+                    "{:<20} {:<9} {:<30} {:<20} {:<20} {state}",
+                    t.name,
+                    t.role,
+                    t.scope.to_string(),
+                    t.created_by,
+                    t.last_used_at
+                        .map_or("never".into(), |at| at.format("%Y-%m-%d %H:%M").to_string()),
+                );
+            }
+        }
+        TokensCmd::Revoke { name } => {
+            client.revoke_token(&name).await?;
+            println!("revoked {name}");
+        }
+    }
+    Ok(())
 }
 
 async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {

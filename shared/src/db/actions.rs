@@ -1,6 +1,6 @@
 //! `actions`: submission (with the outbox's `published_at`), reads and listing.
 
-use sqlx::{types::Json, PgPool, Postgres, QueryBuilder};
+use sqlx::{types::Json, PgConnection, PgPool, Postgres, QueryBuilder};
 
 use crate::{
     action::{Action, ActionKind, RetryPolicy, Status},
@@ -9,7 +9,7 @@ use crate::{
 
 pub const COLUMNS: &str = "id, server, kind, params, status, exit_code, error, timeout_s, urgent, \
     idempotency_key, worker, waiting_on, created_at, started_at, finished_at, attempt, retry, \
-    not_before, cancel_requested, result";
+    not_before, cancel_requested, result, submitted_by";
 
 #[derive(Clone, Debug)]
 pub struct NewAction {
@@ -19,6 +19,8 @@ pub struct NewAction {
     pub urgent: bool,
     pub idempotency_key: Option<String>,
     pub retry: Option<RetryPolicy>,
+    /// `token:<name>`, `schedule:<name>` or `system:<reason>`.
+    pub submitted_by: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,11 +33,12 @@ pub enum SubmitError {
 
 /// Store a new action (`queued`, not yet published) in one statement. With an idempotency key
 /// already used, returns the existing action and `false`.
-pub async fn insert(pool: &PgPool, a: &NewAction) -> Result<(Action, bool), SubmitError> {
+pub async fn insert(conn: &mut PgConnection, a: &NewAction) -> Result<(Action, bool), SubmitError> {
     // FOR SHARE: a concurrent DELETE of the server waits for us (and then sees our action).
     let inserted: Option<Action> = sqlx::query_as(&format!(
-        "INSERT INTO actions (server, kind, params, timeout_s, urgent, idempotency_key, retry)
-         SELECT s.name, $2, $3, $4, $5, $6, $7 FROM servers s WHERE s.name = $1 FOR SHARE
+        "INSERT INTO actions (server, kind, params, timeout_s, urgent, idempotency_key, retry,
+                              submitted_by)
+         SELECT s.name, $2, $3, $4, $5, $6, $7, $8 FROM servers s WHERE s.name = $1 FOR SHARE
          ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}"
     ))
     .bind(&a.server)
@@ -45,7 +48,8 @@ pub async fn insert(pool: &PgPool, a: &NewAction) -> Result<(Action, bool), Subm
     .bind(a.urgent)
     .bind(&a.idempotency_key)
     .bind(a.retry.as_ref().map(Json))
-    .fetch_optional(pool)
+    .bind(&a.submitted_by)
+    .fetch_optional(&mut *conn)
     .await?;
     if let Some(action) = inserted {
         return Ok((action, true));
@@ -57,7 +61,7 @@ pub async fn insert(pool: &PgPool, a: &NewAction) -> Result<(Action, bool), Subm
                 "SELECT {COLUMNS} FROM actions WHERE idempotency_key = $1"
             ))
             .bind(key)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await?
         }
         None => None,
@@ -108,6 +112,8 @@ pub struct Filter {
     /// Created at or after / before these times.
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only actions on servers this scope covers (a scoped token's listing).
+    pub within: Option<crate::auth::Scope>,
     pub limit: i64,
 }
 
@@ -117,6 +123,11 @@ pub async fn list(pool: &PgPool, f: &Filter) -> sqlx::Result<Vec<Action>> {
         QueryBuilder::new(format!("SELECT {COLUMNS} FROM actions WHERE true"));
     if let Some(server) = &f.server {
         q.push(" AND server = ").push_bind(server.clone());
+    }
+    if let Some(scope) = f.within.as_ref().filter(|s| !s.is_everything()) {
+        q.push(" AND server IN (SELECT name FROM servers WHERE ");
+        super::tokens::push_covers(&mut q, scope);
+        q.push(")");
     }
     if let Some(kind) = f.kind {
         q.push(" AND kind = ").push_bind(kind.as_str());

@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{types::Json, PgConnection, PgPool};
+use sqlx::{types::Json, Connection, PgConnection, PgPool};
 
 use super::{actions::COLUMNS, logs, servers::Server};
 use crate::action::{Action, ActionKind, Status};
@@ -510,15 +510,15 @@ pub enum Cancel {
     Missing,
 }
 
-pub async fn cancel(pool: &PgPool, id: i64, reason: &str) -> sqlx::Result<Cancel> {
+pub async fn cancel(conn: &mut PgConnection, id: i64, reason: &str) -> sqlx::Result<Cancel> {
     let server: Option<String> = sqlx::query_scalar("SELECT server FROM actions WHERE id = $1")
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await?;
     let Some(server) = server else {
         return Ok(Cancel::Missing);
     };
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     lock_server(&mut tx, &server).await?;
     let status: String = sqlx::query_scalar("SELECT status FROM actions WHERE id = $1")
         .bind(id)

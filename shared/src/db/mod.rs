@@ -2,12 +2,14 @@
 //! (no compile-time database needed).
 
 pub mod actions;
+pub mod audit;
 pub mod backups;
 pub mod clusters;
 pub mod leases;
 pub mod logs;
 pub mod schedules;
 pub mod servers;
+pub mod tokens;
 
 use std::{str::FromStr, time::Duration};
 

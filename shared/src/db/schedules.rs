@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{types::Json, PgPool, Postgres, Transaction};
+use sqlx::{types::Json, PgConnection, PgPool, Postgres, Transaction};
 
 use super::servers::DbRole;
 use crate::{
@@ -91,12 +91,12 @@ fn jitter(jitter_s: i32, salt: i64) -> chrono::Duration {
 }
 
 pub async fn insert(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     s: &NewSchedule,
     timing: &Timing,
 ) -> Result<Schedule, ScheduleError> {
     save(
-        pool,
+        conn,
         "INSERT INTO schedules (id, name, target_server, target_cluster, target_role, kind, params,
                                 cron, every_s, jitter_s, enabled, catch_up, next_slot, next_fire_at)
          VALUES (COALESCE($1, nextval('schedules_id_seq')), $2, $3, $4, $5, $6, $7, $8, $9, $10,
@@ -112,13 +112,13 @@ pub async fn insert(
 /// Replace a schedule's definition (`PATCH` merges before calling this); its next slot is
 /// recomputed from now.
 pub async fn update(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     id: i64,
     s: &NewSchedule,
     timing: &Timing,
 ) -> Result<Schedule, ScheduleError> {
     save(
-        pool,
+        conn,
         "UPDATE schedules SET name = $2, target_server = $3, target_cluster = $4, target_role = $5,
                 kind = $6, params = $7, cron = $8, every_s = $9, jitter_s = $10, enabled = $11,
                 catch_up = $12, next_slot = $13, next_fire_at = $14
@@ -132,7 +132,7 @@ pub async fn update(
 
 /// Run `sql` ($1 the id, then the definition and its next slot from now).
 async fn save(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     sql: &str,
     id: Option<i64>,
     s: &NewSchedule,
@@ -154,7 +154,7 @@ async fn save(
         .bind(&s.catch_up)
         .bind(next)
         .bind(next + jitter(s.jitter_s, next.timestamp()))
-        .fetch_one(pool)
+        .fetch_one(conn)
         .await
         .map_err(|e| match e {
             sqlx::Error::Database(d) if d.is_unique_violation() => {
@@ -177,10 +177,10 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Schedule>> {
         .await
 }
 
-pub async fn delete(pool: &PgPool, name: &str) -> sqlx::Result<bool> {
+pub async fn delete(conn: &mut PgConnection, name: &str) -> sqlx::Result<bool> {
     Ok(sqlx::query("DELETE FROM schedules WHERE name = $1")
         .bind(name)
-        .execute(pool)
+        .execute(conn)
         .await?
         .rows_affected()
         > 0)
@@ -269,8 +269,8 @@ async fn fire_one(
         Ok(server) => {
             let key = format!("schedule-{}-{}", s.id, slot.timestamp_millis());
             sqlx::query_scalar::<_, i64>(
-                "INSERT INTO actions (server, kind, params, schedule_id, idempotency_key)
-                 SELECT name, $2, $3, $4, $5 FROM servers WHERE name = $1 FOR SHARE
+                "INSERT INTO actions (server, kind, params, schedule_id, idempotency_key, submitted_by)
+                 SELECT name, $2, $3, $4, $5, $6 FROM servers WHERE name = $1 FOR SHARE
                  ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
             )
             .bind(&server)
@@ -278,6 +278,7 @@ async fn fire_one(
             .bind(Json(s.spec.params()))
             .bind(s.id)
             .bind(&key)
+            .bind(format!("schedule:{}", s.name))
             .fetch_optional(&mut **tx)
             .await?
             .ok_or_else(|| format!("server {server} does not exist"))
@@ -379,7 +380,7 @@ pub async fn ensure_backup_defaults(pool: &PgPool, cluster: &str) -> sqlx::Resul
             enabled: true,
             catch_up: "once".into(),
         };
-        match insert(pool, &new, &timing).await {
+        match insert(&mut *pool.acquire().await?, &new, &timing).await {
             Ok(_) => created.push(name),
             Err(ScheduleError::Duplicate(_)) => {}
             Err(ScheduleError::Db(e)) => return Err(e),

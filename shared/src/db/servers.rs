@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{types::Json, PgPool};
+use sqlx::{types::Json, Connection, PgConnection, PgPool};
 
 #[derive(Clone, Debug, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Server {
@@ -117,7 +117,7 @@ pub enum ServerError {
     Db(#[from] sqlx::Error),
 }
 
-pub async fn insert(pool: &PgPool, s: &NewServer) -> Result<Server, ServerError> {
+pub async fn insert(conn: &mut PgConnection, s: &NewServer) -> Result<Server, ServerError> {
     sqlx::query_as(
         "INSERT INTO servers (name, address, ssh_port, ssh_user, host_key, db_port, tags, db_host,
                               db_config_file, db_restart_command, db_datadir, db_stop_command,
@@ -139,7 +139,7 @@ pub async fn insert(pool: &PgPool, s: &NewServer) -> Result<Server, ServerError>
     .bind(&s.db_start_command)
     .bind(&s.db_snapshot_command)
     .bind(&s.db_snapshot_cleanup_command)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await
     .map_err(|e| match e {
         sqlx::Error::Database(d) if d.is_unique_violation() => {
@@ -163,8 +163,8 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Server>> {
 }
 
 /// Delete a server that has no queued, waiting or running action. `Ok(false)`: no such server.
-pub async fn delete(pool: &PgPool, name: &str) -> Result<bool, ServerError> {
-    let mut tx = pool.begin().await?;
+pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<bool, ServerError> {
+    let mut tx = conn.begin().await?;
     let found: Option<(i64,)> = sqlx::query_as("SELECT id FROM servers WHERE name = $1 FOR UPDATE")
         .bind(name)
         .fetch_optional(&mut *tx)

@@ -3,7 +3,9 @@
 //! (a) `ssh` with ControlMaster executing `true`, (b) the `openssh` crate's native-mux sessions
 //! executing `true`, (c) no-op `run_script` actions through the api and two `sa-worker`
 //! processes, all at the same total concurrency over the same test hosts; (d) a script printing
-//! 1,000,000 lines against PostgreSQL COPY of the same lines, with the worker's peak RSS.
+//! 1,000,000 lines against PostgreSQL COPY of the same lines, with the worker's peak RSS;
+//! (e) recovery after a worker dies; (f) the viewer's reads; (g) what the token check costs
+//! (the api with tokens against one without, in the same run).
 //! Build the binaries first: `scripts/bench.sh` does it.
 
 use std::{
@@ -43,8 +45,8 @@ struct Args {
     /// Lease length of the stack's workers, in seconds (part e measures recovery against it).
     #[arg(long, default_value_t = 10)]
     lease_s: u64,
-    /// Only run these parts (a, b, c, d, e, f).
-    #[arg(long, default_value = "abcdef")]
+    /// Only run these parts (a, b, c, d, e, f, g).
+    #[arg(long, default_value = "abcdefg")]
     parts: String,
 }
 
@@ -80,7 +82,10 @@ async fn main() -> anyhow::Result<()> {
         println!("(b) openssh native-mux `true`:       {r:8.1} execs/s");
         b_rate = Some(r);
     }
-    if ["c", "d", "e", "f"].iter().any(|p| args.parts.contains(p)) {
+    if ["c", "d", "e", "f", "g"]
+        .iter()
+        .any(|p| args.parts.contains(p))
+    {
         let mut stack = Stack::start(&hosts, args.concurrency, args.lease_s).await?;
         if args.parts.contains('c') {
             let (rate, p50, p99) = stack
@@ -113,6 +118,11 @@ async fn main() -> anyhow::Result<()> {
         }
         if args.parts.contains('f') {
             stack.viewer(big).await?;
+        }
+        if args.parts.contains('g') {
+            stack
+                .auth_cost(&hosts, args.actions, args.concurrency)
+                .await?;
         }
         if args.parts.contains('e') {
             stack.recovery(args.lease_s).await?;
@@ -252,6 +262,7 @@ async fn bench_native_mux(
 /// The real stack: one `sa-api` and two `sa-worker` processes on a fresh database.
 struct Stack {
     client: Client,
+    cfg: Config,
     pool: sqlx::PgPool,
     workers: Vec<Proc>,
     _api: Proc,
@@ -270,16 +281,12 @@ impl Stack {
         let port = free_port()?;
         cfg.listen = ([127, 0, 0, 1], port).into();
         cfg.api_url = format!("http://127.0.0.1:{port}");
-        let api = Proc::spawn("sa-api", &format!("sa-bench-api-{id}"), &cfg)?;
-        let client = Client::new(&cfg.api_url);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !client.healthy().await {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "sa-api did not start: see /tmp/sa-bench-api-{id}.log"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let token_file = std::env::temp_dir().join(format!("sa-bench-{id}.token"));
+        cfg.admin_token_file = Some(token_file.clone());
+        let (api, client) = start_api(&cfg, &format!("sa-bench-api-{id}")).await?;
+        let token = std::fs::read_to_string(&token_file)?;
+        let _ = std::fs::remove_file(&token_file);
+        let client = client.with_token(&token);
         let mut workers = Vec::new();
         for w in 0..2 {
             let mut wc = cfg.clone();
@@ -318,6 +325,7 @@ impl Stack {
         }
         Ok(Self {
             client,
+            cfg,
             pool,
             workers,
             _api: api,
@@ -331,10 +339,21 @@ impl Stack {
         n: usize,
         c: usize,
     ) -> anyhow::Result<(f64, f64, f64)> {
+        self.throughput_through(&self.client, hosts, n, c).await
+    }
+
+    /// (c) through `client`'s api: (actions/s, p50 s, p99 s of finished_at - created_at).
+    async fn throughput_through(
+        &self,
+        client: &Client,
+        hosts: &[TestHost],
+        n: usize,
+        c: usize,
+    ) -> anyhow::Result<(f64, f64, f64)> {
         let first: i64 = sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM actions")
             .fetch_one(&self.pool)
             .await?;
-        let client = self.client.clone();
+        let client = client.clone();
         let servers = hosts.len();
         let submitted = Instant::now();
         parallel(c, n, move |i| {
@@ -373,6 +392,59 @@ impl Stack {
         anyhow::ensure!(ok as usize == n, "only {ok} of {n} actions succeeded");
         println!("    (submission alone: {submit_rate:.0} actions/s over HTTP)");
         Ok((n as f64 / span, p50, p99))
+    }
+
+    /// (g) What the token check costs: (c) alternately through this api and a second one on the
+    /// same store with `SA_INSECURE_NO_AUTH` (medians of 3 rounds each), then single GETs
+    /// alternating between them (p50/p99 of each).
+    async fn auth_cost(&self, hosts: &[TestHost], n: usize, c: usize) -> anyhow::Result<()> {
+        let mut cfg = self.cfg.clone();
+        let port = free_port()?;
+        cfg.listen = ([127, 0, 0, 1], port).into();
+        cfg.api_url = format!("http://127.0.0.1:{port}");
+        cfg.insecure_no_auth = true;
+        let (_open_api, open) = start_api(&cfg, "sa-bench-api-noauth").await?;
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            on.push(self.throughput_through(&self.client, hosts, n, c).await?.0);
+            off.push(self.throughput_through(&open, hosts, n, c).await?.0);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (on_r, off_r) = (median(&mut on), median(&mut off));
+        println!(
+            "(g) (c) with tokens: {on_r:.1} actions/s, without: {off_r:.1} (medians of 3 alternating rounds): {:.3}x (target >= 0.95x)",
+            on_r / off_r
+        );
+        let id: i64 = sqlx::query_scalar("SELECT max(id) FROM actions")
+            .fetch_one(&self.pool)
+            .await?;
+        let path = format!("/v1/actions/{id}");
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for i in 0..4000 {
+            let (client, into) = if i % 2 == 0 {
+                (&self.client, &mut with)
+            } else {
+                (&open, &mut without)
+            };
+            let started = Instant::now();
+            client.get(&path).await?;
+            into.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        let pct = |v: &mut Vec<f64>, q: f64| {
+            v.sort_by(f64::total_cmp);
+            v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]
+        };
+        let (w50, w99) = (pct(&mut with, 0.5), pct(&mut with, 0.99));
+        let (o50, o99) = (pct(&mut without, 0.5), pct(&mut without, 0.99));
+        println!(
+            "    GET {path} x2000 each: with tokens p50 {w50:.3} ms p99 {w99:.3} ms; without p50 {o50:.3} ms p99 {o99:.3} ms; added p50 {:+.3} ms, p99 {:+.3} ms",
+            w50 - o50,
+            w99 - o99
+        );
+        Ok(())
     }
 
     /// SIGKILL the worker running an action; time until the next action on that server starts.
@@ -558,4 +630,19 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// An `sa-api` process for `cfg`, and a (token-less) client once it answers.
+async fn start_api(cfg: &Config, name: &str) -> anyhow::Result<(Proc, Client)> {
+    let api = Proc::spawn("sa-api", name, cfg)?;
+    let client = Client::new(&cfg.api_url);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !client.healthy().await {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "sa-api did not start: see /tmp/{name}.log"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((api, client))
 }

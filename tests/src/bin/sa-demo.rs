@@ -14,9 +14,11 @@ use serde_json::json;
 use shared::Config;
 use testbed::{
     hosts::{client_key, TestHost},
-    procs::Proc,
+    procs::{create_token, Proc},
     services::Moto,
 };
+
+const TOKEN_FILE: &str = "/tmp/sa-demo.token";
 
 #[derive(Parser)]
 struct Args {
@@ -44,6 +46,11 @@ async fn main() -> anyhow::Result<()> {
     for (i, h) in hosts.iter().enumerate() {
         println!("test host web{}: sshd on {}:22", i + 1, h.address);
     }
+    // The demo's store outlives it: an admin token the api writes on a first start goes to a
+    // file of its own, and the demo makes a token of its own each run.
+    let first_admin = std::path::PathBuf::from("/tmp/sa-demo-admin.token");
+    let _ = std::fs::remove_file(&first_admin);
+    cfg.admin_token_file = Some(first_admin);
     let _api = Proc::spawn("sa-api", "sa-demo-api", &cfg)?;
     let client = Client::new(&cfg.api_url);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -54,6 +61,25 @@ async fn main() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+    let token = create_token(
+        &cfg,
+        &format!("demo-{stamp}"),
+        "admin",
+        &["--expires-in", "7d"],
+    )?;
+    {
+        use std::{io::Write, os::unix::fs::OpenOptionsExt};
+        let _ = std::fs::remove_file(TOKEN_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(TOKEN_FILE)?;
+        writeln!(f, "{token}")?;
+    }
+    let client = client.with_token(&token);
+    println!("token demo-{stamp} (admin, 7 days) written to {TOKEN_FILE}");
     let mut workers = Vec::new();
     for w in 1..=2u16 {
         let mut wc = cfg.clone();
@@ -134,8 +160,12 @@ async fn main() -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let base = &cfg.api_url;
-    println!("Look at:");
-    println!("  {base}/ui/actions               the log viewer (run with --keep to browse it)");
+    println!("Look at (every /v1 request and the viewer need the demo's token):");
+    println!("  export SA_TOKEN=$(cat {TOKEN_FILE})");
+    println!(
+        "  {base}/ui/actions               the log viewer: paste the token when it asks (--keep)"
+    );
+    println!("  curl -H \"Authorization: Bearer $SA_TOKEN\" {base}/v1/audit   who did what");
     println!("  {base}/v1/actions               actions, newest first");
     println!(
         "  {base}/v1/actions/{}/log         one action's log",
@@ -145,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  {base}/metrics                  api metrics");
     println!("  http://127.0.0.1:9101/metrics   worker metrics");
     println!(
-        "  sactl actions list; sactl logs {}; sactl run web1 --wait -- 'uptime'",
+        "  sactl actions list; sactl logs {}; sactl run web1 --wait -- 'uptime'; sactl audit",
         ids[0]
     );
     if args.keep {

@@ -299,8 +299,13 @@ async fn backup_new_master(ctx: &Ctx<'_>, cluster: &str) {
         urgent: false,
         idempotency_key: Some(format!("after-promote-{}", ctx.action.id)),
         retry: None,
+        submitted_by: "system:after-promote".into(),
     };
-    match shared::db::actions::insert(pool, &backup).await {
+    let inserted = match pool.acquire().await {
+        Ok(mut conn) => shared::db::actions::insert(&mut conn, &backup).await,
+        Err(e) => Err(e.into()),
+    };
+    match inserted {
         Ok((a, _)) => {
             // Published now (the api's outbox relay would otherwise do it within seconds).
             if ctx.worker.publisher.publish(a.id).await.is_ok() {
