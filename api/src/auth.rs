@@ -277,7 +277,7 @@ impl Audit {
         let entry = {
             let mut e = self.0.entry.lock().expect("audit");
             e.status = status.as_u16();
-            e.changes = changes;
+            e.changes = changes.map(masked);
             e.clone()
         };
         audit::record(&mut tx, &entry).await?;
@@ -296,6 +296,33 @@ impl<S: Send + Sync> FromRequestParts<S> for Audit {
             .cloned()
             .ok_or_else(|| ApiError::internal("a mutating route outside the guard"))
     }
+}
+
+/// `v` with secret values replaced by `"***"`: fields named like a password, secret or token,
+/// and every value of an `env` map (a script's environment).
+fn masked(mut v: Value) -> Value {
+    fn walk(v: &mut Value, secret: bool) {
+        match v {
+            Value::Object(map) => {
+                for (k, x) in map.iter_mut() {
+                    let k = k.to_ascii_lowercase();
+                    let s = k.contains("password") || k.contains("secret") || k == "token";
+                    if k == "env" {
+                        if let Value::Object(env) = x {
+                            env.values_mut().for_each(|e| *e = Value::from("***"));
+                            continue;
+                        }
+                    }
+                    walk(x, secret || s);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|x| walk(x, secret)),
+            _ if secret => *v = Value::from("***"),
+            _ => {}
+        }
+    }
+    walk(&mut v, false);
+    v
 }
 
 fn is_mutating(m: &Method) -> bool {
@@ -479,6 +506,20 @@ fn anonymous() -> TokenInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_changes_mask_secret_values() {
+        let v = serde_json::json!({
+            "params": {"script": "x", "env": {"DB_PASSWORD": "hunter2", "MODE": "a"}},
+            "mysql_password": "p", "s3": {"secret_access_key": "k"}, "every_s": {"from": 1, "to": 2}
+        });
+        let m = masked(v);
+        assert!(!m.to_string().contains("hunter2") && !m.to_string().contains("\"k\""));
+        assert_eq!(m["params"]["env"]["MODE"], "***");
+        assert_eq!(m["params"]["script"], "x");
+        assert_eq!(m["mysql_password"], "***");
+        assert_eq!(m["every_s"]["to"], 2);
+    }
 
     #[test]
     fn hosts_compare_without_their_port() {

@@ -324,8 +324,8 @@ async fn every_mutating_call_is_audited_with_its_token_and_outcome() {
             .status(),
         Some(403)
     );
-    let schedule =
-        json!({"name": "st", "target": {"server": "web1"}, "kind": "db_status", "every_s": 3600});
+    let schedule = json!({"name": "st", "target": {"server": "web1"}, "kind": "run_script",
+        "params": {"script": "true", "env": {"DB_PASSWORD": "hunter2"}}, "every_s": 3600});
     app.client.post("/v1/schedules", &schedule).await.unwrap();
     app.client
         .patch("/v1/schedules/st", &json!({"every_s": 7200}))
@@ -381,6 +381,8 @@ async fn every_mutating_call_is_audited_with_its_token_and_outcome() {
     assert_eq!(*patch, json!({"from": 3600, "to": 7200}));
     assert_eq!(rows[2]["changes"]["action"], a.id);
     assert!(rows.iter().all(|r| r["client_addr"] == "127.0.0.1"));
+    assert_eq!(rows[5]["changes"]["params"]["env"]["DB_PASSWORD"], "***");
+    assert!(!serde_json::to_string(&rows).unwrap().contains("hunter2"));
     // Filters.
     let by_ops = app.client.audit("token=ops").await.unwrap().entries;
     assert_eq!(by_ops.len(), 3);

@@ -82,14 +82,22 @@ async fn three_replicas_fire_every_slot_exactly_once() {
     let skipped: Vec<_> = runs.iter().filter(|r| r.1 != "fired").collect();
     assert!(skipped.is_empty(), "skipped: {skipped:?}");
     // One action per slot, each ran once.
-    let actions: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT id, status FROM actions WHERE schedule_id = (SELECT id FROM schedules WHERE name = 'tick')",
+    let actions: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT id, status, submitted_by FROM actions WHERE schedule_id = (SELECT id FROM schedules WHERE name = 'tick')",
     )
     .fetch_all(&app.pool)
     .await
     .unwrap();
     assert_eq!(actions.len(), runs.len());
-    assert!(actions.iter().all(|(_, s)| s == "succeeded"), "{actions:?}");
+    assert!(
+        actions.iter().all(|(_, s, _)| s == "succeeded"),
+        "{actions:?}"
+    );
+    // They name the schedule as their origin, not a person's token.
+    assert!(
+        actions.iter().all(|(_, _, by)| by == "schedule:tick"),
+        "{actions:?}"
+    );
     assert_eq!(h.read("ticks").lines().count(), runs.len());
     // The replicas shared the work and together fired each slot once.
     let mut total = 0.0;
@@ -306,7 +314,8 @@ async fn role_based_schedules_follow_a_promote_and_clusters_get_default_backups(
     // dba is the slave now: the schedule follows.
     assert!(crate::eventually(Duration::from_secs(10), async || on("dba").await).await);
     let backup: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM actions WHERE server = 'dbb' AND kind = 'db_backup' AND params->>'tag' = 'after-promote'",
+        "SELECT count(*) FROM actions WHERE server = 'dbb' AND kind = 'db_backup' AND params->>'tag' = 'after-promote'
+           AND submitted_by = 'system:after-promote'",
     )
     .fetch_one(&app.pool)
     .await
