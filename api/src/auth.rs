@@ -267,6 +267,18 @@ impl Audit {
         self.0.entry.lock().expect("audit").target = Some(target.into());
     }
 
+    /// The row as it stands, with `status` (for a statement that writes it with its effect).
+    pub fn entry(&self, status: StatusCode) -> audit::NewEntry {
+        let mut e = self.0.entry.lock().expect("audit").clone();
+        e.status = status.as_u16();
+        e
+    }
+
+    /// Its row was written with its effect (see [`Audit::entry`]).
+    pub fn written(&self) {
+        self.0.written.store(true, Ordering::Release);
+    }
+
     /// Write the row of an accepted request in its transaction, then commit it.
     pub async fn commit(
         &self,

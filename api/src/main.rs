@@ -2,7 +2,7 @@
 //! makes and revokes tokens against the store directly (the first admin, recovery).
 
 use clap::{Parser, Subcommand};
-use shared::auth::{parse_lifetime, parse_tag, Role, Scope};
+use shared::auth::TokenArgs;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -34,21 +34,8 @@ enum TokensCmd {
     Create {
         #[arg(long)]
         name: String,
-        /// viewer, operator, dba or admin.
-        #[arg(long)]
-        role: Role,
-        /// Reach only this server (repeatable).
-        #[arg(long = "server")]
-        servers: Vec<String>,
-        /// Reach only servers with this tag, KEY=VALUE (repeatable).
-        #[arg(long = "tag", value_parser = parse_tag)]
-        tags: Vec<(String, String)>,
-        /// Reach only servers of this cluster (repeatable).
-        #[arg(long = "cluster")]
-        clusters: Vec<String>,
-        /// Lifetime, e.g. 90m, 12h, 30d; none: it does not expire.
-        #[arg(long, value_parser = parse_lifetime)]
-        expires_in: Option<chrono::Duration>,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Revoke a token by name.
     Revoke { name: String },
@@ -80,28 +67,16 @@ async fn tokens(cfg: &shared::Config, cmd: TokensCmd) -> anyhow::Result<()> {
             .await?;
     let mut conn = pool.acquire().await?;
     match cmd {
-        TokensCmd::Create {
-            name,
-            role,
-            servers,
-            tags,
-            clusters,
-            expires_in,
-        } => {
-            shared::validate::server_name("--name", &name)?;
-            let scope = Scope {
-                servers,
-                tags: tags.into_iter().collect(),
-                clusters,
-            };
-            scope.validate()?;
+        TokensCmd::Create { name, token } => {
+            let req = token.request(name);
+            let lifetime = req.validate()?;
             let created = tokens::create(
                 &mut conn,
                 &tokens::NewToken {
-                    name: &name,
-                    role,
-                    scope: &scope,
-                    expires_at: expires_in.map(|l| chrono::Utc::now() + l),
+                    name: &req.name,
+                    role: req.role,
+                    scope: &req.scope,
+                    expires_at: lifetime.map(|l| chrono::Utc::now() + l),
                     created_by: "sa-api",
                 },
             )

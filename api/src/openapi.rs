@@ -10,7 +10,7 @@ use shared::{
         clusters::ClusterView,
         servers::{DbRole, Server},
     },
-    http::{ActionList, ActionRequest},
+    http::{ActionList, ActionRequest, SecretInfo, SecretList, SecretRequest},
     spec::*,
 };
 use utoipa::{
@@ -23,7 +23,9 @@ use utoipa::{
 
 use crate::{
     error::ErrorBody,
-    routes::{actions, audit, backups, clusters, health, logs, schedules, servers, tokens},
+    routes::{
+        actions, audit, backups, clusters, health, logs, schedules, secrets, servers, tokens,
+    },
 };
 
 #[derive(OpenApi)]
@@ -57,6 +59,9 @@ use crate::{
         tokens::list,
         tokens::revoke,
         audit::list,
+        secrets::put,
+        secrets::list,
+        secrets::delete,
         document,
     ),
     modifiers(&BearerTokens),
@@ -103,6 +108,11 @@ use crate::{
         TokenList,
         AuditEntry,
         AuditList,
+        SecretInput,
+        SecretRef,
+        SecretRequest,
+        SecretInfo,
+        SecretList,
     ))
 )]
 pub struct ApiDoc;

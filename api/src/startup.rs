@@ -17,6 +17,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct AppState {
     pub pool: PgPool,
     pub auth: crate::auth::Auth,
+    /// Seals secret values (`SA_SECRET_KEY_FILE`).
+    pub keys: shared::secrets::Keyring,
     pub publisher: Publisher,
     pub metrics: ApiMetrics,
     /// Ids whose publication RabbitMQ confirmed, to mark in the store.
@@ -47,6 +49,8 @@ impl Application {
             tracing::warn!("SA_INSECURE_NO_AUTH: every request is an admin's; benchmark only");
         }
         first_admin_token(&pool, cfg).await?;
+        let keys = shared::secrets::Keyring::load(&cfg.secret_key_path(), true)?;
+        shared::db::secrets::check_key(&pool, &keys).await?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("SA_LISTEN: cannot listen on {}", cfg.listen))?;
@@ -55,6 +59,7 @@ impl Application {
         let state = Arc::new(AppState {
             pool,
             auth: crate::auth::Auth::new(cfg),
+            keys,
             publisher,
             metrics: ApiMetrics::new(),
             confirmed: confirmed_tx,

@@ -192,6 +192,7 @@ impl Client {
         env: &[(&str, &str)],
     ) -> Result<Action, ClientError> {
         let spec = ActionSpec::RunScript(RunScriptParams {
+            secrets: Default::default(),
             script: script.into(),
             env: env
                 .iter()

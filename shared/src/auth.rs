@@ -190,6 +190,41 @@ pub fn parse_lifetime(s: &str) -> Result<chrono::Duration, String> {
     Ok(chrono::Duration::seconds(n * secs))
 }
 
+/// The options that make a token, shared by `sa-api tokens create` and `sactl tokens create`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TokenArgs {
+    /// viewer, operator, dba or admin.
+    #[arg(long)]
+    pub role: Role,
+    /// Reach only this server (repeatable).
+    #[arg(long = "server")]
+    pub servers: Vec<String>,
+    /// Reach only servers with this tag, KEY=VALUE (repeatable).
+    #[arg(long = "tag", value_parser = parse_tag)]
+    pub tags: Vec<(String, String)>,
+    /// Reach only servers of this cluster (repeatable).
+    #[arg(long = "cluster")]
+    pub clusters: Vec<String>,
+    /// Lifetime, e.g. 90m, 12h, 30d; none: it does not expire.
+    #[arg(long)]
+    pub expires_in: Option<String>,
+}
+
+impl TokenArgs {
+    pub fn request(self, name: String) -> TokenRequest {
+        TokenRequest {
+            name,
+            role: self.role,
+            scope: Scope {
+                servers: self.servers,
+                tags: self.tags.into_iter().collect(),
+                clusters: self.clusters,
+            },
+            expires_in: self.expires_in,
+        }
+    }
+}
+
 /// `POST /v1/tokens`.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -65,6 +65,9 @@ pub struct Config {
     /// Where the api writes an admin token on a first start with no token at all (mode 0600);
     /// default `~/.config/serveractions/token`, where `sactl` looks. Never overwritten.
     pub admin_token_file: Option<PathBuf>,
+    /// The AES-256-GCM key that seals secret values (api and workers read the same file; the
+    /// api makes it, mode 0600, when it is missing); default `~/.config/serveractions/secret.key`.
+    pub secret_key_file: Option<PathBuf>,
     /// Serve `/metrics` without a token.
     pub metrics_open: bool,
     /// `Host` names the api answers to (comma-separated; `*`: any); default the listen
@@ -108,6 +111,7 @@ impl Default for Config {
             mysql_password: SecretString::default(),
             dns_provider: "store".into(),
             admin_token_file: None,
+            secret_key_file: None,
             metrics_open: false,
             allowed_hosts: None,
             tls_cert: None,
@@ -171,6 +175,7 @@ impl Config {
         }
         env.set("SA_DNS_PROVIDER", &mut self.dns_provider)?;
         env.set_opt("SA_ADMIN_TOKEN_FILE", &mut self.admin_token_file)?;
+        env.set_opt("SA_SECRET_KEY_FILE", &mut self.secret_key_file)?;
         env.set("SA_METRICS_OPEN", &mut self.metrics_open)?;
         if let Some(v) = get("SA_ALLOWED_HOSTS") {
             self.allowed_hosts = (!v.trim().is_empty()).then(|| {
@@ -211,6 +216,15 @@ impl Config {
     pub fn admin_token_path(&self) -> Option<PathBuf> {
         self.admin_token_file.clone().or_else(|| {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/serveractions/token"))
+        })
+    }
+
+    /// Where the key of secret values is (see `secret_key_file`).
+    pub fn secret_key_path(&self) -> PathBuf {
+        self.secret_key_file.clone().unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map_or_else(|| PathBuf::from("."), PathBuf::from)
+                .join(".config/serveractions/secret.key")
         })
     }
 

@@ -58,3 +58,27 @@ pub struct ErrorBody {
     /// The request field at fault (`params.script`, `body`...).
     pub field: Option<String>,
 }
+
+/// `POST /v1/secrets`: store a named secret (or replace its value).
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRequest {
+    pub name: String,
+    pub value: String,
+}
+
+/// A named secret as listed: never its value.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "store", derive(sqlx::FromRow))]
+pub struct SecretInfo {
+    pub name: String,
+    pub created_by: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// `GET /v1/secrets`.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SecretList {
+    pub secrets: Vec<SecretInfo>,
+}

@@ -16,6 +16,8 @@ pub mod log;
 pub mod queue;
 pub mod retention;
 pub mod schedule;
+#[cfg(feature = "store")]
+pub mod secrets;
 pub mod spec;
 pub mod telemetry;
 pub mod validate;

@@ -145,6 +145,26 @@ pub struct RunScriptParams {
     pub script: String,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Environment that is never shown: a value (stored sealed until the action ends, shown as
+    /// `***`) or `{"secret_ref": NAME}` from the secret store. It reaches the script over the
+    /// SSH channel, never on a command line, and is masked in the log.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretInput>,
+}
+
+/// A secret value: given here, or named in the secret store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum SecretInput {
+    Ref(SecretRef),
+    /// The value itself; `***` once stored.
+    Value(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    pub secret_ref: String,
 }
 
 impl RunScriptParams {
@@ -169,6 +189,27 @@ impl RunScriptParams {
             }
             if value.contains('\0') {
                 return Err(FieldError::new(field, "value must not contain NUL bytes"));
+            }
+        }
+        for (name, input) in &self.secrets {
+            let field = format!("params.secrets.{name}");
+            if !validate::is_shell_identifier(name) {
+                return Err(FieldError::new(
+                    field,
+                    "is not a valid environment variable name (letters, digits, _; not starting with a digit)",
+                ));
+            }
+            if self.env.contains_key(name) {
+                return Err(FieldError::new(field, "is also in params.env"));
+            }
+            match input {
+                SecretInput::Value(v) if v.contains('\0') => {
+                    return Err(FieldError::new(field, "value must not contain NUL bytes"))
+                }
+                SecretInput::Ref(r) => {
+                    validate::server_name(&format!("{field}.secret_ref"), &r.secret_ref)?
+                }
+                SecretInput::Value(_) => {}
             }
         }
         Ok(())

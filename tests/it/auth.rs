@@ -519,6 +519,18 @@ async fn a_first_start_writes_one_admin_token_file_and_metrics_may_be_open() {
         format!("{err:#}").contains("SA_ADMIN_TOKEN_FILE"),
         "{err:#}"
     );
+    // No token checks at all is for the benchmark, on loopback only.
+    let err = TestApp::spawn_with(|c| {
+        c.insecure_no_auth = true;
+        c.listen = ([0, 0, 0, 0], 0).into();
+    })
+    .await
+    .err()
+    .expect("an api without tokens on every interface");
+    assert!(
+        format!("{err:#}").contains("SA_INSECURE_NO_AUTH"),
+        "{err:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -792,3 +792,31 @@ async fn checksum_finds_a_row_changed_on_the_slave_and_nothing_on_a_clean_pair()
         .unwrap_err();
     assert!(err.to_string().contains("params.tables"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_named_like_an_option_is_copied_with_its_rows() {
+    let mut app = TestApp::spawn().await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let a = TestHost::start().unwrap().with_mariadb().unwrap();
+    let b = TestHost::start().unwrap().with_mariadb().unwrap();
+    app.add_db_host("dba", &a).await.unwrap();
+    app.add_db_host("dbb", &b).await.unwrap();
+    // Named to mysqldump as `--no-data`, it would make every dump schema only.
+    a.sql(
+        "CREATE DATABASE `--no-data`; CREATE TABLE `--no-data`.t (i INT PRIMARY KEY);
+         INSERT INTO `--no-data`.t SELECT seq FROM mysql.seq_1_to_10",
+    )
+    .unwrap();
+    for (server, kind) in [
+        ("dba", "db_configure_master"),
+        ("dbb", "db_configure_slave"),
+    ] {
+        let (x, log) = app
+            .act(server, kind, json!({"cluster": "odd"}))
+            .await
+            .unwrap();
+        assert_eq!(x.status, Status::Succeeded, "{kind}: {log}");
+    }
+    let rows = b.sql("SELECT count(*) FROM `--no-data`.t").unwrap();
+    assert_eq!(rows.trim(), "10");
+}

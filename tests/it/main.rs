@@ -14,6 +14,7 @@ mod logs;
 mod ordering;
 mod poison;
 mod scheduler;
+mod secrets;
 mod serialization;
 mod shutdown;
 mod ssh_failures;

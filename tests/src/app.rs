@@ -85,6 +85,7 @@ impl TestApp {
         cfg.shutdown_grace_s = 5;
         let token_file = std::env::temp_dir().join(format!("sa-test-{id}.token"));
         cfg.admin_token_file = Some(token_file.clone());
+        cfg.secret_key_file = Some(std::env::temp_dir().join(format!("sa-test-{id}.key")));
         tweak(&mut cfg);
         cfg.queue_expires_ms = Some(120_000);
         let topology = Topology::from_config(&cfg);

@@ -64,6 +64,7 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ("SA_SSH_CONTROL_DIR", opt(&cfg.ssh_control_dir)),
         ("SA_WORKER_NAME", cfg.worker_name.clone()),
         ("SA_ADMIN_TOKEN_FILE", opt(&cfg.admin_token_file)),
+        ("SA_SECRET_KEY_FILE", opt(&cfg.secret_key_file)),
         ("SA_TLS_CERT", opt(&cfg.tls_cert)),
         ("SA_TLS_KEY", opt(&cfg.tls_key)),
         (

@@ -42,6 +42,9 @@ pub struct Worker {
     pub dns: Arc<dyn shared::dns::DnsProvider>,
     /// Where backups go (`None` without `SA_S3_BUCKET`).
     pub s3: Option<s3::Bucket>,
+    /// Opens secret values (`SA_SECRET_KEY_FILE`; `None`: the file is missing, and an action
+    /// with secrets fails saying so).
+    pub keys: Option<shared::secrets::Keyring>,
     /// How long running actions may take to finish after a shutdown request.
     pub shutdown_grace: Duration,
     /// Stop signals of the actions running here, by action id (for cancel requests).
@@ -74,8 +77,16 @@ impl Worker {
             &format!("sa-worker {name}"),
             topology.clone(),
         );
+        let keys = match shared::secrets::Keyring::load(&cfg.secret_key_path(), false) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no key for secret values: actions with secrets will fail");
+                None
+            }
+        };
         Ok(Arc::new(Self {
             name,
+            keys,
             cfg,
             topology,
             pool,

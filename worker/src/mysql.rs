@@ -363,3 +363,26 @@ impl ClientOpts {
         }
     }
 }
+
+/// `names` as the last arguments of `mysqldump --databases`: after `--` (a database named
+/// `--no-data` is a database, not an option that would empty the dump), each quoted for the shell.
+pub fn database_arguments(names: &[String]) -> String {
+    let quoted: Vec<String> = names
+        .iter()
+        .map(|n| shlex::try_quote(n).map_or_else(|_| "''".into(), |q| q.into_owned()))
+        .collect();
+    format!("-- {}", quoted.join(" "))
+}
+
+#[cfg(test)]
+mod argument_tests {
+    #[test]
+    fn database_names_cannot_read_as_options() {
+        let names = [
+            "shop".to_string(),
+            "--no-data".to_string(),
+            "a b".to_string(),
+        ];
+        assert_eq!(super::database_arguments(&names), "-- shop --no-data 'a b'");
+    }
+}

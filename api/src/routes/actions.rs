@@ -16,6 +16,7 @@ use shared::{
         leases,
     },
     http::{ActionList, ActionRequest},
+    spec::SecretInput,
     validate, ActionSpec,
 };
 
@@ -65,6 +66,66 @@ fn validate_request(r: ActionRequest, caller: &Caller) -> ApiResult<NewAction> {
     })
 }
 
+/// The action with its audit row in one statement; with sealed secrets, they too, in one
+/// transaction.
+async fn store(
+    state: &AppState,
+    new: &NewAction,
+    entry: &shared::db::audit::NewEntry,
+    sealed: &[(String, shared::secrets::Sealed)],
+) -> Result<(Action, bool), SubmitError> {
+    if sealed.is_empty() {
+        return actions::insert(&mut *state.pool.acquire().await?, new, Some(entry)).await;
+    }
+    let mut tx = state.pool.begin().await?;
+    let (action, created) = actions::insert(&mut tx, new, Some(entry)).await?;
+    if created {
+        for (name, s) in sealed {
+            shared::db::secrets::save_for_action(&mut tx, action.id, name, s).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok((action, created))
+}
+
+/// Seal a `run_script`'s inline secret values (its params keep `***` in their place) and check
+/// that the named ones exist.
+async fn seal_secrets(
+    state: &AppState,
+    spec: &mut ActionSpec,
+) -> ApiResult<Vec<(String, shared::secrets::Sealed)>> {
+    let ActionSpec::RunScript(p) = spec else {
+        return Ok(Vec::new());
+    };
+    let mut sealed = Vec::new();
+    let mut refs = Vec::new();
+    for (name, input) in p.secrets.iter_mut() {
+        match input {
+            SecretInput::Value(v) if v == shared::secrets::MASK => {
+                return Err(ApiError::bad(
+                    &format!("params.secrets.{name}"),
+                    format!("params.secrets.{name}: \"***\" is the mask, not a value: give the value or a secret_ref"),
+                ))
+            }
+            SecretInput::Value(v) => {
+                sealed.push((name.clone(), state.keys.seal(v)));
+                *v = shared::secrets::MASK.into();
+            }
+            SecretInput::Ref(r) => refs.push((name.clone(), r.secret_ref.clone())),
+        }
+    }
+    let names: Vec<String> = refs.iter().map(|(_, r)| r.clone()).collect();
+    let missing = shared::db::secrets::missing(&state.pool, &names).await?;
+    if let Some((var, r)) = refs.iter().find(|(_, r)| missing.contains(r)) {
+        let field = format!("params.secrets.{var}.secret_ref");
+        return Err(ApiError::bad(
+            &field,
+            format!("{field}: no secret named {r:?} in the store"),
+        ));
+    }
+    Ok(sealed)
+}
+
 /// An action with the lease of its server when it is running or waiting.
 async fn view(state: &AppState, action: Action) -> ApiResult<Value> {
     let lock = if action.status.is_terminal() || action.status == Status::Queued {
@@ -96,11 +157,11 @@ pub async fn submit(
         Some(k) => caller.require(k.required_role(), k.as_str())?,
         None => caller.require(Role::Operator, "submitting an action")?,
     }
-    let new = validate_request(from_value(body)?, &caller)?;
-    let kind = new.spec.kind();
+    let mut new = validate_request(from_value(body)?, &caller)?;
     super::reach_server(&state, &caller, &new.server).await?;
-    let mut tx = state.pool.begin().await?;
-    let (action, created) = match actions::insert(&mut tx, &new).await {
+    let sealed = seal_secrets(&state, &mut new.spec).await?;
+    let entry = audit.entry(StatusCode::ACCEPTED);
+    let (action, created) = match store(&state, &new, &entry, &sealed).await {
         Ok(r) => r,
         Err(SubmitError::UnknownServer(s)) => {
             return Err(ApiError::bad(
@@ -110,16 +171,14 @@ pub async fn submit(
         }
         Err(SubmitError::Db(e)) => return Err(e.into()),
     };
-    let status = if created {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    let changes = json!({"action": action.id, "kind": kind, "reused": !created});
-    audit.commit(tx, status, Some(changes)).await?;
     if !created {
+        let changes = json!({"action": action.id, "kind": action.kind(), "reused": true});
+        audit
+            .commit(state.pool.begin().await?, StatusCode::OK, Some(changes))
+            .await?;
         return Ok((StatusCode::OK, Json(view(&state, action).await?)));
     }
+    audit.written();
     state
         .metrics
         .submitted

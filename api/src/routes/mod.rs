@@ -7,6 +7,7 @@ pub(crate) mod clusters;
 pub(crate) mod health;
 pub(crate) mod logs;
 pub(crate) mod schedules;
+pub(crate) mod secrets;
 pub(crate) mod servers;
 pub(crate) mod tokens;
 
@@ -49,6 +50,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/secrets", post(secrets::put).get(secrets::list))
+        .route("/v1/secrets/{name}", axum::routing::delete(secrets::delete))
         .route("/v1/openapi.json", get(crate::openapi::document))
         .fallback(|| async { crate::error::ApiError::not_found("no such route") })
 }

@@ -80,6 +80,19 @@ fn validate_request(r: ScheduleRequest) -> ApiResult<(NewSchedule, Timing)> {
         }
     };
     let spec = ActionSpec::parse(&r.kind, r.params)?;
+    if let ActionSpec::RunScript(p) = &spec {
+        if let Some(name) = p
+            .secrets
+            .iter()
+            .find_map(|(n, v)| matches!(v, shared::spec::SecretInput::Value(_)).then_some(n))
+        {
+            let field = format!("params.secrets.{name}");
+            return Err(ApiError::bad(
+                &field,
+                format!("{field}: a schedule keeps its params: name a stored secret with {{\"secret_ref\": NAME}}"),
+            ));
+        }
+    }
     let timing = Timing::parse(r.cron.as_deref(), r.every_s).map_err(|e| {
         let f = e.field.clone();
         ApiError::bad(&f, format!("{f}: {}", e.message))

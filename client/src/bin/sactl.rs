@@ -8,9 +8,9 @@ use client::{Client, ClientError};
 use serde_json::{json, Value};
 use shared::{
     action::{Action, Status},
-    auth::{parse_tag, Role, Scope, TokenRequest},
+    auth::TokenArgs,
     http::ActionRequest,
-    spec::{ActionSpec, RunScriptParams},
+    spec::{ActionSpec, RunScriptParams, SecretInput, SecretRef},
 };
 
 #[derive(Parser)]
@@ -48,6 +48,13 @@ enum Cmd {
         /// Environment for the script, NAME=VALUE (repeatable).
         #[arg(short = 'e', long = "env")]
         env: Vec<String>,
+        /// A secret for the script: the value of this variable in sactl's own environment
+        /// (never on a command line), stored sealed and masked in the log (repeatable).
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
+        /// A secret from the store: VAR=NAME (repeatable).
+        #[arg(long = "secret-ref")]
+        secret_refs: Vec<String>,
         /// Follow the log and exit with the action's exit code.
         #[arg(long)]
         wait: bool,
@@ -93,6 +100,9 @@ enum Cmd {
     /// API tokens (an unscoped admin's): `sactl tokens create ci --role operator --tag role=web`.
     #[command(subcommand)]
     Tokens(TokensCmd),
+    /// The secret store (admin): `sactl secrets set db-pass < file`, list, rm.
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
     /// The audit trail, newest first: `sactl audit --token alice`.
     Audit {
         /// RFC 3339 time.
@@ -118,25 +128,28 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+enum SecretsCmd {
+    /// Store a secret (or replace its value); the value is read from stdin (one line, or the
+    /// whole input with --multiline), never from the command line.
+    Set {
+        name: String,
+        #[arg(long)]
+        multiline: bool,
+    },
+    /// The names of the stored secrets (never a value).
+    List,
+    Rm {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum TokensCmd {
     /// Make a token; its secret is printed once, alone on stdout.
     Create {
         name: String,
-        /// viewer, operator, dba or admin.
-        #[arg(long)]
-        role: Role,
-        /// Reach only this server (repeatable).
-        #[arg(long = "server")]
-        servers: Vec<String>,
-        /// Reach only servers with this tag, KEY=VALUE (repeatable).
-        #[arg(long = "tag", value_parser = parse_tag)]
-        tags: Vec<(String, String)>,
-        /// Reach only servers of this cluster (repeatable).
-        #[arg(long = "cluster")]
-        clusters: Vec<String>,
-        /// Lifetime, e.g. 90m, 12h, 30d; none: it does not expire.
-        #[arg(long)]
-        expires_in: Option<String>,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Every token (never a secret).
     List,
@@ -317,6 +330,43 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.cmd {
         Cmd::Tokens(cmd) => tokens(&client, cmd).await?,
+        Cmd::Secrets(cmd) => match cmd {
+            SecretsCmd::Set { name, multiline } => {
+                use std::io::Read;
+                let mut value = String::new();
+                if multiline {
+                    std::io::stdin().read_to_string(&mut value)?;
+                } else {
+                    std::io::stdin().read_line(&mut value)?;
+                    value.truncate(value.trim_end_matches(['\n', '\r']).len());
+                }
+                let (status, _) = client
+                    .post("/v1/secrets", &json!({"name": name, "value": value}))
+                    .await?;
+                println!(
+                    "{} {name}",
+                    if status == 201 { "stored" } else { "replaced" }
+                );
+            }
+            SecretsCmd::List => {
+                let v = client.get("/v1/secrets").await?;
+                println!("{:<30} {:<20} UPDATED", "NAME", "CREATED BY");
+                for s in v["secrets"].as_array().cloned().unwrap_or_default() {
+                    println!(
+                        "{:<30} {:<20} {}",
+                        s["name"].as_str().unwrap_or_default(),
+                        s["created_by"].as_str().unwrap_or_default(),
+                        s["updated_at"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            SecretsCmd::Rm { name } => {
+                client
+                    .delete(&format!("/v1/secrets/{}", urlencode(&name)))
+                    .await?;
+                println!("removed {name}");
+            }
+        },
         Cmd::Audit {
             since,
             token_name,
@@ -353,6 +403,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             server,
             file,
             env,
+            secrets,
+            secret_refs,
             wait,
             timeout,
             urgent,
@@ -375,7 +427,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 };
                 vars.insert(k.to_string(), v.to_string());
             }
-            let spec = ActionSpec::RunScript(RunScriptParams { script, env: vars });
+            let mut hidden = std::collections::BTreeMap::new();
+            for var in secrets {
+                let value = std::env::var(&var)
+                    .with_context(|| format!("--secret {var}: sactl's environment has no {var}"))?;
+                hidden.insert(var, SecretInput::Value(value));
+            }
+            for kv in secret_refs {
+                let Some((k, name)) = kv.split_once('=') else {
+                    bail!("--secret-ref: {kv:?} is not VAR=NAME");
+                };
+                let secret_ref = name.to_string();
+                hidden.insert(k.to_string(), SecretInput::Ref(SecretRef { secret_ref }));
+            }
+            let spec = ActionSpec::RunScript(RunScriptParams {
+                script,
+                env: vars,
+                secrets: hidden,
+            });
             let body = ActionRequest {
                 timeout_s: timeout,
                 idempotency_key,
@@ -509,24 +578,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn tokens(client: &Client, cmd: TokensCmd) -> anyhow::Result<()> {
     match cmd {
-        TokensCmd::Create {
-            name,
-            role,
-            servers,
-            tags,
-            clusters,
-            expires_in,
-        } => {
-            let req = TokenRequest {
-                name,
-                role,
-                scope: Scope {
-                    servers,
-                    tags: tags.into_iter().collect(),
-                    clusters,
-                },
-                expires_in,
-            };
+        TokensCmd::Create { name, token } => {
+            let req = token.request(name);
             let created = client.create_token(&req).await?;
             eprintln!(
                 "token {:?} ({}, {}): shown only now",

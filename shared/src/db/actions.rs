@@ -31,15 +31,29 @@ pub enum SubmitError {
     Db(#[from] sqlx::Error),
 }
 
-/// Store a new action (`queued`, not yet published) in one statement. With an idempotency key
-/// already used, returns the existing action and `false`.
-pub async fn insert(conn: &mut PgConnection, a: &NewAction) -> Result<(Action, bool), SubmitError> {
+/// Store a new action (`queued`, not yet published) in one statement, with its audit row
+/// (changes: the action's id and kind) when `audit` is given. With an idempotency key already
+/// used, returns the existing action and `false` (and writes no audit row).
+pub async fn insert(
+    conn: &mut PgConnection,
+    a: &NewAction,
+    audit: Option<&super::audit::NewEntry>,
+) -> Result<(Action, bool), SubmitError> {
     // FOR SHARE: a concurrent DELETE of the server waits for us (and then sees our action).
+    let e = audit.cloned().unwrap_or_default();
     let inserted: Option<Action> = sqlx::query_as(&format!(
-        "INSERT INTO actions (server, kind, params, timeout_s, urgent, idempotency_key, retry,
-                              submitted_by)
-         SELECT s.name, $2, $3, $4, $5, $6, $7, $8 FROM servers s WHERE s.name = $1 FOR SHARE
-         ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}"
+        "WITH a AS (
+             INSERT INTO actions (server, kind, params, timeout_s, urgent, idempotency_key, retry,
+                                  submitted_by)
+             SELECT s.name, $2, $3, $4, $5, $6, $7, $8 FROM servers s WHERE s.name = $1 FOR SHARE
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}),
+         w AS (
+             INSERT INTO audit (token_id, token_name, client_addr, method, route, target, status,
+                                changes)
+             SELECT $10, $11, $12, $13, $14, $15, $16,
+                    jsonb_build_object('action', a.id, 'kind', a.kind, 'reused', false)
+             FROM a WHERE $9)
+         SELECT * FROM a"
     ))
     .bind(&a.server)
     .bind(a.spec.kind().as_str())
@@ -49,6 +63,14 @@ pub async fn insert(conn: &mut PgConnection, a: &NewAction) -> Result<(Action, b
     .bind(&a.idempotency_key)
     .bind(a.retry.as_ref().map(Json))
     .bind(&a.submitted_by)
+    .bind(audit.is_some())
+    .bind(e.token_id)
+    .bind(&e.token_name)
+    .bind(&e.client_addr)
+    .bind(&e.method)
+    .bind(&e.route)
+    .bind(&e.target)
+    .bind(i32::from(e.status))
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(action) = inserted {

@@ -8,6 +8,7 @@ pub mod clusters;
 pub mod leases;
 pub mod logs;
 pub mod schedules;
+pub mod secrets;
 pub mod servers;
 pub mod tokens;
 

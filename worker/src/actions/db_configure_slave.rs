@@ -123,18 +123,10 @@ async fn copy(
             return Err(e.into());
         }
     };
-    let names: Vec<String> = databases
-        .iter()
-        .map(|d| {
-            shlex::try_quote(d)
-                .map(|q| q.into_owned())
-                .unwrap_or_default()
-        })
-        .collect();
     let dump = format!(
         "mysqldump {} --single-transaction --gtid --master-data=1 --routines --events --triggers --databases {}",
         mopts.args,
-        names.join(" ")
+        crate::mysql::database_arguments(databases)
     );
     // Not into the slave's own binary log: its GTIDs would conflict with the master's position.
     let load = format!(

@@ -302,7 +302,7 @@ async fn backup_new_master(ctx: &Ctx<'_>, cluster: &str) {
         submitted_by: "system:after-promote".into(),
     };
     let inserted = match pool.acquire().await {
-        Ok(mut conn) => shared::db::actions::insert(&mut conn, &backup).await,
+        Ok(mut conn) => shared::db::actions::insert(&mut conn, &backup, None).await,
         Err(e) => Err(e.into()),
     };
     match inserted {

@@ -5,14 +5,21 @@
 //! process group, so the shell's pid is the group id), exports the environment as
 //! `export NAME='value' ...` (values shell-quoted, names validated as identifiers) and runs the
 //! script with `eval 'script'`; an EXIT trap empties the pid file. Only shell builtins: no
-//! process is started beyond what the script itself runs.
+//! process is started beyond what the script itself runs, but for `base64 -d` when the action
+//! has secrets: those are read from stdin (name, base64 of the value) into the environment
+//! before the script starts, so no value is ever on a command line, and every form of them
+//! (plain, base64, URL-encoded) is stored as `***` in the log.
 //! Stop (timeout, lost lease, shutdown) kills the whole group: TERM, then KILL after a grace
 //! period, and only if the pid file still names this action.
 
 use std::{io, time::Duration};
 
 use openssh::Stdio;
-use shared::{db::servers::Server, log::Stream, spec::RunScriptParams};
+use shared::{
+    db::{secrets, servers::Server},
+    log::Stream,
+    spec::{RunScriptParams, SecretInput},
+};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use super::{ActionError, Ctx};
@@ -30,7 +37,9 @@ fn quote(s: &str) -> String {
         .into_owned()
 }
 
-/// The remote command line for a script and its environment.
+/// The remote command line for a script and its environment. Its secrets (when it has any)
+/// come on stdin, never on the command line: `NAME` and base64 of the value, a line each, then
+/// an empty line.
 pub fn remote_command(server: &Server, action_id: i64, p: &RunScriptParams) -> String {
     let pid = pidfile(server);
     let env: String = p
@@ -43,13 +52,70 @@ pub fn remote_command(server: &Server, action_id: i64, p: &RunScriptParams) -> S
     } else {
         format!("export{env}; ")
     };
+    let secrets = if p.secrets.is_empty() {
+        ""
+    } else {
+        "while IFS= read -r sa_n && [ -n \"$sa_n\" ]; do IFS= read -r sa_v; \
+         sa_v=$(printf '%s' \"$sa_v\" | base64 -d) || exit 125; export \"$sa_n=$sa_v\"; done; \
+         unset sa_n sa_v; exec </dev/null; "
+    };
     format!(
-        "trap \": > {pid}\" EXIT; echo \"$$ {action_id}\" > {pid}; {export}eval {script}",
+        "trap \": > {pid}\" EXIT; echo \"$$ {action_id}\" > {pid}; {secrets}{export}eval {script}",
         script = quote(&p.script)
     )
 }
 
+/// The action's secrets, opened: inline ones from its sealed copies, named ones from the store
+/// (as they are now).
+async fn open_secrets(
+    ctx: &Ctx<'_>,
+    p: &RunScriptParams,
+) -> Result<Vec<(String, String)>, ActionError> {
+    if p.secrets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let worker = ctx.worker;
+    let keys = worker.keys.as_ref().ok_or_else(|| {
+        ActionError::Failed(format!(
+            "the action has secrets and this worker has no key to open them ({} is missing)",
+            worker.cfg.secret_key_path().display()
+        ))
+    })?;
+    let own = secrets::for_action(&worker.pool, ctx.action.id).await?;
+    let mut out = Vec::new();
+    for (name, input) in &p.secrets {
+        let sealed = match input {
+            SecretInput::Ref(r) => secrets::get(&worker.pool, &r.secret_ref)
+                .await?
+                .ok_or_else(|| {
+                    ActionError::Failed(format!(
+                        "secret {name}: {:?} is no longer in the secret store",
+                        r.secret_ref
+                    ))
+                })?,
+            SecretInput::Value(_) => own
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s.clone())
+                .ok_or_else(|| {
+                    ActionError::Failed(format!("secret {name}: its sealed value is gone"))
+                })?,
+        };
+        let value = keys
+            .open(&sealed)
+            .map_err(|e| ActionError::Failed(format!("secret {name}: {e:#}")))?;
+        out.push((name.clone(), value));
+    }
+    Ok(out)
+}
+
 pub async fn run(ctx: &Ctx<'_>, params: &RunScriptParams) -> Result<i32, ActionError> {
+    let secrets = open_secrets(ctx, params).await?;
+    let mut masks: Vec<String> = secrets
+        .iter()
+        .flat_map(|(_, v)| shared::secrets::forms(v))
+        .collect();
+    masks.sort_by_key(|m| std::cmp::Reverse(m.len()));
     let ssh = &ctx.worker.ssh;
     let slot = ssh.session(ctx.server).await?;
     let target = format!(
@@ -64,20 +130,39 @@ pub async fn run(ctx: &Ctx<'_>, params: &RunScriptParams) -> Result<i32, ActionE
         .session
         .clone()
         .arc_raw_command(remote_command(ctx.server, ctx.action.id, params))
-        .stdin(Stdio::null())
+        .stdin(if secrets.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .await
         .map_err(session_error)?;
+    if let Some(mut stdin) = child.stdin().take() {
+        use base64::Engine;
+        use tokio::io::AsyncWriteExt;
+        let mut payload = String::new();
+        for (name, value) in &secrets {
+            let v = base64::engine::general_purpose::STANDARD.encode(value);
+            payload.push_str(&format!("{name}\n{v}\n"));
+        }
+        payload.push('\n');
+        stdin
+            .write_all(payload.as_bytes())
+            .await
+            .map_err(|e| ActionError::Failed(format!("could not hand the secrets over: {e}")))?;
+        let _ = stdin.shutdown().await;
+    }
     let stdout = child.stdout().take().expect("piped");
     let stderr = child.stderr().take().expect("piped");
     let log = ctx.log.clone();
     let run = async {
         // Drain both streams to EOF before waiting for the status (openssh#103).
         let (o, e) = tokio::join!(
-            pump(stdout, Stream::Stdout, &log),
-            pump(stderr, Stream::Stderr, &log)
+            pump(stdout, Stream::Stdout, &log, &masks),
+            pump(stderr, Stream::Stderr, &log, &masks)
         );
         if let Err(err) = o.and(e) {
             log.system(format!("Reading the script's output failed: {err}"))
@@ -112,14 +197,20 @@ pub async fn run(ctx: &Ctx<'_>, params: &RunScriptParams) -> Result<i32, ActionE
 }
 
 /// Forward `reader` into the log line by line as it is produced.
-async fn pump(reader: impl AsyncRead + Unpin, stream: Stream, log: &LogSink) -> io::Result<()> {
+/// Secret values in it (`masks`, longest first) are stored as `***`.
+async fn pump(
+    reader: impl AsyncRead + Unpin,
+    stream: Stream,
+    log: &LogSink,
+    masks: &[String],
+) -> io::Result<()> {
     let mut r = BufReader::with_capacity(64 * 1024, reader);
     let mut line: Vec<u8> = Vec::new();
     loop {
         let buf = r.fill_buf().await?;
         if buf.is_empty() {
             if !line.is_empty() {
-                emit(&mut line, stream, log).await;
+                emit(&mut line, stream, log, masks).await;
             }
             return Ok(());
         }
@@ -127,7 +218,7 @@ async fn pump(reader: impl AsyncRead + Unpin, stream: Stream, log: &LogSink) -> 
             Some(i) => {
                 line.extend_from_slice(&buf[..i]);
                 r.consume(i + 1);
-                emit(&mut line, stream, log).await;
+                emit(&mut line, stream, log, masks).await;
             }
             None => {
                 let n = buf.len();
@@ -137,17 +228,17 @@ async fn pump(reader: impl AsyncRead + Unpin, stream: Stream, log: &LogSink) -> 
         }
         while line.len() >= MAX_LINE {
             let rest = line.split_off(MAX_LINE);
-            emit(&mut line, stream, log).await;
+            emit(&mut line, stream, log, masks).await;
             line = rest;
         }
     }
 }
 
-async fn emit(line: &mut Vec<u8>, stream: Stream, log: &LogSink) {
+async fn emit(line: &mut Vec<u8>, stream: Stream, log: &LogSink, masks: &[String]) {
     if line.last() == Some(&b'\r') {
         line.pop();
     }
-    let text = String::from_utf8_lossy(line).into_owned();
+    let text = shared::secrets::mask(&String::from_utf8_lossy(line), masks);
     line.clear();
     log.line(stream, text).await;
 }
@@ -160,6 +251,7 @@ mod tests {
     #[test]
     fn env_and_script_are_quoted() {
         let p = RunScriptParams {
+            secrets: Default::default(),
             script: "echo \"$A\"".into(),
             env: BTreeMap::from([(
                 "A".to_string(),

@@ -26,16 +26,12 @@ pub async fn take(
             "nothing to back up: the server has no databases of its own".into(),
         ));
     }
-    let names: Vec<String> = databases
-        .iter()
-        .filter_map(|d| shlex::try_quote(d).ok().map(|q| q.into_owned()))
-        .collect();
     // The position is in the dump as comments (binlog file at the top, GTID at the end): awk
     // copies those lines to stderr on the way.
     let dump = format!(
         "mysqldump {} --single-transaction --gtid --master-data=2 --routines --events --triggers --databases {}",
         opts.args,
-        names.join(" ")
+        crate::mysql::database_arguments(&databases)
     );
     let copy_position = "awk '/^-- (SET GLOBAL gtid_slave_pos|CHANGE MASTER TO MASTER_LOG_FILE)/ { print \"sa-pos:\" $0 > \"/dev/stderr\" } { print }'";
     let cmd = piped(&dump, &format!("{copy_position} | {compress}"));

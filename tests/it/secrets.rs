@@ -1,0 +1,206 @@
+//! Secret values: given inline or named in the store, they reach the script and nothing else:
+//! no API answer, log line (plain, base64, URL-encoded, printed in pieces), audit row, store row
+//! in clear, command line on the server or file left behind.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::json;
+use shared::Status;
+
+use crate::{eventually, TestApp, TestHost};
+
+const INLINE: &str = "hunter2-inline/pw";
+const STORED: &str = "s3cr3t-stored value";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_reaches_the_script_and_nothing_else() {
+    let mut app = TestApp::spawn().await.unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let (status, _) = app
+        .client
+        .post("/v1/secrets", &json!({"name": "db-pass", "value": STORED}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+    let marker = std::time::SystemTime::now();
+    // The script knows the values only by their hashes.
+    let digest = |v: &str| {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(v.as_bytes()))
+    };
+    let script = format!(
+        r#"
+        [ "$(printf %s "$A" | sha256sum | cut -d' ' -f1)" = {a} ] && echo A-arrived
+        [ "$(printf %s "$B" | sha256sum | cut -d' ' -f1)" = {b} ] && echo B-arrived
+        echo "plain: $A and $B"
+        printf '%s' "$A" | base64
+        printf 'split: %s' "$(printf %s "$A" | cut -c1-4)"; sleep 0.3; printf '%s\n' "$(printf %s "$A" | cut -c5-)"
+        echo "url: $(printf %s "$A" | sed 's,/,%2F,g')"
+        sleep 2
+    "#,
+        a = digest(INLINE),
+        b = digest(STORED)
+    );
+    let body = json!({"server": "web1", "kind": "run_script", "params": {
+        "script": script, "secrets": {"A": INLINE, "B": {"secret_ref": "db-pass"}}}});
+    let a = app.client.submit(&body).await.unwrap();
+    // While it runs: no command line on the server holds a value.
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            app.log(a.id).await.contains("A-arrived")
+        })
+        .await
+    );
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    let a = app.wait(a.id).await;
+    assert_eq!(a.status, Status::Succeeded);
+    let log = app.log(a.id).await;
+    assert!(
+        log.contains("A-arrived") && log.contains("B-arrived"),
+        "{log}"
+    );
+    assert!(log.contains("plain: *** and ***"), "{log}");
+
+    // Nowhere: the API's answers, the log (text and JSON), the audit trail, the store's rows,
+    // the metrics, the server's command lines and files.
+    let shown = app
+        .client
+        .get(&format!("/v1/actions/{}", a.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        shown["params"]["secrets"],
+        json!({"A": "***", "B": {"secret_ref": "db-pass"}})
+    );
+    let lines = app
+        .client
+        .get(&format!("/v1/actions/{}/lines?limit=1000", a.id))
+        .await
+        .unwrap();
+    let everything: String = sqlx::query_scalar(
+        "SELECT concat((SELECT json_agg(t)::text FROM actions t), (SELECT json_agg(t)::text FROM action_log t),
+                       (SELECT json_agg(t)::text FROM audit t), (SELECT json_agg(t)::text FROM secrets t),
+                       (SELECT json_agg(t)::text FROM action_secrets t))",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let listed = app.client.get("/v1/secrets").await.unwrap();
+    let metrics = app.client.metrics().await.unwrap();
+    let files = files_since(marker);
+    for value in [INLINE, STORED] {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+        for (what, text) in [
+            ("log", &log),
+            ("lines", &lines.to_string()),
+            ("action", &shown.to_string()),
+            ("store", &everything),
+            ("secret list", &listed.to_string()),
+            ("metrics", &metrics),
+            ("ps", &ps.to_string()),
+            ("files", &files),
+        ] {
+            assert!(!text.contains(value), "{value:?} is in the {what}");
+            assert!(!text.contains(&b64), "base64 of {value:?} is in the {what}");
+        }
+    }
+    assert!(
+        !log.contains("hunter2"),
+        "the split value came through: {log}"
+    );
+    // The action's own copy is wiped once it ended; the named one stays.
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM action_secrets")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    assert_eq!(listed["secrets"][0]["name"], "db-pass");
+}
+
+/// The text of the small files under /tmp changed since `since` (the test hosts live there).
+fn files_since(since: std::time::SystemTime) -> String {
+    let mut text = String::new();
+    let mut dirs = vec![std::path::PathBuf::from("/tmp")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() && dirs.len() < 10_000 && !e.path().ends_with("mysql") {
+                dirs.push(e.path());
+            } else if meta.is_file()
+                && meta.len() < 1 << 20
+                && meta.modified().is_ok_and(|m| m >= since)
+            {
+                if let Ok(bytes) = std::fs::read(e.path()) {
+                    text.push_str(&String::from_utf8_lossy(&bytes));
+                }
+            }
+        }
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_secrets_are_refused_with_the_field() {
+    let app = TestApp::spawn().await.unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    let run = |secrets: serde_json::Value| json!({"server": "web1", "kind": "run_script", "params": {"script": "true", "secrets": secrets}});
+    for (secrets, field) in [
+        (
+            json!({"A": {"secret_ref": "nope"}}),
+            "params.secrets.A.secret_ref",
+        ),
+        (json!({"A": "***"}), "params.secrets.A"),
+        (json!({"1A": "x"}), "params.secrets.1A"),
+        (
+            json!({"A": {"secret_ref": "x", "more": 1}}),
+            "params.secrets.A",
+        ),
+    ] {
+        let e = app.client.submit(&run(secrets.clone())).await.unwrap_err();
+        assert_eq!(e.status(), Some(400), "{secrets}: {e}");
+        let client::ClientError::Api { field: f, .. } = &e else {
+            panic!("{e}")
+        };
+        assert!(
+            f.as_deref().is_some_and(|f| f.starts_with(field)),
+            "{secrets}: {e} ({f:?})"
+        );
+    }
+    let e = app
+        .client
+        .post(
+            "/v1/schedules",
+            &json!({"name": "s", "target": {"server": "web1"}, "kind": "run_script",
+                    "params": {"script": "true", "secrets": {"A": "inline"}}, "every_s": 60}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    assert!(e.to_string().contains("secret_ref"), "{e}");
+    assert_eq!(app.action_count().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_does_not_open_the_stored_secrets_stops_the_api() {
+    let app = TestApp::spawn().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = app.cfg.clone();
+    cfg.listen = ([127, 0, 0, 1], 0).into();
+    cfg.secret_key_file = Some(dir.path().join("other.key"));
+    let err = api::Application::build(&cfg, app.topology.clone())
+        .await
+        .err()
+        .expect("an api with another key");
+    assert!(format!("{err:#}").contains("does not open"), "{err:#}");
+}
