@@ -122,3 +122,62 @@ async fn timeout_kills_the_process_tree() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_pid_file_kills_nothing_and_the_action_says_so() {
+    let mut app = TestApp::spawn().await.unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    // The same host and user under another name: what `kill -TERM -1` as that user would hit.
+    app.add_host("web2", &host).await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let a = app
+        .client
+        .run_script("web1", "echo started; sleep 20", &[])
+        .await
+        .unwrap();
+    let sentinel = app
+        .client
+        .run_script("web2", "echo started; sleep 20", &[])
+        .await
+        .unwrap();
+    for id in [a.id, sentinel.id] {
+        assert!(
+            crate::eventually(Duration::from_secs(15), async || app
+                .log(id)
+                .await
+                .contains("started"))
+            .await
+        );
+    }
+    // A local user of the same account writes `1 <id>` into the pid file.
+    let home = String::from_utf8(
+        std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("getent passwd {} | cut -d: -f6", testbed::hosts::LOGIN_USER),
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let file = format!("{}/.serveractions/web1-{}.pid", home.trim(), host.address);
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .ends_with(&format!(" {}\n", a.id)));
+    std::fs::write(&file, format!("1 {}\n", a.id)).unwrap();
+    app.client.cancel(a.id).await.unwrap();
+    let a = app.wait(a.id).await;
+    let log = app.log(a.id).await;
+    assert_eq!(a.status, shared::Status::Failed, "{log}");
+    assert!(log.contains("the pid file is not to be trusted"), "{log}");
+    // Nothing else of the user's was killed.
+    let s = app.client.action(sentinel.id).await.unwrap();
+    assert_eq!(s.status, shared::Status::Running);
+    app.client.cancel(sentinel.id).await.unwrap();
+    assert_eq!(
+        app.wait(sentinel.id).await.status,
+        shared::Status::Cancelled
+    );
+}

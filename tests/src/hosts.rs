@@ -48,6 +48,11 @@ pub fn client_key() -> anyhow::Result<PathBuf> {
         // A locked password ('!') makes sshd without PAM refuse even key logins.
         run(Command::new("usermod").args(["-p", "*", LOGIN_USER]))?;
     }
+    // Its home is where the actions' private pid directory goes: it must be the user's (a
+    // machine may keep a /home/satest of an older account).
+    run(Command::new("sh").arg("-c").arg(format!(
+        "h=$(getent passwd {LOGIN_USER} | cut -d: -f6) && mkdir -p \"$h\" && chown {LOGIN_USER}: \"$h\""
+    )))?;
     fs::create_dir_all(BED)?;
     fs::set_permissions(BED, fs::Permissions::from_mode(0o755))?;
     let key = Path::new(BED).join("client_ed25519");

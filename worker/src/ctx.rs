@@ -39,6 +39,9 @@ pub enum ActionError {
     /// Stopped by timeout, lost lease or shutdown; the runner knows which.
     #[error("stopped")]
     Stopped,
+    /// Asked to stop, it could not be: the script may still run on the server.
+    #[error("{0}")]
+    Unstoppable(String),
     #[error("{0}")]
     Failed(String),
     /// The data itself is bad (a backup object's checksum, a stream that does not unpack).

@@ -152,10 +152,7 @@ async fn reap(worker: &Worker, lease: &leases::Lease) {
             match tokio::time::timeout(Duration::from_secs(20), worker.ssh.exec(&server, &kill))
                 .await
             {
-                Ok(Ok((_, pg))) if !pg.trim().is_empty() => {
-                    format!("process group {} killed", pg.trim())
-                }
-                Ok(Ok(_)) => "no process left on the server".to_string(),
+                Ok(Ok((_, out))) => crate::ssh::Killed::parse(&out).to_string(),
                 Ok(Err(e)) => format!("could not reach the server to kill its processes ({e})"),
                 Err(_) => {
                     "could not reach the server to kill its processes (timed out)".to_string()

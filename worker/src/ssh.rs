@@ -289,26 +289,88 @@ async fn close_quietly(s: Arc<Session>) {
     }
 }
 
+/// The private directory of the pid files on a server: the SSH user's, mode 0700, so no other
+/// local user can write (or plant a link to) what a cancel trusts.
+pub const PID_DIR: &str = "$HOME/.serveractions";
+
 /// One pid file per server record (name and address: hosts that share a file system, like the
 /// test bed's, do not mix up their files): actions on a server never overlap. Names and
-/// addresses are validated (letters, digits, `.`, `_`, `-`, `:`), so the path needs no quoting.
+/// addresses are validated (letters, digits, `.`, `_`, `-`, `:`), so the path needs no quoting
+/// beyond the double quotes that expand `$HOME`.
 pub fn pidfile(server: &Server) -> String {
-    format!("/tmp/sa-{}-{}.pid", server.name, server.address)
+    format!("{PID_DIR}/{}-{}.pid", server.name, server.address)
+}
+
+/// What a kill found on the server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Killed {
+    /// The action's process group, stopped.
+    Group(String),
+    /// Nothing of the action's is running.
+    Nothing,
+    /// The pid file does not name a process group of the action's: nothing was killed.
+    Untrusted(String),
+    /// The group outlived TERM and KILL.
+    Survived(String),
+}
+
+impl Killed {
+    /// Read the last line `kill_action_command` prints.
+    pub fn parse(out: &str) -> Self {
+        let line = out.lines().last().unwrap_or("").trim();
+        match line.split_once(' ') {
+            Some(("killed", pg)) => Killed::Group(pg.into()),
+            Some(("alive", pg)) => Killed::Survived(pg.into()),
+            Some(("untrusted:", why)) => Killed::Untrusted(why.into()),
+            _ if line == "none" || line.is_empty() => Killed::Nothing,
+            _ => Killed::Untrusted(format!("unexpected answer {line:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for Killed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Killed::Group(pg) => write!(f, "process group {pg} killed"),
+            Killed::Nothing => f.write_str("no process left on the server"),
+            Killed::Untrusted(why) => {
+                write!(
+                    f,
+                    "could not stop the script: the pid file is not to be trusted ({why})"
+                )
+            }
+            Killed::Survived(pg) => {
+                write!(
+                    f,
+                    "could not stop the script: process group {pg} outlived TERM and KILL"
+                )
+            }
+        }
+    }
 }
 
 /// TERM, then KILL after this many tenths of a second.
 const KILL_GRACE_TENTHS: u32 = 50;
 
 /// Kill the action's remote process group: TERM, wait up to the grace period, then KILL; only
-/// if the server's pid file names this action. `wait_start`: wait up to 2 s for it to do so
-/// (a stop right after the spawn).
+/// if the server's pid file names this action and a live process that leads its own group (a
+/// number > 1: never `kill -1`). `wait_start`: wait up to 2 s for the file to name it (a stop
+/// right after the spawn). Prints one line, read by [`Killed::parse`].
 pub fn kill_action_command(server: &Server, action_id: i64, wait_start: bool) -> String {
     let tries = if wait_start { 20 } else { 0 };
     format!(
-        "f={pid}; i=0; while :; do read pg id < \"$f\" 2>/dev/null; [ \"$id\" = {action_id} ] && break; \
-         [ $i -ge {tries} ] && exit 0; sleep 0.1; i=$((i+1)); done; kill -TERM \"-$pg\" 2>/dev/null; \
+        "f=\"{pid}\"; i=0; while :; do read pg id < \"$f\" 2>/dev/null; [ \"$id\" = {action_id} ] && break; \
+         [ $i -ge {tries} ] && {{ echo none; exit 0; }}; sleep 0.1; i=$((i+1)); done; \
+         case \"$pg\" in ''|*[!0-9]*) echo \"untrusted: it holds $pg, not a process group id\"; exit 0;; esac; \
+         [ \"$pg\" -gt 1 ] || {{ echo \"untrusted: it names process group $pg\"; exit 0; }}; \
+         kill -0 \"-$pg\" 2>/dev/null || {{ : > \"$f\"; echo none; exit 0; }}; \
+         [ \"$(ps -o pgid= -p \"$pg\" 2>/dev/null | tr -d ' ')\" = \"$pg\" ] || \
+           {{ echo \"untrusted: process $pg does not lead process group $pg\"; exit 0; }}; \
+         kill -TERM \"-$pg\" 2>/dev/null; \
          i=0; while kill -0 \"-$pg\" 2>/dev/null && [ $i -lt {KILL_GRACE_TENTHS} ]; do sleep 0.1; i=$((i+1)); done; \
-         kill -KILL \"-$pg\" 2>/dev/null; : > \"$f\"; echo \"$pg\"",
+         kill -KILL \"-$pg\" 2>/dev/null; \
+         i=0; while kill -0 \"-$pg\" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; \
+         kill -0 \"-$pg\" 2>/dev/null && {{ echo \"alive $pg\"; exit 0; }}; : > \"$f\"; echo \"killed $pg\"",
         pid = pidfile(server)
     )
 }

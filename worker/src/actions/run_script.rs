@@ -59,8 +59,13 @@ pub fn remote_command(server: &Server, action_id: i64, p: &RunScriptParams) -> S
          sa_v=$(printf '%s' \"$sa_v\" | base64 -d) || exit 125; export \"$sa_n=$sa_v\"; done; \
          unset sa_n sa_v; exec </dev/null; "
     };
+    // The pid file, in a directory only the SSH user can write; no file, no script.
+    let dir = crate::ssh::PID_DIR;
     format!(
-        "trap \": > {pid}\" EXIT; echo \"$$ {action_id}\" > {pid}; {secrets}{export}eval {script}",
+        "d=\"{dir}\"; (umask 077; mkdir -p \"$d\") && [ -d \"$d\" ] && [ ! -L \"$d\" ] && [ -O \"$d\" ] \
+         && chmod 700 \"$d\" && echo \"$$ {action_id}\" > \"{pid}\" \
+         || {{ echo \"ServerActions: cannot write the pid file {pid} in a private directory\" >&2; exit 125; }}; \
+         trap ': > \"{pid}\"' EXIT; unset d; {secrets}{export}eval {script}",
         script = quote(&p.script)
     )
 }
@@ -185,8 +190,14 @@ pub async fn run(ctx: &Ctx<'_>, params: &RunScriptParams) -> Result<i32, ActionE
         _ = ctx.stop.stopped() => {
             ctx.log.system("Stopping: terminating the remote process group (TERM, then KILL).").await;
             match ssh.exec(ctx.server, &crate::ssh::kill_action_command(ctx.server, ctx.action.id, true)).await {
-                Ok((_, pg)) if !pg.trim().is_empty() => ctx.log.system(format!("Process group {} terminated.", pg.trim())).await,
-                Ok(_) => {}
+                Ok((_, out)) => match crate::ssh::Killed::parse(&out) {
+                    crate::ssh::Killed::Group(pg) => ctx.log.system(format!("Process group {pg} terminated.")).await,
+                    crate::ssh::Killed::Nothing => {}
+                    other => {
+                        ctx.log.system(format!("Stopping failed: {other}.")).await;
+                        return Err(ActionError::Unstoppable(other.to_string()));
+                    }
+                },
                 Err(e) => ctx.log.system(format!("Could not kill the remote process group: {e}")).await,
             }
             // Keep what the script printed before it died.
@@ -274,7 +285,27 @@ mod tests {
             String::from_utf8_lossy(&out.stdout),
             "x'; touch /tmp/pwned; '$(id)\n\n"
         );
-        // The pid file is emptied at the end.
-        assert_eq!(std::fs::read_to_string(pidfile(&server)).unwrap(), "");
+        // The pid file, in a private directory, is emptied at the end.
+        let home = std::env::var("HOME").unwrap();
+        let file = pidfile(&server).replace("$HOME", &home);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "");
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::path::Path::new(&file).parent().unwrap();
+        assert_eq!(
+            std::fs::metadata(dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        // Without a private directory for its pid file, the script does not run.
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join(".serveractions"), "not a directory").unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .env("HOME", home.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125));
+        assert!(out.stdout.is_empty());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write the pid file"));
     }
 }
