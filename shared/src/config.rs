@@ -68,6 +68,12 @@ pub struct Config {
     /// The AES-256-GCM key that seals secret values (api and workers read the same file; the
     /// api makes it, mode 0600, when it is missing); default `~/.config/serveractions/secret.key`.
     pub secret_key_file: Option<PathBuf>,
+    /// Longest stored log line; longer output lines are split, the cut marked.
+    pub log_line_max: usize,
+    /// Bytes of one action's log lines a worker holds before the script's output waits.
+    pub log_buffer_bytes: usize,
+    /// Bytes of output one action stores; beyond, output is counted, not stored.
+    pub log_max_bytes: u64,
     /// Serve `/metrics` without a token.
     pub metrics_open: bool,
     /// `Host` names the api answers to (comma-separated; `*`: any); default the listen
@@ -112,6 +118,9 @@ impl Default for Config {
             dns_provider: "store".into(),
             admin_token_file: None,
             secret_key_file: None,
+            log_line_max: 64 * 1024,
+            log_buffer_bytes: 8 * 1024 * 1024,
+            log_max_bytes: 1024 * 1024 * 1024,
             metrics_open: false,
             allowed_hosts: None,
             tls_cert: None,
@@ -176,6 +185,25 @@ impl Config {
         env.set("SA_DNS_PROVIDER", &mut self.dns_provider)?;
         env.set_opt("SA_ADMIN_TOKEN_FILE", &mut self.admin_token_file)?;
         env.set_opt("SA_SECRET_KEY_FILE", &mut self.secret_key_file)?;
+        env.set("SA_LOG_LINE_MAX", &mut self.log_line_max)?;
+        env.set("SA_LOG_BUFFER_BYTES", &mut self.log_buffer_bytes)?;
+        env.set("SA_LOG_MAX_BYTES", &mut self.log_max_bytes)?;
+        if !(1024..=1024 * 1024).contains(&self.log_line_max) {
+            return Err(ConfigError::Invalid {
+                var: "SA_LOG_LINE_MAX",
+                value: self.log_line_max.to_string(),
+                reason: "must be 1 KiB to 1 MiB (bytes)".into(),
+            });
+        }
+        if self.log_buffer_bytes < 4 * self.log_line_max
+            || self.log_buffer_bytes > u32::MAX as usize
+        {
+            return Err(ConfigError::Invalid {
+                var: "SA_LOG_BUFFER_BYTES",
+                value: self.log_buffer_bytes.to_string(),
+                reason: "must be at least 4 x SA_LOG_LINE_MAX and below 4 GiB".into(),
+            });
+        }
         env.set("SA_METRICS_OPEN", &mut self.metrics_open)?;
         if let Some(v) = get("SA_ALLOWED_HOSTS") {
             self.allowed_hosts = (!v.trim().is_empty()).then(|| {

@@ -172,3 +172,62 @@ async fn large_output_is_stored_whole_and_in_order() {
     let text = app.log(a.id).await;
     assert_eq!(text.lines().count() as i64, count);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_beyond_the_caps_is_cut_marked_and_counted() {
+    let mut app = TestApp::spawn_with(|c| {
+        c.log_max_bytes = 20_000;
+        c.log_line_max = 1024;
+    })
+    .await
+    .unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    app.spawn_worker().await.unwrap();
+
+    // More than the action may store: the first 20,000 bytes are kept, the rest counted.
+    let (a, log) = app
+        .act(
+            "web1",
+            "run_script",
+            serde_json::json!({"script": "seq 100000"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status, shared::Status::Succeeded, "{log}");
+    let kept: usize = log
+        .lines()
+        .filter(|l| l.parse::<u32>().is_ok())
+        .map(|l| l.len() + 1)
+        .sum();
+    assert!(kept > 15_000 && kept <= 20_000, "{kept}");
+    let total = (1..=100_000u32)
+        .map(|n| n.to_string().len() + 1)
+        .sum::<usize>();
+    let closing = format!(
+        "Output cut: {} more bytes ({} lines) were not stored",
+        total - kept,
+        100_000 - log.lines().filter(|l| l.parse::<u32>().is_ok()).count()
+    );
+    assert!(
+        log.contains(&closing),
+        "{closing}\n{}",
+        &log[log.len().saturating_sub(400)..]
+    );
+
+    // A long line is cut with a mark; bytes that are not UTF-8 are shown, not lost.
+    let (a, log) = app
+        .act(
+            "web1",
+            "run_script",
+            serde_json::json!({"script": "head -c 2500 /dev/zero | tr '\\0' x; echo; printf 'a\\377b\\n'"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status, shared::Status::Succeeded, "{log}");
+    let xs: Vec<&str> = log.lines().filter(|l| l.starts_with("xxx")).collect();
+    assert_eq!(xs.len(), 3, "{log}");
+    assert_eq!(xs[0], format!("{} [line continues]", "x".repeat(1024)));
+    assert_eq!(xs[2], "x".repeat(2500 - 2048));
+    assert!(log.lines().any(|l| l == "a\\xffb"), "{log}");
+}

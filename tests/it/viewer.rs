@@ -55,37 +55,7 @@ async fn viewer_tails_live_escapes_output_filters_and_opens_big_logs() {
             )
             .await
     );
-    browser
-        .eval("window.__same_page = 'yes'; return true")
-        .await
-        .unwrap();
-    let log_has =
-        |s: &str| format!("return document.getElementById('log').textContent.includes({s:?})");
-    assert!(
-        browser
-            .wait_for(&log_has("tick 1"), Duration::from_secs(20))
-            .await,
-        "no live lines"
-    );
-    assert!(
-        browser
-            .wait_for(&log_has("tick 6"), Duration::from_secs(20))
-            .await,
-        "live tail stalled"
-    );
-    assert_eq!(
-        browser.eval("return window.__same_page").await.unwrap(),
-        "yes",
-        "the page reloaded"
-    );
-    assert!(
-        browser
-            .wait_for(
-                "return document.getElementById('facts').textContent.includes('succeeded')",
-                Duration::from_secs(20)
-            )
-            .await
-    );
+    assert_tails_live(&browser, "tick 6").await;
     // Hostile output is text: no element was created from it, no dialog opened.
     assert!(browser
         .eval(&log_has("<script>alert(1)</script>"))
@@ -332,38 +302,7 @@ async fn viewer_asks_for_a_token_and_tails_with_auth_on() {
             .await,
         "no action page"
     );
-    browser
-        .eval("window.__same_page = 'yes'; return true")
-        .await
-        .unwrap();
-    let log_has =
-        |s: &str| format!("return document.getElementById('log').textContent.includes({s:?})");
-    assert!(
-        browser
-            .wait_for(&log_has("tick 1"), Duration::from_secs(20))
-            .await,
-        "no live lines"
-    );
-    assert!(
-        browser
-            .wait_for(&log_has("tick 5"), Duration::from_secs(20))
-            .await,
-        "live tail stalled"
-    );
-    assert_eq!(
-        browser.eval("return window.__same_page").await.unwrap(),
-        "yes",
-        "the page reloaded"
-    );
-    assert!(
-        browser
-            .wait_for(
-                "return document.getElementById('facts').textContent.includes('succeeded')",
-                Duration::from_secs(20)
-            )
-            .await,
-        "the facts did not show the end"
-    );
+    assert_tails_live(&browser, "tick 5").await;
     assert!(browser
         .eval("return document.getElementById('facts').textContent.includes('Submitted by')")
         .await
@@ -416,4 +355,44 @@ async fn viewer_asks_for_a_token_and_tails_with_auth_on() {
             .unwrap(),
         Value::Null
     );
+}
+
+/// On an action page: the first tick and then `last` appear without a reload, and the facts
+/// show the end.
+async fn assert_tails_live(browser: &Browser, last: &str) {
+    browser
+        .eval("window.__same_page = 'yes'; return true")
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for(&log_has("tick 1"), Duration::from_secs(20))
+            .await,
+        "no live lines"
+    );
+    assert!(
+        browser
+            .wait_for(&log_has(last), Duration::from_secs(20))
+            .await,
+        "live tail stalled"
+    );
+    assert_eq!(
+        browser.eval("return window.__same_page").await.unwrap(),
+        "yes",
+        "the page reloaded"
+    );
+    assert!(
+        browser
+            .wait_for(
+                "return document.getElementById('facts').textContent.includes('succeeded')",
+                Duration::from_secs(20)
+            )
+            .await,
+        "the facts did not show the end"
+    );
+}
+
+/// A script that says whether the page's log shows `s`.
+fn log_has(s: &str) -> String {
+    format!("return document.getElementById('log').textContent.includes({s:?})")
 }

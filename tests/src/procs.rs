@@ -50,6 +50,9 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ("SA_S3_REGION", cfg.s3_region.clone()),
         ("SA_DNS_PROVIDER", cfg.dns_provider.clone()),
         ("SA_METRICS_OPEN", cfg.metrics_open.to_string()),
+        ("SA_LOG_LINE_MAX", cfg.log_line_max.to_string()),
+        ("SA_LOG_BUFFER_BYTES", cfg.log_buffer_bytes.to_string()),
+        ("SA_LOG_MAX_BYTES", cfg.log_max_bytes.to_string()),
         ("SA_INSECURE_NO_AUTH", cfg.insecure_no_auth.to_string()),
         ("SA_MYSQL_USER", cfg.mysql_user.clone()),
         (

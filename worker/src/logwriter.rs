@@ -1,7 +1,8 @@
 //! The action log writer: one per running action, the only writer of that action's lines while
-//! it runs. Lines go through a bounded channel (memory stays flat whatever the script prints)
-//! and are stored in batches with consecutive sequence numbers; while one batch is written, the
-//! next one accumulates.
+//! it runs. Lines go through a channel bounded in lines and in bytes (`SA_LOG_BUFFER_BYTES`: a
+//! sender waits for room, which holds back the SSH stream, so memory stays flat whatever the
+//! script prints) and are stored in batches with consecutive sequence numbers; while one batch
+//! is written, the next one accumulates.
 
 use std::time::Duration;
 
@@ -13,7 +14,10 @@ use shared::{
 };
 use sqlx::PgPool;
 use std::sync::Arc;
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, Semaphore},
+    task::JoinHandle,
+};
 
 use crate::heartbeat::{Stop, StopReason};
 
@@ -26,6 +30,14 @@ const COPY_FROM: usize = 512;
 #[derive(Clone)]
 pub struct LogSink {
     tx: mpsc::Sender<NewLine>,
+    /// Bytes of line text that may wait in the channel or the batch being stored.
+    room: Arc<Semaphore>,
+    room_bytes: usize,
+}
+
+/// The permits a line takes from the byte budget (its text, at least 1, at most all of it).
+fn cost(line: &str, budget: usize) -> u32 {
+    line.len().clamp(1, budget) as u32
 }
 
 impl LogSink {
@@ -39,6 +51,14 @@ impl LogSink {
             stream,
             line,
         };
+        // Released by the writer once the line is stored.
+        if let Ok(p) = self
+            .room
+            .acquire_many(cost(&line.line, self.room_bytes))
+            .await
+        {
+            p.forget();
+        }
         // Fails only if the writer gave up (store unreachable): the runner reports that.
         let _ = self.tx.send(line).await;
     }
@@ -66,18 +86,26 @@ impl LogWriter {
         lease: (String, i64),
         stop: Arc<Stop>,
         lines_written: IntCounter,
+        buffer_bytes: usize,
     ) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL);
+        let room = Arc::new(Semaphore::new(buffer_bytes));
         let w = Writer {
             pool,
             action_id,
             lease,
             stop,
             lines_written,
+            room: room.clone(),
+            room_bytes: buffer_bytes,
         };
         let task = tokio::spawn(w.run(last, rx));
         Self {
-            sink: LogSink { tx },
+            sink: LogSink {
+                tx,
+                room,
+                room_bytes: buffer_bytes,
+            },
             task,
         }
     }
@@ -99,9 +127,20 @@ struct Writer {
     lease: (String, i64),
     stop: Arc<Stop>,
     lines_written: IntCounter,
+    room: Arc<Semaphore>,
+    room_bytes: usize,
 }
 
 impl Writer {
+    /// Give the batch's bytes back to the senders.
+    fn release(&self, batch: &[NewLine]) {
+        let n: usize = batch
+            .iter()
+            .map(|l| cost(&l.line, self.room_bytes) as usize)
+            .sum();
+        self.room.add_permits(n);
+    }
+
     async fn run(self, mut last: i32, mut rx: mpsc::Receiver<NewLine>) -> Result<i32, sqlx::Error> {
         let mut batch = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
@@ -122,7 +161,10 @@ impl Writer {
                     Ok(false) => {
                         // Fenced off: the lease is gone. Drop the lines, stop the action.
                         self.stop.stop(StopReason::LeaseLost);
-                        while rx.recv().await.is_some() {}
+                        self.release(&batch);
+                        while let Some(l) = rx.recv().await {
+                            self.release(std::slice::from_ref(&l));
+                        }
                         return Ok(last);
                     }
                     // The store restarting: keep the lines (bounded channel = backpressure) and retry.
@@ -136,6 +178,7 @@ impl Writer {
             }
             last += batch.len() as i32;
             self.lines_written.inc_by(batch.len() as u64);
+            self.release(&batch);
             batch.clear();
         }
         Ok(last)

@@ -152,6 +152,7 @@ async fn execute(
         (action.server.clone(), generation),
         stop.clone(),
         worker.metrics.log_lines.clone(),
+        worker.cfg.log_buffer_bytes,
     );
     let log = writer.sink();
     let done = CancellationToken::new();
@@ -165,14 +166,18 @@ async fn execute(
         shutdown,
     ));
 
-    let result = actions::run(&Ctx {
+    // A panic in an action ends it `failed` with the panic's message; the server is released
+    // like after any other end.
+    let ctx = Ctx {
         worker,
         action,
         server,
         log: log.clone(),
         stop: &stop,
-    })
-    .await;
+    };
+    let result = caught(actions::run(&ctx)).await;
+    // Its log sink too: the writer closes once every sink is gone.
+    drop(ctx);
     done.cancel();
     let outcome = outcome(result, stop.reason(), action);
     if let Some(err) = &outcome.error {
@@ -181,6 +186,25 @@ async fn execute(
     drop(log);
     writer.close().await?;
     Ok(outcome)
+}
+
+/// What `run` returns, or its panic as a failure that says so.
+async fn caught(
+    run: impl std::future::Future<Output = Result<Done, ActionError>>,
+) -> Result<Done, ActionError> {
+    match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run)).await {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(ActionError::Failed(format!(
+                "the worker hit a bug running it (panic: {what})"
+            )))
+        }
+    }
 }
 
 fn outcome(
@@ -266,6 +290,22 @@ mod tests {
             "result": null, "submitted_by": "token:test"
         }))
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_action_fails_with_its_message() {
+        let r = caught(async { panic!("boom at line 3") }).await;
+        match r {
+            Err(ActionError::Failed(m)) => assert!(m.contains("panic: boom at line 3"), "{m}"),
+            Err(e) => panic!("another error: {e}"),
+            Ok(_) => panic!("no error"),
+        }
+        let o = outcome(
+            caught(async { panic!("x") }).await,
+            None,
+            &action(serde_json::Value::Null),
+        );
+        assert_eq!(o.status, Status::Failed);
     }
 
     #[test]

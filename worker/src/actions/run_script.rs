@@ -12,7 +12,11 @@
 //! Stop (timeout, lost lease, shutdown) kills the whole group: TERM, then KILL after a grace
 //! period, and only if the pid file still names this action.
 
-use std::{io, time::Duration};
+use std::{
+    io,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use openssh::Stdio;
 use shared::{
@@ -27,9 +31,6 @@ use crate::{
     logwriter::LogSink,
     ssh::{pidfile, SshError},
 };
-
-/// Longer output lines are stored as several lines (never truncated).
-const MAX_LINE: usize = 64 * 1024;
 
 fn quote(s: &str) -> String {
     shlex::try_quote(s)
@@ -163,16 +164,27 @@ pub async fn run(ctx: &Ctx<'_>, params: &RunScriptParams) -> Result<i32, ActionE
     let stdout = child.stdout().take().expect("piped");
     let stderr = child.stderr().take().expect("piped");
     let log = ctx.log.clone();
+    let cfg = &ctx.worker.cfg;
+    let out = Output {
+        log: &log,
+        masks,
+        line_max: cfg.log_line_max,
+        max_bytes: cfg.log_max_bytes,
+        seen: AtomicU64::new(0),
+        dropped_bytes: AtomicU64::new(0),
+        dropped_lines: AtomicU64::new(0),
+    };
     let run = async {
         // Drain both streams to EOF before waiting for the status (openssh#103).
         let (o, e) = tokio::join!(
-            pump(stdout, Stream::Stdout, &log, &masks),
-            pump(stderr, Stream::Stderr, &log, &masks)
+            pump(stdout, Stream::Stdout, &out),
+            pump(stderr, Stream::Stderr, &out)
         );
         if let Err(err) = o.and(e) {
             log.system(format!("Reading the script's output failed: {err}"))
                 .await;
         }
+        out.close().await;
         child.wait().await
     };
     tokio::pin!(run);
@@ -207,57 +219,123 @@ pub async fn run(ctx: &Ctx<'_>, params: &RunScriptParams) -> Result<i32, ActionE
     }
 }
 
+/// Marks a line cut at `SA_LOG_LINE_MAX`: the next line goes on with it.
+const CUT_MARK: &str = " [line continues]";
+
+/// What the script prints, on its way into the log: lines cut at `SA_LOG_LINE_MAX` (the cut
+/// marked), invalid UTF-8 shown as `\xNN`, secret values masked, and nothing stored beyond
+/// `SA_LOG_MAX_BYTES`: the rest is counted, and the log says how much it left out.
+struct Output<'a> {
+    log: &'a LogSink,
+    masks: Vec<String>,
+    line_max: usize,
+    max_bytes: u64,
+    seen: AtomicU64,
+    dropped_bytes: AtomicU64,
+    dropped_lines: AtomicU64,
+}
+
+impl Output<'_> {
+    async fn line(&self, stream: Stream, bytes: &[u8], cut: bool) {
+        let bytes = match bytes.strip_suffix(b"\r") {
+            Some(b) if !cut => b,
+            _ => bytes,
+        };
+        let n = bytes.len() as u64 + 1;
+        if self.seen.fetch_add(n, Ordering::Relaxed) + n > self.max_bytes {
+            self.dropped_bytes.fetch_add(n, Ordering::Relaxed);
+            self.dropped_lines.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut text = shared::secrets::mask(&escape_invalid(bytes), &self.masks);
+        if cut {
+            text.push_str(CUT_MARK);
+        }
+        self.log.line(stream, text).await;
+    }
+
+    /// The closing line of a cut log (never silently).
+    async fn close(&self) {
+        let bytes = self.dropped_bytes.load(Ordering::Relaxed);
+        if bytes > 0 {
+            let lines = self.dropped_lines.load(Ordering::Relaxed);
+            self.log
+                .system(format!(
+                    "Output cut: {bytes} more bytes ({lines} lines) were not stored; an action's log keeps at most {} bytes (SA_LOG_MAX_BYTES).",
+                    self.max_bytes
+                ))
+                .await;
+        }
+    }
+}
+
+/// `bytes` as text, each byte that is not UTF-8 shown as `\xNN`.
+fn escape_invalid(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Where to cut a line of more than `max` bytes: at `max`, or just before a UTF-8 character
+/// that `max` would split.
+fn cut_at(line: &[u8], max: usize) -> usize {
+    let mut at = max;
+    while at > max.saturating_sub(3) && at < line.len() && line[at] & 0xC0 == 0x80 {
+        at -= 1;
+    }
+    if at == 0 {
+        max
+    } else {
+        at
+    }
+}
+
 /// Forward `reader` into the log line by line as it is produced.
-/// Secret values in it (`masks`, longest first) are stored as `***`.
-async fn pump(
-    reader: impl AsyncRead + Unpin,
-    stream: Stream,
-    log: &LogSink,
-    masks: &[String],
-) -> io::Result<()> {
+async fn pump(reader: impl AsyncRead + Unpin, stream: Stream, out: &Output<'_>) -> io::Result<()> {
     let mut r = BufReader::with_capacity(64 * 1024, reader);
     let mut line: Vec<u8> = Vec::new();
     loop {
         let buf = r.fill_buf().await?;
         if buf.is_empty() {
             if !line.is_empty() {
-                emit(&mut line, stream, log, masks).await;
+                out.line(stream, &line, false).await;
             }
             return Ok(());
         }
-        match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => {
-                line.extend_from_slice(&buf[..i]);
-                r.consume(i + 1);
-                emit(&mut line, stream, log, masks).await;
-            }
-            None => {
-                let n = buf.len();
-                line.extend_from_slice(buf);
-                r.consume(n);
-            }
-        }
-        while line.len() >= MAX_LINE {
-            let rest = line.split_off(MAX_LINE);
-            emit(&mut line, stream, log, masks).await;
+        let end = buf.iter().position(|b| *b == b'\n');
+        let n = end.unwrap_or(buf.len());
+        line.extend_from_slice(&buf[..n]);
+        r.consume(end.map_or(n, |i| i + 1));
+        while line.len() > out.line_max {
+            let rest = line.split_off(cut_at(&line, out.line_max));
+            out.line(stream, &line, true).await;
             line = rest;
         }
+        if end.is_some() {
+            out.line(stream, &line, false).await;
+            line.clear();
+        }
     }
-}
-
-async fn emit(line: &mut Vec<u8>, stream: Stream, log: &LogSink, masks: &[String]) {
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    let text = shared::secrets::mask(&String::from_utf8_lossy(line), masks);
-    line.clear();
-    log.line(stream, text).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn output_bytes_become_text_without_losing_or_splitting_characters() {
+        assert_eq!(escape_invalid(b"ok \xff\xfe end"), "ok \\xff\\xfe end");
+        assert_eq!(escape_invalid("héllo".as_bytes()), "héllo");
+        // "é" is two bytes: a cut at 2 would split it, so it is cut before it.
+        assert_eq!(cut_at("aé".as_bytes(), 2), 1);
+        assert_eq!(cut_at(b"abcdef", 4), 4);
+    }
 
     #[test]
     fn env_and_script_are_quoted() {
