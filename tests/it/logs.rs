@@ -231,3 +231,46 @@ async fn output_beyond_the_caps_is_cut_marked_and_counted() {
     assert_eq!(xs[2], "x".repeat(2500 - 2048));
     assert!(log.lines().any(|l| l == "a\\xffb"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_the_log_is_bounded_in_bytes() {
+    let mut app = TestApp::spawn().await.unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    app.spawn_worker().await.unwrap();
+    // 100 lines of 64 KiB: 6.4 MiB of text.
+    let script = "head -c 6553600 /dev/zero | tr '\\0' x; echo";
+    let (a, _) = app
+        .act("web1", "run_script", serde_json::json!({"script": script}))
+        .await
+        .unwrap();
+    assert_eq!(a.status, Status::Succeeded);
+    let mut after = 0;
+    let mut pages = Vec::new();
+    loop {
+        let page = app
+            .client
+            .get(&format!(
+                "/v1/actions/{}/lines?after={after}&limit=1000",
+                a.id
+            ))
+            .await
+            .unwrap();
+        let lines = page["lines"].as_array().unwrap().clone();
+        let Some(last) = lines.last() else { break };
+        after = last["seq"].as_i64().unwrap();
+        let bytes: usize = lines
+            .iter()
+            .map(|l| l["text"].as_str().unwrap().len())
+            .sum();
+        pages.push((lines.len(), bytes));
+    }
+    let xs: usize = pages.iter().map(|p| p.1).sum();
+    assert!(xs >= 6_553_600, "{pages:?}");
+    assert!(pages.len() >= 2, "one page held it all: {pages:?}");
+    // A page stops once it holds 4 MiB (it may end with the line that crosses it).
+    assert!(
+        pages.iter().all(|p| p.1 <= 4 * 1024 * 1024 + 70 * 1024),
+        "{pages:?}"
+    );
+}

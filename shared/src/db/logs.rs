@@ -144,6 +144,21 @@ pub async fn last_seq(db: impl PgExecutor<'_>, action_id: i64) -> sqlx::Result<i
 }
 
 /// Lines with `after < seq <= upto`, in order, at most `limit`.
+/// The most line text one page of the log holds (a page always has at least one line): what a
+/// request for 10,000 lines of 64 KiB each costs the api stays bounded.
+pub const PAGE_BYTES: i64 = 4 * 1024 * 1024;
+
+/// Rows of `inner` (seq, ts, stream, line) in `order`, cut once their text passes `PAGE_BYTES`.
+fn bounded(inner: &str, order: &str) -> String {
+    format!(
+        "SELECT seq, ts, stream, line FROM (
+             SELECT seq, ts, stream, line,
+                    sum(octet_length(line)) OVER (ORDER BY seq {order}) - octet_length(line) AS before
+             FROM ({inner}) page) w
+         WHERE before < {PAGE_BYTES} ORDER BY seq {order}"
+    )
+}
+
 pub async fn fetch(
     pool: &PgPool,
     action_id: i64,
@@ -151,10 +166,11 @@ pub async fn fetch(
     upto: i32,
     limit: i64,
 ) -> sqlx::Result<Vec<LogLine>> {
-    let rows: Vec<(i32, DateTime<Utc>, i16, String)> = sqlx::query_as(
+    let rows: Vec<(i32, DateTime<Utc>, i16, String)> = sqlx::query_as(&bounded(
         "SELECT seq, ts, stream, line FROM action_log
          WHERE action_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
-    )
+        "",
+    ))
     .bind(action_id)
     .bind(after)
     .bind(upto)
@@ -185,9 +201,10 @@ fn to_lines(rows: Vec<(i32, DateTime<Utc>, i16, String)>) -> Vec<LogLine> {
 
 /// The last `limit` lines, in order (for "jump to the end").
 pub async fn tail(pool: &PgPool, action_id: i64, limit: i64) -> sqlx::Result<Vec<LogLine>> {
-    let mut rows: Vec<(i32, DateTime<Utc>, i16, String)> = sqlx::query_as(
+    let mut rows: Vec<(i32, DateTime<Utc>, i16, String)> = sqlx::query_as(&bounded(
         "SELECT seq, ts, stream, line FROM action_log WHERE action_id = $1 ORDER BY seq DESC LIMIT $2",
-    )
+        "DESC",
+    ))
     .bind(action_id)
     .bind(limit)
     .fetch_all(pool)
@@ -205,11 +222,12 @@ pub async fn search(
     limit: i64,
 ) -> sqlx::Result<Vec<LogLine>> {
     // strpos on lower(): a plain substring, no LIKE wildcards to escape.
-    let rows = sqlx::query_as(
+    let rows = sqlx::query_as(&bounded(
         "SELECT seq, ts, stream, line FROM action_log
          WHERE action_id = $1 AND seq > $2 AND strpos(lower(line), lower($3)) > 0
          ORDER BY seq LIMIT $4",
-    )
+        "",
+    ))
     .bind(action_id)
     .bind(after)
     .bind(needle)
