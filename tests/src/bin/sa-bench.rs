@@ -5,7 +5,8 @@
 //! processes, all at the same total concurrency over the same test hosts; (d) a script printing
 //! 1,000,000 lines against PostgreSQL COPY of the same lines, with the worker's peak RSS;
 //! (e) recovery after a worker dies; (f) the viewer's reads; (g) what the token check costs
-//! (the api with tokens against one without, in the same run).
+//! (the api with tokens against one without, in the same run); (h) hostile scripts (a 300 MB
+//! line, 200 MB of binary, 20 million lines) and the peak RSS of the workers and the api.
 //! Build the binaries first: `scripts/bench.sh` does it.
 
 use std::{
@@ -45,8 +46,8 @@ struct Args {
     /// Lease length of the stack's workers, in seconds (part e measures recovery against it).
     #[arg(long, default_value_t = 10)]
     lease_s: u64,
-    /// Only run these parts (a, b, c, d, e, f, g).
-    #[arg(long, default_value = "abcdefg")]
+    /// Only run these parts (a, b, c, d, e, f, g, h).
+    #[arg(long, default_value = "abcdefgh")]
     parts: String,
 }
 
@@ -82,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
         println!("(b) openssh native-mux `true`:       {r:8.1} execs/s");
         b_rate = Some(r);
     }
-    if ["c", "d", "e", "f", "g"]
+    if ["c", "d", "e", "f", "g", "h"]
         .iter()
         .any(|p| args.parts.contains(p))
     {
@@ -118,6 +119,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if args.parts.contains('f') {
             stack.viewer(big).await?;
+        }
+        if args.parts.contains('h') {
+            stack.hostile().await?;
         }
         if args.parts.contains('g') {
             stack
@@ -265,7 +269,7 @@ struct Stack {
     cfg: Config,
     pool: sqlx::PgPool,
     workers: Vec<Proc>,
-    _api: Proc,
+    api: Proc,
     db_name: String,
 }
 
@@ -278,6 +282,8 @@ impl Stack {
         cfg.queue_prefix = format!("sa-bench-{id}");
         cfg.ssh_key = Some(client_key()?);
         cfg.lease_s = lease_s;
+        // (h) pushes hundreds of MB through: store 64 MiB of each, count the rest.
+        cfg.log_max_bytes = 64 << 20;
         let port = free_port()?;
         cfg.listen = ([127, 0, 0, 1], port).into();
         cfg.api_url = format!("http://127.0.0.1:{port}");
@@ -328,7 +334,7 @@ impl Stack {
             cfg,
             pool,
             workers,
-            _api: api,
+            api,
             db_name,
         })
     }
@@ -584,6 +590,58 @@ impl Stack {
                 .join(" / ")
         );
         Ok(a.id)
+    }
+
+    /// (h) Scripts that print too much, each beside an ordinary action on another server: the
+    /// peak RSS of the workers and the api (VmHWM), the closing line, the other log complete.
+    async fn hostile(&self) -> anyhow::Result<()> {
+        let scripts = [
+            (
+                "one 300 MB line",
+                "head -c 300000000 /dev/zero | tr '\\0' x",
+            ),
+            ("200 MB of binary", "head -c 200000000 /dev/urandom"),
+            ("seq 20000000", "seq 20000000"),
+        ];
+        for (what, script) in scripts {
+            let started = Instant::now();
+            let bad = self.client.run_script("bench2", script, &[]).await?;
+            let ok = self.client.run_script("bench3", "seq 1000", &[]).await?;
+            let bad = self.client.wait(bad.id, Duration::from_secs(900)).await?;
+            let ok = self.client.wait(ok.id, Duration::from_secs(60)).await?;
+            let took = started.elapsed().as_secs_f64();
+            let log = self.client.log(bad.id, 0).await?.text;
+            let closing = log.lines().rev().find(|l| l.contains("Output cut:"));
+            let other: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM action_log WHERE action_id = $1 AND stream = 1",
+            )
+            .bind(ok.id)
+            .fetch_one(&self.pool)
+            .await?;
+            // The api reads the biggest page it serves of that log.
+            self.client
+                .get(&format!("/v1/actions/{}/lines?after=0&limit=10000", bad.id))
+                .await?;
+            println!(
+                "(h) {what}: {} in {took:.1} s; {}; the other action: {}, {other} of 1000 lines",
+                bad.status,
+                closing.map_or("no closing line".into(), |l| l
+                    .split(" : ")
+                    .last()
+                    .unwrap_or(l)
+                    .to_string()),
+                ok.status
+            );
+        }
+        let mib = |k: Option<u64>| k.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0));
+        let workers: Vec<String> = self.workers.iter().map(|w| mib(w.peak_rss_kib())).collect();
+        println!(
+            "    peak RSS: workers {} MiB, api {} MiB (target <= 128 MiB each; SA_LOG_MAX_BYTES = {} MiB)",
+            workers.join(" / "),
+            mib(self.api.peak_rss_kib()),
+            self.cfg.log_max_bytes >> 20
+        );
+        Ok(())
     }
 }
 
