@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::ActionSpec;
 
+/// Idempotency keys ServerActions makes itself begin with this; a client's may not.
+pub const INTERNAL_KEY_PREFIX: &str = "sa:";
+
 /// What an action does. One file per kind in `worker/src/actions/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[cfg_attr(feature = "store", derive(sqlx::Type))]

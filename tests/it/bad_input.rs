@@ -72,6 +72,12 @@ async fn bad_action_requests_are_rejected_and_leave_nothing_behind() {
             "params.env.A",
         ),
         (with("timeout_s", json!(0)), 400, "timeout_s"),
+        // ServerActions' own keys (schedules, after a promote) cannot be taken first.
+        (
+            with("idempotency_key", json!("sa:after-promote-1")),
+            400,
+            "idempotency_key",
+        ),
         (with("timeout_s", json!("soon")), 400, "timeout_s"),
         (with("surprise", json!(1)), 400, "surprise"),
         (

@@ -50,6 +50,15 @@ fn validate_request(r: ActionRequest, caller: &Caller) -> ApiResult<NewAction> {
                 "idempotency_key: must be 1-200 characters",
             ));
         }
+        if k.starts_with(shared::action::INTERNAL_KEY_PREFIX) {
+            return Err(ApiError::bad(
+                "idempotency_key",
+                format!(
+                    "idempotency_key: keys beginning with {:?} are ServerActions' own",
+                    shared::action::INTERNAL_KEY_PREFIX
+                ),
+            ));
+        }
     }
     if let Some(retry) = &r.retry {
         retry.validate()?;

@@ -267,7 +267,12 @@ async fn fire_one(
     };
     let action = match target {
         Ok(server) => {
-            let key = format!("schedule-{}-{}", s.id, slot.timestamp_millis());
+            let key = format!(
+                "{}schedule-{}-{}",
+                crate::action::INTERNAL_KEY_PREFIX,
+                s.id,
+                slot.timestamp_millis()
+            );
             sqlx::query_scalar::<_, i64>(
                 "INSERT INTO actions (server, kind, params, schedule_id, idempotency_key, submitted_by)
                  SELECT name, $2, $3, $4, $5, $6 FROM servers WHERE name = $1 FOR SHARE

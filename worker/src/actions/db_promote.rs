@@ -297,7 +297,11 @@ async fn backup_new_master(ctx: &Ctx<'_>, cluster: &str) {
         }),
         timeout_s: None,
         urgent: false,
-        idempotency_key: Some(format!("after-promote-{}", ctx.action.id)),
+        idempotency_key: Some(format!(
+            "{}after-promote-{}",
+            shared::action::INTERNAL_KEY_PREFIX,
+            ctx.action.id
+        )),
         retry: None,
         submitted_by: "system:after-promote".into(),
     };
