@@ -356,21 +356,23 @@ pub async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: N
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| path.clone(), |m| m.as_str().to_string());
-    let mutating = is_mutating(req.method());
-    let audit = Audit(Arc::new(AuditState {
-        entry: Mutex::new(audit::NewEntry {
-            client_addr: addr.map_or_else(|| "unknown".into(), |a| a.to_string()),
-            method: req.method().to_string(),
-            target: path_target(&path),
-            route,
-            ..Default::default()
-        }),
-        written: AtomicBool::new(false),
-    }));
+    // Only a mutating `/v1` request has an audit row: reads cost nothing here.
+    let audit = (is_mutating(req.method()) && path.starts_with("/v1/")).then(|| {
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or_else(|| path.clone(), |m| m.as_str().to_string());
+        Audit(Arc::new(AuditState {
+            entry: Mutex::new(audit::NewEntry {
+                client_addr: addr.map_or_else(|| "unknown".into(), |a| a.to_string()),
+                method: req.method().to_string(),
+                target: path_target(&path),
+                route,
+                ..Default::default()
+            }),
+            written: AtomicBool::new(false),
+        }))
+    });
     let authority = req.uri().authority().map(|a| a.to_string());
     let admitted = admit(
         &state,
@@ -383,14 +385,17 @@ pub async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: N
     let mut resp = match admitted {
         Err(refusal) => refusal,
         Ok(caller) => {
+            if let Some(a) = &audit {
+                if let Some(c) = &caller {
+                    let mut e = a.0.entry.lock().expect("audit");
+                    e.token_id = Some(c.0.id).filter(|id| *id > 0);
+                    e.token_name = Some(c.0.name.clone());
+                }
+                req.extensions_mut().insert(a.clone());
+            }
             if let Some(c) = caller {
-                let mut e = audit.0.entry.lock().expect("audit");
-                e.token_id = Some(c.0.id).filter(|id| *id > 0);
-                e.token_name = Some(c.0.name.clone());
-                drop(e);
                 req.extensions_mut().insert(c);
             }
-            req.extensions_mut().insert(audit.clone());
             next.run(req).await
         }
     };
@@ -398,8 +403,8 @@ pub async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: N
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    if mutating && path.starts_with("/v1/") && !audit.0.written.load(Ordering::Acquire) {
-        let mut entry = audit.0.entry.lock().expect("audit").clone();
+    if let Some(a) = audit.filter(|a| !a.0.written.load(Ordering::Acquire)) {
+        let mut entry = a.0.entry.lock().expect("audit").clone();
         entry.status = resp.status().as_u16();
         let written = match state.pool.acquire().await {
             Ok(mut conn) => audit::record(&mut conn, &entry).await,
