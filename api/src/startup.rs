@@ -154,25 +154,13 @@ async fn first_admin_token(pool: &PgPool, cfg: &Config) -> anyhow::Result<()> {
         return Ok(());
     };
     let made = shared::db::tokens::create_first_admin(pool, |token| {
-        use std::{io::Write, os::unix::fs::OpenOptionsExt};
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("SA_ADMIN_TOKEN_FILE: cannot create {}", dir.display()))?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| {
-                format!(
-                    "SA_ADMIN_TOKEN_FILE: cannot create {} for the first admin token (an existing \
-                     file is never overwritten: remove it, or point SA_ADMIN_TOKEN_FILE elsewhere)",
-                    path.display()
-                )
-            })?;
-        writeln!(f, "{token}")?;
-        Ok(())
+        shared::secrets::write_private(&path, token).with_context(|| {
+            format!(
+                "SA_ADMIN_TOKEN_FILE: cannot create {} for the first admin token (an existing \
+                 file is never overwritten: remove it, or point SA_ADMIN_TOKEN_FILE elsewhere)",
+                path.display()
+            )
+        })
     })
     .await?;
     if made {

@@ -68,16 +68,8 @@ async fn main() -> anyhow::Result<()> {
         "admin",
         &["--expires-in", "7d"],
     )?;
-    {
-        use std::{io::Write, os::unix::fs::OpenOptionsExt};
-        let _ = std::fs::remove_file(TOKEN_FILE);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(TOKEN_FILE)?;
-        writeln!(f, "{token}")?;
-    }
+    let _ = std::fs::remove_file(TOKEN_FILE);
+    shared::secrets::write_private(std::path::Path::new(TOKEN_FILE), &token)?;
     let client = client.with_token(&token);
     println!("token demo-{stamp} (admin, 7 days) written to {TOKEN_FILE}");
     let mut workers = Vec::new();
