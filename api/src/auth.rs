@@ -349,6 +349,13 @@ fn path_target(path: &str) -> Option<String> {
     Some(format!("{kind}:{name}"))
 }
 
+fn has_nul(uri: &axum::http::Uri) -> bool {
+    let raw = uri.path_and_query().map_or("", |p| p.as_str());
+    raw.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+}
+
 /// Middleware: see the module comment.
 pub async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
@@ -384,6 +391,10 @@ pub async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: N
     .await;
     let mut resp = match admitted {
         Err(refusal) => refusal,
+        // PostgreSQL's text cannot hold a NUL: refuse it here rather than in every query.
+        Ok(_) if has_nul(req.uri()) => {
+            ApiError::bad("url", "the URL holds a NUL character (%00)").into_response()
+        }
         Ok(caller) => {
             if let Some(a) = &audit {
                 if let Some(c) = &caller {

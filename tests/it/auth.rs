@@ -11,7 +11,7 @@ use shared::auth::{Role, Scope};
 use crate::{TestApp, TestHost};
 
 /// Every operation of the OpenAPI document, with its path filled in.
-async fn operations(app: &TestApp) -> Vec<(Method, String)> {
+pub(crate) async fn operations(app: &TestApp) -> Vec<(Method, String)> {
     let doc = app.client.get("/v1/openapi.json").await.unwrap();
     let mut ops = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -52,7 +52,7 @@ fn tagged(host: &TestHost, name: &str, role: &str) -> Value {
     s
 }
 
-async fn audit_rows(app: &TestApp) -> Vec<Value> {
+pub(crate) async fn audit_rows(app: &TestApp) -> Vec<Value> {
     let v = app.client.get("/v1/audit?limit=1000").await.unwrap();
     let mut rows = v["entries"].as_array().unwrap().clone();
     rows.reverse();

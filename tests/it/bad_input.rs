@@ -252,3 +252,62 @@ async fn the_api_serves_its_openapi_document() {
         json!(["script"])
     );
 }
+
+/// PostgreSQL's text cannot hold a NUL: one in a path, a query or any body field is a 4xx on
+/// every route, and a refused mutating request still leaves its audit row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_anywhere_is_refused_and_still_audited() {
+    let app = TestApp::spawn().await.unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    let nul = "a\u{0}b";
+    let body = json!({
+        "name": nul, "server": nul, "kind": "run_script", "value": nul, "role": "admin",
+        "params": {"script": nul, "env": {"A": nul}, "secrets": {"S": nul}},
+        "tags": {nul: nul}, "host": nul, "user": nul, "cron": nul,
+    });
+    let http = reqwest::Client::new();
+    let ops = crate::auth::operations(&app).await;
+    let audited_before = crate::auth::audit_rows(&app).await.len();
+    let mut mutating = 0;
+    for (method, path) in ops.iter().filter(|(_, p)| p.starts_with("/v1/")) {
+        let nul_path = path.replace("web1", "web%001").replace("/1", "/%001");
+        let tries = [
+            (nul_path.clone(), None),
+            (format!("{path}?server=%00&target=a%00&token=%00"), None),
+            (path.clone(), Some(&body)),
+        ];
+        for (url, body) in tries {
+            let has_body = matches!(method.as_str(), "POST" | "PUT" | "PATCH");
+            if (body.is_some() && !has_body) || (body.is_none() && url == *path) {
+                continue;
+            }
+            let mut req = http
+                .request(method.clone(), app.client.url(&url))
+                .bearer_auth(&app.token);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            assert!(
+                (400..500).contains(&status),
+                "{method} {url} answered {status}: {text}"
+            );
+            mutating += usize::from(*method != reqwest::Method::GET);
+        }
+    }
+    assert!(mutating >= 10, "too few mutating tries: {mutating}");
+    assert_eq!(
+        app.action_count().await,
+        0,
+        "a NUL request stored an action"
+    );
+    let rows = crate::auth::audit_rows(&app).await;
+    assert_eq!(
+        rows.len() - audited_before,
+        mutating,
+        "each refused mutating request has its row"
+    );
+}

@@ -18,7 +18,14 @@ pub struct NewEntry {
     pub changes: Option<serde_json::Value>,
 }
 
+/// Writes `e`; a NUL (which PostgreSQL's text cannot hold) in a refused request's target or
+/// changes is written as U+FFFD, so the row is never lost to it.
 pub async fn record(conn: &mut PgConnection, e: &NewEntry) -> sqlx::Result<()> {
+    let target = e.target.as_deref().map(without_nul);
+    let changes = e.changes.clone().map(|mut v| {
+        scrub(&mut v);
+        v
+    });
     sqlx::query(
         "INSERT INTO audit (token_id, token_name, client_addr, method, route, target, status, changes)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -28,12 +35,35 @@ pub async fn record(conn: &mut PgConnection, e: &NewEntry) -> sqlx::Result<()> {
     .bind(&e.client_addr)
     .bind(&e.method)
     .bind(&e.route)
-    .bind(&e.target)
+    .bind(target)
     .bind(i32::from(e.status))
-    .bind(e.changes.as_ref().map(Json))
+    .bind(changes.map(Json))
     .execute(conn)
     .await?;
     Ok(())
+}
+
+fn without_nul(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+fn scrub(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.contains('\0') => *s = without_nul(s),
+        Value::Array(items) => items.iter_mut().for_each(scrub),
+        Value::Object(map) => {
+            let nul_keys = map.keys().any(|k| k.contains('\0'));
+            if nul_keys {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, x)| (without_nul(&k), x))
+                    .collect();
+            }
+            map.values_mut().for_each(scrub);
+        }
+        _ => {}
+    }
 }
 
 #[derive(Clone, Debug, Default)]
