@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod routes;
 pub mod scheduler;
 pub mod startup;
+pub mod tails;
 pub mod ui;
 
 pub use startup::Application;

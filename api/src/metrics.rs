@@ -11,6 +11,8 @@ pub struct ApiMetrics {
     pub scheduled: IntCounter,
     /// Actions by kind and status, read from the store at scrape time.
     pub actions: IntGaugeVec,
+    /// Store queries of the live-tail pollers (one poller per followed action).
+    pub tail_queries: IntCounter,
 }
 
 impl ApiMetrics {
@@ -47,7 +49,13 @@ impl ApiMetrics {
             .register(Box::new(publish_failures.clone()))
             .unwrap();
         registry.register(Box::new(scheduled.clone())).unwrap();
+        let tail_queries = IntCounter::new(
+            "sa_log_tail_queries_total",
+            "Store queries made by live-tail pollers",
+        )
+        .unwrap();
         registry.register(Box::new(actions.clone())).unwrap();
+        registry.register(Box::new(tail_queries.clone())).unwrap();
         Self {
             registry,
             submitted,
@@ -55,6 +63,7 @@ impl ApiMetrics {
             publish_failures,
             scheduled,
             actions,
+            tail_queries,
         }
     }
 }

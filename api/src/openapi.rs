@@ -41,6 +41,7 @@ use crate::{
         servers::list,
         servers::show,
         servers::delete,
+        servers::unlock,
         actions::submit,
         actions::list,
         actions::show,

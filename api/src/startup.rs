@@ -21,6 +21,8 @@ pub struct AppState {
     pub keys: shared::secrets::Keyring,
     pub publisher: Publisher,
     pub metrics: ApiMetrics,
+    /// The live log tails.
+    pub tails: crate::tails::Tails,
     /// Ids whose publication RabbitMQ confirmed, to mark in the store.
     pub confirmed: mpsc::Sender<i64>,
 }
@@ -56,12 +58,18 @@ impl Application {
             .with_context(|| format!("SA_LISTEN: cannot listen on {}", cfg.listen))?;
         let publisher = Publisher::new(&cfg.amqp_url, "sa-api", topology);
         let (confirmed_tx, confirmed) = mpsc::channel(16 * 1024);
+        let metrics = ApiMetrics::new();
         let state = Arc::new(AppState {
+            tails: crate::tails::Tails::new(
+                pool.clone(),
+                cfg.sse_max,
+                metrics.tail_queries.clone(),
+            ),
             pool,
             auth: crate::auth::Auth::new(cfg),
             keys,
             publisher,
-            metrics: ApiMetrics::new(),
+            metrics,
             confirmed: confirmed_tx,
         });
         Ok(Self {

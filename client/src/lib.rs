@@ -170,6 +170,12 @@ impl Client {
         Ok(self.post("/v1/servers", server).await?.1)
     }
 
+    /// Release the lock an action that could not be stopped left on `server`.
+    pub async fn unlock_server(&self, server: &str) -> Result<Value, ClientError> {
+        let path = format!("/v1/servers/{}/unlock", urlencode(server));
+        Ok(self.post(&path, &Value::Null).await?.1)
+    }
+
     pub async fn servers(&self) -> Result<Vec<Value>, ClientError> {
         let v = self.get("/v1/servers").await?;
         Ok(v["servers"].as_array().cloned().unwrap_or_default())
@@ -281,4 +287,16 @@ impl Client {
             tokio::time::sleep(backoff.next_delay()).await;
         }
     }
+}
+
+/// `s` percent-encoded for one path segment or query value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -54,6 +54,22 @@ impl ActionKind {
         }
     }
 
+    /// How long it may run when its request sets no `timeout_s`.
+    pub fn default_timeout_s(self) -> u32 {
+        const HOUR: u32 = 3600;
+        match self {
+            ActionKind::RunScript => HOUR,
+            ActionKind::DbStatus => 120,
+            ActionKind::DbConfigureMaster | ActionKind::DbPromote => 15 * 60,
+            ActionKind::DbChecksum => 4 * HOUR,
+            // They copy whole databases.
+            ActionKind::DbConfigureSlave
+            | ActionKind::DbBackup
+            | ActionKind::DbRestore
+            | ActionKind::DbVerifyBackup => 24 * HOUR,
+        }
+    }
+
     /// Whether running it twice is harmless: then an interrupted run is retried by default.
     pub fn retry_safe(self) -> bool {
         match self {
@@ -220,6 +236,15 @@ pub struct Action {
 impl Action {
     pub fn kind(&self) -> ActionKind {
         self.spec.kind()
+    }
+
+    /// Its `timeout_s`, else its kind's default.
+    pub fn timeout(&self) -> std::time::Duration {
+        let s = self
+            .timeout_s
+            .and_then(|t| u32::try_from(t).ok())
+            .unwrap_or_else(|| self.kind().default_timeout_s());
+        std::time::Duration::from_secs(s.into())
     }
 
     /// The retry of a run that ended `status`, if the action's policy asks for one.

@@ -44,6 +44,9 @@ pub struct Config {
     /// Short private directory for SSH control sockets (paths must stay under ~100 bytes).
     pub ssh_control_dir: Option<PathBuf>,
     pub ssh_connect_timeout_s: u64,
+    /// Deadline of a short remote command (helpers, checks, kills); long steps (loads,
+    /// prepares) are bounded by their action's timeout instead.
+    pub ssh_command_timeout_s: u64,
     /// Concurrent SSH sessions per server (keep it below sshd's MaxSessions, default 10).
     pub ssh_sessions_per_host: usize,
     /// Maximum database connections of one process.
@@ -74,6 +77,8 @@ pub struct Config {
     pub log_buffer_bytes: usize,
     /// Bytes of output one action stores; beyond, output is counted, not stored.
     pub log_max_bytes: u64,
+    /// Live log tails (server-sent events) one api keeps open; the next is refused (503).
+    pub sse_max: usize,
     /// Serve `/metrics` without a token.
     pub metrics_open: bool,
     /// `Host` names the api answers to (comma-separated; `*`: any); default the listen
@@ -105,6 +110,7 @@ impl Default for Config {
             worker_name: None,
             ssh_control_dir: None,
             ssh_connect_timeout_s: 10,
+            ssh_command_timeout_s: 300,
             ssh_sessions_per_host: 8,
             db_max_connections: 20,
             s3_endpoint: None,
@@ -121,6 +127,7 @@ impl Default for Config {
             log_line_max: 64 * 1024,
             log_buffer_bytes: 8 * 1024 * 1024,
             log_max_bytes: 1024 * 1024 * 1024,
+            sse_max: 1000,
             metrics_open: false,
             allowed_hosts: None,
             tls_cert: None,
@@ -168,6 +175,7 @@ impl Config {
         env.set_opt("SA_WORKER_NAME", &mut self.worker_name)?;
         env.set_opt("SA_SSH_CONTROL_DIR", &mut self.ssh_control_dir)?;
         env.set("SA_SSH_CONNECT_TIMEOUT_S", &mut self.ssh_connect_timeout_s)?;
+        env.set("SA_SSH_COMMAND_TIMEOUT_S", &mut self.ssh_command_timeout_s)?;
         env.set("SA_SSH_SESSIONS_PER_HOST", &mut self.ssh_sessions_per_host)?;
         env.set("SA_DB_MAX_CONNECTIONS", &mut self.db_max_connections)?;
         env.set_opt("SA_S3_ENDPOINT", &mut self.s3_endpoint)?;
@@ -188,6 +196,7 @@ impl Config {
         env.set("SA_LOG_LINE_MAX", &mut self.log_line_max)?;
         env.set("SA_LOG_BUFFER_BYTES", &mut self.log_buffer_bytes)?;
         env.set("SA_LOG_MAX_BYTES", &mut self.log_max_bytes)?;
+        env.set("SA_SSE_MAX", &mut self.sse_max)?;
         if !(1024..=1024 * 1024).contains(&self.log_line_max) {
             return Err(ConfigError::Invalid {
                 var: "SA_LOG_LINE_MAX",

@@ -143,6 +143,30 @@ fn url_encode(s: &str) -> String {
     out
 }
 
+/// The secret values a log must never show, in every form (see [`forms`]). Clones share them.
+#[derive(Clone, Debug, Default)]
+pub struct Masks(std::sync::Arc<std::sync::RwLock<Vec<String>>>);
+
+impl Masks {
+    pub fn add(&self, value: &str) {
+        let mut all = self.0.write().expect("masks");
+        for f in forms(value) {
+            if !all.contains(&f) {
+                all.push(f);
+            }
+        }
+        all.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    }
+
+    /// `line` masked, or `None` when it shows none of them.
+    pub fn apply(&self, line: &str) -> Option<String> {
+        let all = self.0.read().expect("masks");
+        all.iter()
+            .any(|m| line.contains(m.as_str()))
+            .then(|| mask(line, &all))
+    }
+}
+
 /// `line` with every form in `masks` (longest first) replaced by `***`.
 pub fn mask(line: &str, masks: &[String]) -> String {
     let mut out = line.to_string();

@@ -85,6 +85,19 @@ impl ActionSpec {
         v["params"].take()
     }
 
+    /// The cluster the action names, and whether it is the action that makes its server a
+    /// member (configure, restore as master or slave). Any other DB action that names one
+    /// runs only on a server that is already a member of it.
+    pub fn cluster(&self) -> Option<(&str, bool)> {
+        match self {
+            ActionSpec::DbConfigureMaster(p) => Some((&p.cluster, true)),
+            ActionSpec::DbConfigureSlave(p) => Some((&p.cluster, true)),
+            ActionSpec::DbRestore(p) => Some((&p.cluster, true)),
+            ActionSpec::DbChecksum(p) => Some((&p.cluster, false)),
+            _ => None,
+        }
+    }
+
     /// The rules serde cannot express.
     pub fn validate(&self) -> Result<(), FieldError> {
         match self {

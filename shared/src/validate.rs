@@ -111,6 +111,22 @@ pub fn ssh_user(s: &str) -> Result<(), FieldError> {
     }
 }
 
+/// A MySQL/MariaDB user name (without host part).
+pub fn db_user(s: &str) -> Result<(), FieldError> {
+    let ok = !s.is_empty()
+        && s.len() <= 80
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '$'));
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "db_user",
+            "must be 1-80 letters, digits, '_', '-', '.' or '$'",
+        ))
+    }
+}
+
 /// A public host key as in a known_hosts line: `TYPE BASE64 [comment]`.
 pub fn host_key(s: &str) -> Result<(), FieldError> {
     let parts: Vec<&str> = s.split_whitespace().collect();

@@ -1001,3 +1001,35 @@ async fn a_corrupted_object_a_missing_bucket_and_bad_params_are_clear_failures()
     }
     assert_eq!(app.action_count().await, before);
 }
+
+/// A snapshot command that hangs holds every write behind the read lock: it gets a deadline,
+/// and the lock is released when it passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hanging_snapshot_command_is_cut_off_and_the_lock_released() {
+    let moto = Moto::start().await.unwrap();
+    let mut app = TestApp::spawn_with(|c| {
+        moto.configure(c);
+        c.ssh_command_timeout_s = 3;
+    })
+    .await
+    .unwrap();
+    app.spawn_worker().await.unwrap();
+    let a = snapshot_host(512);
+    let mut server = a.db_server_json("dba");
+    server["db_snapshot_command"] = json!("sleep 600");
+    app.client.add_server(&server).await.unwrap();
+    load(&a, 100);
+    let started = std::time::Instant::now();
+    let (x, log) = app
+        .act("dba", "db_backup", json!({"strategy": "snapshot"}))
+        .await
+        .unwrap();
+    assert_eq!(x.status, Status::Failed, "{log}");
+    assert!(log.contains("did not finish within 3 s"), "{log}");
+    assert!(started.elapsed().as_secs() < 30, "{log}");
+    // No read lock left: a write goes through at once.
+    let write = std::time::Instant::now();
+    a.sql("INSERT INTO shop.events VALUES ('after the cut')")
+        .unwrap();
+    assert!(write.elapsed().as_secs() < 2);
+}

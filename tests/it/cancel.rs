@@ -121,6 +121,18 @@ async fn timeout_kills_the_process_tree() {
             "{f} exists: the timeout left processes running"
         );
     }
+    // Without `timeout_s`, every kind gets its default, shown on the action.
+    for (kind, params, default) in [
+        ("run_script", serde_json::json!({"script": "true"}), 3600),
+        ("db_status", serde_json::json!({}), 120),
+    ] {
+        let b = app
+            .client
+            .submit(&serde_json::json!({"server": "web1", "kind": kind, "params": params}))
+            .await
+            .unwrap();
+        assert_eq!(b.timeout_s, Some(default), "{kind}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,18 +163,8 @@ async fn a_forged_pid_file_kills_nothing_and_the_action_says_so() {
         );
     }
     // A local user of the same account writes `1 <id>` into the pid file.
-    let home = String::from_utf8(
-        std::process::Command::new("sh")
-            .args([
-                "-c",
-                &format!("getent passwd {} | cut -d: -f6", testbed::hosts::LOGIN_USER),
-            ])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let file = format!("{}/.serveractions/web1-{}.pid", home.trim(), host.address);
+    let file =
+        testbed::hosts::login_home().join(format!(".serveractions/web1-{}.pid", host.address));
     assert!(std::fs::read_to_string(&file)
         .unwrap()
         .ends_with(&format!(" {}\n", a.id)));
@@ -172,9 +174,50 @@ async fn a_forged_pid_file_kills_nothing_and_the_action_says_so() {
     let log = app.log(a.id).await;
     assert_eq!(a.status, shared::Status::Failed, "{log}");
     assert!(log.contains("the pid file is not to be trusted"), "{log}");
+    assert!(log.contains("sactl servers unlock web1"), "{log}");
     // Nothing else of the user's was killed.
     let s = app.client.action(sentinel.id).await.unwrap();
     assert_eq!(s.status, shared::Status::Running);
+    // Its script may still run: the server stays locked, and the next action waits.
+    let next = app
+        .client
+        .run_script("web1", "echo next", &[])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        app.client.action(next.id).await.unwrap().status,
+        shared::Status::Waiting
+    );
+    let server = app.client.get("/v1/servers/web1").await.unwrap();
+    assert_eq!(server["lock"]["action_id"], a.id, "{server}");
+    assert!(
+        server["lock"]["stuck"]
+            .as_str()
+            .unwrap()
+            .contains("pid file"),
+        "{server}"
+    );
+    // Unlocking needs an admin, refuses a free or live-held server, and lets the next one run.
+    let operator = app
+        .client_as("op", shared::auth::Role::Operator, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        operator.unlock_server("web1").await.unwrap_err().status(),
+        Some(403)
+    );
+    assert_eq!(
+        app.client.unlock_server("web2").await.unwrap_err().status(),
+        Some(409)
+    );
+    let unlocked = app.client.unlock_server("web1").await.unwrap();
+    assert_eq!(unlocked["next"], next.id);
+    assert_eq!(app.wait(next.id).await.status, shared::Status::Succeeded);
+    assert_eq!(
+        app.client.unlock_server("web1").await.unwrap_err().status(),
+        Some(409)
+    );
     app.client.cancel(sentinel.id).await.unwrap();
     assert_eq!(
         app.wait(sentinel.id).await.status,

@@ -210,17 +210,20 @@ async fn configure_master_then_slave_replicates_everything() {
     );
     assert_eq!(r["slave"]["master_host"], a.address.to_string());
 
-    // Refusals: a slave of an unknown cluster; a second master for the cluster.
-    let bad = app
+    // Refusals: a member of one cluster configured into another (at once, naming the field);
+    // a second master for the cluster.
+    let err = app
         .client
         .submit(
             &json!({"server": "dbb", "kind": "db_configure_slave", "params": {"cluster": "nope"}}),
         )
         .await
-        .unwrap();
-    let bad = app.wait(bad.id).await;
-    assert_eq!(bad.status, Status::Failed);
-    assert!(app.log(bad.id).await.contains("no cluster named nope"));
+        .unwrap_err();
+    assert!(
+        matches!(&err, client::ClientError::Api { status: 409, field: Some(f), message }
+            if f == "params.cluster" && message.contains("member of cluster \"shop\"")),
+        "{err:?}"
+    );
     let two = app
         .client
         .submit(

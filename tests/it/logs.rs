@@ -274,3 +274,108 @@ async fn a_page_of_the_log_is_bounded_in_bytes() {
         "{pages:?}"
     );
 }
+
+/// Follow `id` as a server-sent-events client: the sequence numbers it received, and whether
+/// it got the `end` event.
+async fn sse_follow(url: String, token: String) -> (Vec<i32>, bool) {
+    let mut resp = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (mut text, mut seqs) = (String::new(), Vec::new());
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            if event.contains("event: end") {
+                return (seqs, true);
+            }
+            if let Some(id) = event.lines().find_map(|l| l.strip_prefix("id: ")) {
+                seqs.push(id.trim().parse().unwrap());
+            }
+        }
+    }
+    (seqs, false)
+}
+
+/// The api's `sa_log_tail_queries_total`.
+async fn tail_queries(client: &client::Client) -> f64 {
+    let text = client.metrics().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("sa_log_tail_queries_total "))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_hundred_live_tails_share_one_poller_and_the_next_is_refused() {
+    const CLIENTS: usize = 500;
+    let mut app = TestApp::spawn_with(|c| c.sse_max = CLIENTS).await.unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let (api, client) = app.start_api_process("tails").await.unwrap();
+    let a = app
+        .client
+        .run_script(
+            "web1",
+            "for i in $(seq 1 120); do echo line $i; sleep 0.1; done",
+            &[],
+        )
+        .await
+        .unwrap();
+    let url = client.url(&format!("/v1/actions/{}/log", a.id));
+    let followers: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(sse_follow(url.clone(), app.token.clone())))
+        .collect();
+    // All connected (the api counts them as they open): the next one is refused.
+    let refused = eventually(Duration::from_secs(20), async || {
+        let r = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(&app.token)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        r.status() == 503 && r.text().await.unwrap().contains("SA_SSE_MAX")
+    })
+    .await;
+    assert!(refused, "the tail beyond SA_SSE_MAX was not refused");
+    // While they all follow the running action, the store sees one poller's queries.
+    let before = tail_queries(&client).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let per_s = (tail_queries(&client).await - before) / 3.0;
+    assert!(
+        app.client.action(a.id).await.unwrap().status == Status::Running,
+        "the action ended too soon for the measure"
+    );
+    assert!(
+        per_s <= 40.0,
+        "{per_s} tail queries/s for {CLIENTS} followers"
+    );
+    let mut got = Vec::new();
+    for f in followers {
+        got.push(f.await.unwrap());
+    }
+    let done = app.wait(a.id).await;
+    assert_eq!(done.status, Status::Succeeded);
+    let last: i32 = sqlx::query_scalar("SELECT max(seq) FROM action_log WHERE action_id = $1")
+        .bind(a.id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    // Every follower got every line once, in order, then `end`.
+    for (seqs, ended) in &got {
+        assert!(*ended, "a follower got no end event");
+        assert_eq!(*seqs, (1..=last).collect::<Vec<_>>());
+    }
+    let rss_mib = api.peak_rss_kib().unwrap() / 1024;
+    assert!(
+        rss_mib <= 128,
+        "api peak RSS {rss_mib} MiB with {CLIENTS} tails"
+    );
+    println!("{CLIENTS} tails: {per_s:.1} poller queries/s, api peak RSS {rss_mib} MiB");
+}

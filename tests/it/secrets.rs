@@ -204,3 +204,166 @@ async fn a_key_that_does_not_open_the_stored_secrets_stops_the_api() {
         .expect("an api with another key");
     assert!(format!("{err:#}").contains("does not open"), "{err:#}");
 }
+
+/// What a watcher saw on the server while an action ran: every command line, and the modes
+/// of the private files that held `value`.
+#[derive(Default)]
+struct Seen {
+    ps: String,
+    private_files: Vec<u32>,
+}
+
+/// Watch the server's processes and `~/.serveractions` every 20 ms until `done` is cancelled.
+fn watch(
+    value: &'static str,
+    done: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Seen> {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::task::spawn_blocking(move || {
+        let dir = testbed::hosts::login_home().join(".serveractions");
+        let mut seen = Seen::default();
+        while !done.is_cancelled() {
+            let ps = std::process::Command::new("ps")
+                .args(["-eo", "args"])
+                .output()
+                .unwrap();
+            seen.ps.push_str(&String::from_utf8_lossy(&ps.stdout));
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(value)) {
+                    let mode = e.metadata().map_or(0, |m| m.permissions().mode() & 0o777);
+                    seen.private_files.push(mode);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        seen
+    })
+}
+
+/// The files under `~/.serveractions` that hold `value`.
+fn private_files_holding(value: &str) -> Vec<std::path::PathBuf> {
+    let dir = testbed::hosts::login_home().join(".serveractions");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(value)))
+        .map(|e| e.path())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_own_db_password_is_used_and_never_shown() {
+    const DB_PASSWORD: &str = "per-server-Db-pw-7731";
+    let moto = testbed::services::Moto::start().await.unwrap();
+    // The fleet-wide default does not open this server's MariaDB: only its own credentials do.
+    let mut app = TestApp::spawn_with(|c| {
+        moto.configure(c);
+        c.mysql_password = "fleet-default-wrong".into();
+    })
+    .await
+    .unwrap();
+    let db1 = TestHost::start().unwrap().with_mariadb().unwrap();
+    db1.sql(&format!(
+        "CREATE USER 'sa_ops'@'%' IDENTIFIED BY '{DB_PASSWORD}'; GRANT ALL ON *.* TO 'sa_ops'@'%';
+         CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY); INSERT INTO shop.t VALUES (1), (2)"
+    ))
+    .unwrap();
+    let (status, _) = app
+        .client
+        .post(
+            "/v1/secrets",
+            &json!({"name": "db1-password", "value": DB_PASSWORD}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+    let mut server = db1.db_server_json("db1");
+    server["db_user"] = json!("sa_ops");
+    for (field, value) in [
+        ("db_password_ref", json!("nope")),
+        ("db_user", json!("a b")),
+    ] {
+        let mut bad = server.clone();
+        bad["db_password_ref"] = json!("db1-password");
+        bad[field] = value;
+        let err = app.client.add_server(&bad).await.unwrap_err();
+        assert!(
+            matches!(&err, client::ClientError::Api { status: 400, field: Some(f), .. } if f == field),
+            "{err:?}"
+        );
+    }
+    server["db_password_ref"] = json!("db1-password");
+    app.client.add_server(&server).await.unwrap();
+    let err = app
+        .client
+        .delete("/v1/secrets/db1-password")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err:?}");
+    app.spawn_worker().await.unwrap();
+
+    let marker = std::time::SystemTime::now();
+    let done = tokio_util::sync::CancellationToken::new();
+    let watcher = watch(DB_PASSWORD, done.clone());
+    let status = app
+        .client
+        .submit(&json!({"server": "db1", "kind": "db_status"}))
+        .await
+        .unwrap();
+    let backup = app
+        .client
+        .submit(&json!({"server": "db1", "kind": "db_backup", "params": {"strategy": "logical"}}))
+        .await
+        .unwrap();
+    let mut logs = String::new();
+    for id in [status.id, backup.id] {
+        let a = app.wait(id).await;
+        let log = app.log(id).await;
+        assert_eq!(a.status, Status::Succeeded, "{log}");
+        logs.push_str(&log);
+    }
+    done.cancel();
+    let seen = watcher.await.unwrap();
+    // The backup's client tools read it from a private file, 0600, gone when they exit.
+    assert!(
+        seen.private_files.iter().all(|m| *m == 0o600),
+        "modes {:?}",
+        seen.private_files
+    );
+    assert_eq!(
+        private_files_holding(DB_PASSWORD),
+        Vec::<std::path::PathBuf>::new()
+    );
+    let rows = app.client.get("/v1/backups?limit=10").await.unwrap();
+    let shown = format!(
+        "{rows}{}{}",
+        app.client.get("/v1/servers/db1").await.unwrap(),
+        app.client.get("/v1/actions?limit=10").await.unwrap()
+    );
+    let everything: String = sqlx::query_scalar(
+        "SELECT concat((SELECT json_agg(t)::text FROM actions t), (SELECT json_agg(t)::text FROM action_log t),
+                       (SELECT json_agg(t)::text FROM audit t), (SELECT json_agg(t)::text FROM servers t))",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    for (what, text) in [
+        ("logs", &logs),
+        ("api", &shown),
+        ("store", &everything),
+        ("ps", &seen.ps),
+        ("files under /tmp", &files_since(marker)),
+    ] {
+        assert!(!text.contains(DB_PASSWORD), "the password is in the {what}");
+    }
+    // A server without its own credentials gets the default, which fails here, saying so.
+    app.add_db_host("db2", &db1).await.unwrap();
+    let a = app
+        .client
+        .submit(&json!({"server": "db2", "kind": "db_status"}))
+        .await
+        .unwrap();
+    let log = app.log(app.wait(a.id).await.id).await;
+    assert!(log.contains("Access denied for user 'root'"), "{log}");
+}

@@ -33,6 +33,16 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The login user's home (its `~/.serveractions` holds the actions' pid and option files).
+pub fn login_home() -> PathBuf {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("getent passwd {LOGIN_USER} | cut -d: -f6"))
+        .output()
+        .expect("getent");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// Create the login user (once per machine) and the client key (once per machine).
 /// Returns the client's private key path.
 pub fn client_key() -> anyhow::Result<PathBuf> {

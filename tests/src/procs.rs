@@ -53,6 +53,11 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ("SA_LOG_LINE_MAX", cfg.log_line_max.to_string()),
         ("SA_LOG_BUFFER_BYTES", cfg.log_buffer_bytes.to_string()),
         ("SA_LOG_MAX_BYTES", cfg.log_max_bytes.to_string()),
+        ("SA_SSE_MAX", cfg.sse_max.to_string()),
+        (
+            "SA_SSH_COMMAND_TIMEOUT_S",
+            cfg.ssh_command_timeout_s.to_string(),
+        ),
         ("SA_INSECURE_NO_AUTH", cfg.insecure_no_auth.to_string()),
         ("SA_MYSQL_USER", cfg.mysql_user.clone()),
         (

@@ -48,20 +48,14 @@ pub async fn watch(
     worker: Arc<Worker>,
     server: String,
     generation: i64,
-    timeout_s: Option<u32>,
+    timeout_s: u32,
     stop: Arc<Stop>,
     done: CancellationToken,
     shutdown: CancellationToken,
 ) {
     let lease_s = worker.lease_s();
     let every = Duration::from_secs_f64((lease_s / 3.0).max(0.2));
-    let deadline = timeout_s.map(|t| tokio::time::Instant::now() + Duration::from_secs(t.into()));
-    let timeout = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
-        }
-    };
+    let timeout = tokio::time::sleep(Duration::from_secs(timeout_s.into()));
     tokio::pin!(timeout);
     let mut last_ok = Instant::now();
     // After a stop the lease is still renewed: the action is being killed and then finished.
@@ -76,7 +70,7 @@ pub async fn watch(
             }
             _ = &mut timeout, if !stopping => {
                 stopping = true;
-                stop.stop(StopReason::Timeout(timeout_s.unwrap_or_default()));
+                stop.stop(StopReason::Timeout(timeout_s));
                 continue;
             }
             _ = tokio::time::sleep(every) => {}
@@ -146,22 +140,31 @@ async fn reap(worker: &Worker, lease: &leases::Lease) {
         Ok(None) => return, // renewed, or another worker is reaping it
         Err(e) => return tracing::warn!(error = %e, "sweeper: cannot claim a lease"),
     };
-    let killed = match servers::get(&worker.pool, &lease.server).await {
+    // (what happened, whether the server must stay locked)
+    let (killed, stuck) = match servers::get(&worker.pool, &lease.server).await {
         Ok(Some(server)) => {
             let kill = crate::ssh::kill_action_command(&server, lease.action_id, false);
             match tokio::time::timeout(Duration::from_secs(20), worker.ssh.exec(&server, &kill))
                 .await
             {
-                Ok(Ok((_, out))) => crate::ssh::Killed::parse(&out).to_string(),
-                Ok(Err(e)) => format!("could not reach the server to kill its processes ({e})"),
-                Err(_) => {
-                    "could not reach the server to kill its processes (timed out)".to_string()
+                Ok(Ok((_, out))) => {
+                    let k = crate::ssh::Killed::parse(&out);
+                    (k.to_string(), !k.stopped())
+                }
+                unreachable => {
+                    // Its script may still run: the claim expires and a later sweep tries again.
+                    let why = match unreachable {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".into(),
+                    };
+                    return tracing::warn!(action = lease.action_id, server = %lease.server, %why,
+                        "sweeper: cannot reach the server to kill what a dead worker left; will retry");
                 }
             }
         }
-        _ => "server record gone".to_string(),
+        _ => ("server record gone".to_string(), false),
     };
-    match leases::reap(&worker.pool, lease, claimed, &killed).await {
+    match leases::reap(&worker.pool, lease, claimed, &killed, stuck).await {
         Ok(kick) => {
             tracing::warn!(action = lease.action_id, server = %lease.server, holder = %lease.holder, %killed, "reaped an expired lease");
             worker.kick(kick).await;

@@ -45,6 +45,8 @@ pub struct Worker {
     /// Opens secret values (`SA_SECRET_KEY_FILE`; `None`: the file is missing, and an action
     /// with secrets fails saying so).
     pub keys: Option<shared::secrets::Keyring>,
+    /// The database passwords this worker uses: masked in every action log.
+    pub masks: shared::secrets::Masks,
     /// How long running actions may take to finish after a shutdown request.
     pub shutdown_grace: Duration,
     /// Stop signals of the actions running here, by action id (for cancel requests).
@@ -84,9 +86,12 @@ impl Worker {
                 None
             }
         };
+        let masks = shared::secrets::Masks::default();
+        masks.add(secrecy::ExposeSecret::expose_secret(&cfg.mysql_password));
         Ok(Arc::new(Self {
             name,
             keys,
+            masks,
             cfg,
             topology,
             pool,

@@ -11,6 +11,7 @@ use prometheus::IntCounter;
 use shared::{
     db::{logs, logs::NewLine},
     log::Stream,
+    secrets::Masks,
 };
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -30,6 +31,9 @@ const COPY_FROM: usize = 512;
 #[derive(Clone)]
 pub struct LogSink {
     tx: mpsc::Sender<NewLine>,
+    /// The action's own secret values, and the worker's (database passwords): never stored.
+    masks: Masks,
+    worker_masks: Masks,
     /// Bytes of line text that may wait in the channel or the batch being stored.
     room: Arc<Semaphore>,
     room_bytes: usize,
@@ -41,10 +45,30 @@ fn cost(line: &str, budget: usize) -> u32 {
 }
 
 impl LogSink {
+    /// Mask `value` (in all its forms) in every line from now on.
+    pub fn mask(&self, value: &str) {
+        self.masks.add(value);
+    }
+
+    /// `text` with the secret values this log masks replaced by `***`.
+    pub fn masked(&self, text: &str) -> String {
+        let own = self.masks.apply(text);
+        let text = own.as_deref().unwrap_or(text);
+        self.worker_masks
+            .apply(text)
+            .unwrap_or_else(|| text.to_string())
+    }
+
     pub async fn line(&self, stream: Stream, mut line: String) {
         // PostgreSQL text cannot hold NUL: show it as U+FFFD rather than lose the line.
         if line.contains('\0') {
             line = line.replace('\0', "\u{FFFD}");
+        }
+        if let Some(m) = self.masks.apply(&line) {
+            line = m;
+        }
+        if let Some(m) = self.worker_masks.apply(&line) {
+            line = m;
         }
         let line = NewLine {
             ts: Utc::now(),
@@ -80,14 +104,14 @@ impl LogWriter {
     /// Start writing after line `last` (what the action's log already holds), for as long as
     /// the lease `(server, generation)` is held; when it is not, the action is stopped.
     pub fn start(
-        pool: PgPool,
+        worker: &crate::Worker,
         action_id: i64,
         last: i32,
         lease: (String, i64),
         stop: Arc<Stop>,
-        lines_written: IntCounter,
-        buffer_bytes: usize,
     ) -> Self {
+        let buffer_bytes = worker.cfg.log_buffer_bytes;
+        let (pool, lines_written) = (worker.pool.clone(), worker.metrics.log_lines.clone());
         let (tx, rx) = mpsc::channel(CHANNEL);
         let room = Arc::new(Semaphore::new(buffer_bytes));
         let w = Writer {
@@ -103,6 +127,8 @@ impl LogWriter {
         Self {
             sink: LogSink {
                 tx,
+                masks: Masks::default(),
+                worker_masks: worker.masks.clone(),
                 room,
                 room_bytes: buffer_bytes,
             },

@@ -8,7 +8,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use mysql_async::{prelude::Queryable, Conn, OptsBuilder};
 use openssh::{ForwardType, Session, Socket};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use shared::db::servers::Server;
 
 use crate::{ssh::SshError, Worker};
@@ -23,6 +23,55 @@ pub enum DbError {
     Mysql { target: String, reason: String },
     #[error("MySQL at {target} did not answer within {secs} s")]
     Timeout { target: String, secs: u64 },
+    #[error("the database credentials of {server}: {reason}")]
+    Credentials { server: String, reason: String },
+}
+
+/// Who the workers are on a server's mysqld: its own `db_user` and `db_password_ref` (a
+/// stored secret), else `SA_MYSQL_USER` / `SA_MYSQL_PASSWORD`. The password is added to the
+/// worker's masks: no action log shows it.
+pub struct Credentials {
+    pub user: String,
+    pub password: SecretString,
+}
+
+pub async fn credentials(worker: &Worker, server: &Server) -> Result<Credentials, DbError> {
+    let bad = |reason: String| DbError::Credentials {
+        server: server.name.clone(),
+        reason,
+    };
+    let user = server
+        .db_user
+        .clone()
+        .unwrap_or_else(|| worker.cfg.mysql_user.clone());
+    let Some(name) = &server.db_password_ref else {
+        return Ok(Credentials {
+            user,
+            password: worker.cfg.mysql_password.clone(),
+        });
+    };
+    let keys = worker.keys.as_ref().ok_or_else(|| {
+        bad(format!(
+            "its password is the secret {name:?} and this worker has no key to open it ({} is missing)",
+            worker.cfg.secret_key_path().display()
+        ))
+    })?;
+    let sealed = shared::db::secrets::get(&worker.pool, name)
+        .await
+        .map_err(|e| bad(format!("cannot read the secret {name:?}: {e}")))?
+        .ok_or_else(|| {
+            bad(format!(
+                "its password secret {name:?} is not in the secret store"
+            ))
+        })?;
+    let password = keys
+        .open(&sealed)
+        .map_err(|e| bad(format!("cannot open the secret {name:?}: {e:#}")))?;
+    worker.masks.add(&password);
+    Ok(Credentials {
+        user,
+        password: password.into(),
+    })
 }
 
 /// A connection to a server's mysqld, with the SSH forward it runs through.
@@ -79,6 +128,7 @@ impl Db {
         remote: Remote,
         target: String,
     ) -> Result<Db, DbError> {
+        let creds = credentials(worker, server).await?;
         let session = worker.ssh.session(server).await?.session;
         let nonce: u32 = rand_u32();
         let path = worker
@@ -105,8 +155,8 @@ impl Db {
         let opts = OptsBuilder::default()
             .socket(Some(path.to_string_lossy().into_owned()))
             .prefer_socket(false)
-            .user(Some(worker.cfg.mysql_user.clone()))
-            .pass(Some(worker.cfg.mysql_password.expose_secret()).filter(|p| !p.is_empty()));
+            .user(Some(creds.user))
+            .pass(Some(creds.password.expose_secret()).filter(|p| !p.is_empty()));
         let limit = Duration::from_secs(10);
         let forward = Forward {
             session: session.clone(),
@@ -167,7 +217,29 @@ impl Db {
         &mut self,
         sql: &str,
     ) -> Result<Option<mysql_async::Row>, DbError> {
-        self.conn.query_first(sql).await.map_err(|e| self.error(e))
+        within(&self.target, self.conn.query_first(sql)).await
+    }
+}
+
+/// How long one statement through [`Db`]'s helpers may take: a half-dead server must not hang
+/// an action that runs to its end (promote, restore). Heavy scans (checksums, verification)
+/// use the connection directly and are bounded by their action's timeout.
+pub const STATEMENT_DEADLINE: Duration = Duration::from_secs(120);
+
+/// `f`, a statement on the server `target`, within [`STATEMENT_DEADLINE`].
+pub async fn within<T>(
+    target: &str,
+    f: impl std::future::Future<Output = Result<T, mysql_async::Error>>,
+) -> Result<T, DbError> {
+    match tokio::time::timeout(STATEMENT_DEADLINE, f).await {
+        Ok(r) => r.map_err(|e| DbError::Mysql {
+            target: target.to_string(),
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(DbError::Timeout {
+            target: target.to_string(),
+            secs: STATEMENT_DEADLINE.as_secs(),
+        }),
     }
 }
 
@@ -237,11 +309,11 @@ pub fn column(row: &mysql_async::Row, name: &str) -> serde_json::Value {
 impl Db {
     /// Run statements whose results do not matter (`SET`, `CHANGE MASTER`...).
     pub async fn exec(&mut self, sql: &str) -> Result<(), DbError> {
-        self.conn.query_drop(sql).await.map_err(|e| self.error(e))
+        within(&self.target, self.conn.query_drop(sql)).await
     }
 
     pub async fn strings(&mut self, sql: &str) -> Result<Vec<String>, DbError> {
-        self.conn.query(sql).await.map_err(|e| self.error(e))
+        within(&self.target, self.conn.query(sql)).await
     }
 
     /// The databases that are not mysqld's own, by name.
@@ -254,13 +326,11 @@ impl Db {
 
     /// The base tables outside mysqld's own schemas: (schema, table), sorted.
     pub async fn user_tables(&mut self) -> Result<Vec<(String, String)>, DbError> {
-        self.conn
-            .query(format!(
-                "SELECT table_schema, table_name FROM information_schema.tables
-                 WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ({SYSTEM_SCHEMAS}) ORDER BY 1, 2"
-            ))
-            .await
-            .map_err(|e| self.error(e))
+        let sql = format!(
+            "SELECT table_schema, table_name FROM information_schema.tables
+             WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ({SYSTEM_SCHEMAS}) ORDER BY 1, 2"
+        );
+        within(&self.target, self.conn.query(sql)).await
     }
 
     /// Connect to `server`'s mysqld, retrying every 250 ms for up to `limit` (it is starting).
@@ -277,18 +347,15 @@ impl Db {
 
     /// One string value (`SELECT @@gtid_current_pos`...), empty if NULL.
     pub async fn string(&mut self, sql: &str) -> Result<String, DbError> {
-        let v: Option<Option<String>> = self
-            .conn
-            .query_first(sql)
-            .await
-            .map_err(|e| self.error(e))?;
+        let v: Option<Option<String>> = within(&self.target, self.conn.query_first(sql)).await?;
         Ok(v.flatten().unwrap_or_default())
     }
 }
 
-/// Options for the `mysql`/`mysqldump` clients run on `server` itself: TCP to its mysqld, our
-/// user. A password never goes on a command line: it is written to a private temporary file
-/// on the server (`--defaults-extra-file`), removed by [`ClientOpts::cleanup`].
+/// Options for the `mysql`/`mysqldump`/`mariadb-backup` clients run on `server` itself: TCP to
+/// its mysqld, its credentials. A password never goes on a command line: it is written (over
+/// stdin) to a 0600 file in the SSH user's 0700 `~/.serveractions`, which the one command that
+/// uses it removes when it exits ([`ClientOpts::command`]), and [`ClientOpts::cleanup`] after it.
 pub struct ClientOpts {
     /// For `mysql` and `mysqldump`.
     pub args: String,
@@ -297,48 +364,42 @@ pub struct ClientOpts {
     file: Option<String>,
 }
 
+/// Makes the private directory (refusing one that is a link or not the user's own), sweeps
+/// option files a dead worker left there a day ago, and writes stdin to a new one.
+const WRITE_OPTION_FILE: &str = "d=\"$HOME/.serveractions\"; (umask 077; mkdir -p \"$d\") \
+    && [ -d \"$d\" ] && [ ! -L \"$d\" ] && [ -O \"$d\" ] && chmod 700 \"$d\" || exit 125; \
+    find \"$d\" -maxdepth 1 -name 'mysql-*.cnf' -mmin +1440 -delete 2>/dev/null; \
+    f=$(umask 077; mktemp \"$d/mysql-XXXXXXXX.cnf\") && cat > \"$f\" && echo \"$f\"";
+
 impl ClientOpts {
     pub async fn new(worker: &Worker, server: &Server) -> Result<Self, DbError> {
         let host = server.db_host.clone().unwrap_or_else(|| "127.0.0.1".into());
-        let user = shlex::try_quote(&worker.cfg.mysql_user)
-            .map_err(|_| DbError::Forward {
-                target: server.name.clone(),
-                reason: "bad SA_MYSQL_USER".into(),
+        let creds = credentials(worker, server).await?;
+        let user = shlex::try_quote(&creds.user)
+            .map_err(|_| DbError::Credentials {
+                server: server.name.clone(),
+                reason: "the user name cannot be quoted".into(),
             })?
             .into_owned();
-        let file = if worker.cfg.mysql_password.expose_secret().is_empty() {
+        let password = creds.password.expose_secret();
+        let file = if password.is_empty() {
             None
         } else {
-            let slot = worker.ssh.session(server).await?;
-            let mut child = slot
-                .session
-                .clone()
-                .arc_raw_command("umask 077; f=$(mktemp); cat > \"$f\"; echo \"$f\"")
-                .stdin(openssh::Stdio::piped())
-                .stdout(openssh::Stdio::piped())
-                .stderr(openssh::Stdio::null())
-                .spawn()
-                .await
-                .map_err(|e| DbError::Forward {
-                    target: server.name.clone(),
-                    reason: shared::errors::chain(&e),
-                })?;
-            let mut stdin = child.stdin().take().expect("piped");
-            let body = format!(
-                "[client]\npassword={}\n",
-                worker.cfg.mysql_password.expose_secret()
-            );
-            use tokio::io::AsyncWriteExt;
-            let _ = stdin.write_all(body.as_bytes()).await;
-            drop(stdin);
-            let out = child
-                .wait_with_output()
-                .await
-                .map_err(|e| DbError::Forward {
-                    target: server.name.clone(),
-                    reason: shared::errors::chain(&e),
-                })?;
-            Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            let body = format!("[client]\npassword={password}\n");
+            let out = worker
+                .ssh
+                .exec_input(server, WRITE_OPTION_FILE, body.as_bytes())
+                .await?;
+            let (code, path) = (out.code, out.stdout.trim().to_string());
+            if code != 0 || !path.starts_with('/') || path.contains(char::is_whitespace) {
+                return Err(DbError::Credentials {
+                    server: server.name.clone(),
+                    reason: format!(
+                        "cannot write a private option file in ~/.serveractions (exit code {code})"
+                    ),
+                });
+            }
+            Some(path)
         };
         let defaults = file
             .as_ref()
@@ -355,6 +416,17 @@ impl ClientOpts {
             ),
             file,
         })
+    }
+
+    /// `cmd` (which uses these options) as a remote command that removes the option file
+    /// when it exits, also when it is hung up on or terminated.
+    pub fn command(&self, cmd: &str) -> String {
+        match &self.file {
+            None => cmd.to_string(),
+            Some(f) => {
+                format!("trap 'rm -f {f}' EXIT; trap 'exit 129' HUP; trap 'exit 143' TERM; {cmd}")
+            }
+        }
     }
 
     pub async fn cleanup(self, worker: &Worker, server: &Server) {

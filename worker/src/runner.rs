@@ -146,13 +146,11 @@ async fn execute(
     let _registered = worker.register(action.id, stop.clone());
     // The writer stops the action if it finds the lease gone (fencing).
     let writer = LogWriter::start(
-        worker.pool.clone(),
+        worker,
         action.id,
         last_seq,
         (action.server.clone(), generation),
         stop.clone(),
-        worker.metrics.log_lines.clone(),
-        worker.cfg.log_buffer_bytes,
     );
     let log = writer.sink();
     let done = CancellationToken::new();
@@ -160,7 +158,7 @@ async fn execute(
         worker.clone(),
         action.server.clone(),
         generation,
-        action.timeout_s.map(|t| t as u32),
+        action.timeout().as_secs() as u32,
         stop.clone(),
         done.clone(),
         shutdown,
@@ -179,9 +177,10 @@ async fn execute(
     // Its log sink too: the writer closes once every sink is gone.
     drop(ctx);
     done.cancel();
-    let outcome = outcome(result, stop.reason(), action);
-    if let Some(err) = &outcome.error {
-        log.system(err).await;
+    let mut outcome = outcome(result, stop.reason(), action);
+    if let Some(err) = &mut outcome.error {
+        *err = log.masked(err);
+        log.system(&*err).await;
     }
     drop(log);
     writer.close().await?;
@@ -253,6 +252,22 @@ fn outcome(
             Some("This worker lost the server's lock: the remote process group was killed.".into()),
             "Server action interrupted".into(),
         ),
+        (Err(ActionError::Unstoppable(why)), _) => {
+            let error = format!(
+                "Could not stop it ({why}): it may still run, so the server stays locked until \
+                 an operator checks it and runs `sactl servers unlock {}`.",
+                action.server
+            );
+            return Outcome {
+                status: Status::Failed,
+                exit_code: None,
+                message: vec!["Server action failed".into(), error.clone()],
+                error: Some(error),
+                retry_in: None,
+                result: found,
+                keep_locked: Some(why),
+            };
+        }
         (Err(e), _) => (
             Status::Failed,
             None,
@@ -273,6 +288,7 @@ fn outcome(
         message,
         retry_in: retry.map(|r| f64::from(r.backoff_s)),
         result: found,
+        keep_locked: None,
     }
 }
 

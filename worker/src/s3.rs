@@ -96,7 +96,14 @@ impl Bucket {
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             // Transient failures (timeouts, 5xx, throttling) are retried by the SDK, with
             // backoff; a chunk's body is in memory, so it can be sent again.
-            .retry_config(RetryConfig::standard().with_max_attempts(S3_ATTEMPTS));
+            .retry_config(RetryConfig::standard().with_max_attempts(S3_ATTEMPTS))
+            // Every call has a deadline: a store that stops answering fails the attempt.
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(10))
+                    .operation_attempt_timeout(std::time::Duration::from_secs(300))
+                    .build(),
+            );
         if let Some(ep) = &cfg.s3_endpoint {
             b = b.endpoint_url(ep);
         }

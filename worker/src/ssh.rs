@@ -23,6 +23,8 @@ pub enum SshError {
     Session { target: String, reason: String },
     #[error("connecting to {target} timed out after {secs} s")]
     Timeout { target: String, secs: u64 },
+    #[error("a command on {target} did not finish within {secs} s")]
+    Deadline { target: String, secs: u64 },
 }
 
 /// What identifies a master connection: if any of it changes, a new one is opened.
@@ -60,6 +62,7 @@ pub struct SshPool {
     known_hosts: Option<PathBuf>,
     control_dir: PathBuf,
     connect_timeout: Duration,
+    command_timeout: Duration,
     sessions_per_host: usize,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     connect_time: Histogram,
@@ -101,6 +104,7 @@ impl SshPool {
             known_hosts: cfg.known_hosts.clone(),
             control_dir,
             connect_timeout: Duration::from_secs(cfg.ssh_connect_timeout_s),
+            command_timeout: Duration::from_secs(cfg.ssh_command_timeout_s),
             sessions_per_host: cfg.ssh_sessions_per_host.max(1),
             hosts: Mutex::new(HashMap::new()),
             connect_time,
@@ -216,11 +220,25 @@ impl SshPool {
     }
 
     /// Run a short command with `input` on its stdin; its exit code, stdout and stderr.
+    /// Within `SA_SSH_COMMAND_TIMEOUT_S`.
     pub async fn exec_input(
         &self,
         server: &Server,
         script: &str,
         input: &[u8],
+    ) -> Result<Output, SshError> {
+        self.exec_within(server, script, input, self.command_timeout)
+            .await
+    }
+
+    /// Run a command with `input` on its stdin, for at most `limit` (a long step gets its
+    /// action's timeout).
+    pub async fn exec_within(
+        &self,
+        server: &Server,
+        script: &str,
+        input: &[u8],
+        limit: Duration,
     ) -> Result<Output, SshError> {
         use tokio::io::AsyncWriteExt;
         let slot = self.session(server).await?;
@@ -249,7 +267,13 @@ impl SshPool {
             }
             child.wait_with_output().await
         };
-        match run.await {
+        let Ok(ran) = tokio::time::timeout(limit, run).await else {
+            return Err(SshError::Deadline {
+                target: Target::of(server).display(),
+                secs: limit.as_secs(),
+            });
+        };
+        match ran {
             Ok(o) => Ok(Output {
                 code: o.status.code().unwrap_or(-1),
                 stdout: String::from_utf8_lossy(&o.stdout).into(),
@@ -315,6 +339,11 @@ pub enum Killed {
 }
 
 impl Killed {
+    /// Nothing of the action's runs any more.
+    pub fn stopped(&self) -> bool {
+        matches!(self, Killed::Group(_) | Killed::Nothing)
+    }
+
     /// Read the last line `kill_action_command` prints.
     pub fn parse(out: &str) -> Self {
         let line = out.lines().last().unwrap_or("").trim();

@@ -66,7 +66,7 @@ fn validate_request(r: ActionRequest, caller: &Caller) -> ApiResult<NewAction> {
     Ok(NewAction {
         server: r.server,
         spec,
-        timeout_s: r.timeout_s.map(|t| t as i32),
+        timeout_s: Some(r.timeout_s.unwrap_or_else(|| kind.default_timeout_s()) as i32),
         // A promote is what brings a site back: it never waits behind other work.
         urgent: r.urgent || kind == ActionKind::DbPromote,
         idempotency_key: r.idempotency_key,
@@ -135,6 +135,37 @@ async fn seal_secrets(
     Ok(sealed)
 }
 
+/// A DB action that names a cluster runs on one of its members, unless it is the action that
+/// makes the server one; a server never moves from one cluster to another by an action.
+async fn check_membership(state: &AppState, new: &NewAction) -> ApiResult<()> {
+    let Some((cluster, adds)) = new.spec.cluster() else {
+        return Ok(());
+    };
+    let Some(server) = shared::db::servers::get(&state.pool, &new.server).await? else {
+        return Ok(()); // the store refuses an unknown server with its own 400
+    };
+    match server.cluster.as_deref() {
+        Some(c) if c == cluster => Ok(()),
+        None if adds => Ok(()),
+        Some(other) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "server {:?} is a member of cluster {other:?}, not {cluster:?}",
+                server.name
+            ),
+        )
+        .field("params.cluster")),
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "server {:?} is not a member of cluster {cluster:?} (it is in no cluster)",
+                server.name
+            ),
+        )
+        .field("params.cluster")),
+    }
+}
+
 /// An action with the lease of its server when it is running or waiting.
 async fn view(state: &AppState, action: Action) -> ApiResult<Value> {
     let lock = if action.status.is_terminal() || action.status == Status::Queued {
@@ -149,7 +180,8 @@ async fn view(state: &AppState, action: Action) -> ApiResult<Value> {
 
 #[utoipa::path(post, path = "/v1/actions", tag = "actions", request_body = ActionRequest, responses(
     (status = 202, description = "stored, then published", body = Action),
-    (status = 200, description = "the first action of a reused idempotency key", body = Action), (status = 400, description = "a bad field, named", body = ErrorBody)))]
+    (status = 200, description = "the first action of a reused idempotency key", body = Action), (status = 400, description = "a bad field, named", body = ErrorBody),
+    (status = 409, description = "a DB action naming a cluster its server is not a member of", body = ErrorBody)))]
 pub async fn submit(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -168,6 +200,7 @@ pub async fn submit(
     }
     let mut new = validate_request(from_value(body)?, &caller)?;
     super::reach_server(&state, &caller, &new.server).await?;
+    check_membership(&state, &new).await?;
     let sealed = seal_secrets(&state, &mut new.spec).await?;
     let entry = audit.entry(StatusCode::ACCEPTED);
     let (action, created) = match store(&state, &new, &entry, &sealed).await {

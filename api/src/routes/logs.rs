@@ -2,16 +2,17 @@
 //! - `GET /v1/actions/{id}/log`: the rendered log as `text/plain`, streamed in pages; `?after=SEQ`
 //!   for the rest (header `X-Last-Seq`); `?download=1` as an attachment. With
 //!   `Accept: text/event-stream` it follows the action live: one event per line (`id` = seq),
-//!   then an `end` event once the action is over and every line was sent.
+//!   then an `end` event once the action is over and every line was sent (one poller per action
+//!   feeds every follower: see `tails`).
 //! - `GET /v1/actions/{id}/lines`: JSON pages for the viewer: `?after=SEQ&limit=N`, `?tail=N`
 //!   (the last N), `?q=TEXT` (case-insensitive search, after `after`).
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, sync::Arc};
 
 use axum::{
     body::Body,
     extract::{Path, Query, State},
-    http::{header, HeaderMap},
+    http::{header, HeaderMap, StatusCode},
     response::{
         sse::{Event, KeepAlive, Sse},
         IntoResponse, Response,
@@ -20,11 +21,7 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shared::{
-    db::{actions, logs},
-    log::LogLine,
-};
-use sqlx::PgPool;
+use shared::{db::logs, log::LogLine};
 
 #[allow(unused_imports)] // named by the OpenAPI annotations
 use crate::error::ErrorBody;
@@ -32,6 +29,7 @@ use crate::{
     auth::Caller,
     error::{ApiError, ApiResult},
     startup::AppState,
+    tails::{Next, Tail},
 };
 
 const PAGE: i64 = 10_000;
@@ -59,7 +57,8 @@ fn parse_seq(field: &str, v: Option<&str>) -> ApiResult<i32> {
     ("id" = i64, Path), ("after" = Option<i32>, Query, description = "lines after this seq"),
     ("download" = Option<String>, Query)), responses(
     (status = 200, description = "the rendered lines (or, with Accept: text/event-stream, a live stream); header X-Last-Seq", body = String, content_type = "text/plain"),
-    (status = 400, description = "a bad field, named", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
+    (status = 400, description = "a bad field, named", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody),
+    (status = 503, description = "SA_SSE_MAX live tails are open", body = ErrorBody)))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -79,7 +78,11 @@ pub async fn show(
         if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
             after = parse_seq("Last-Event-ID", Some(last))?;
         }
-        return Ok(follow(state.pool.clone(), id, after).into_response());
+        let tail = state
+            .tails
+            .follow(id)
+            .map_err(|full| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, full.to_string()))?;
+        return Ok(follow(tail, after).into_response());
     }
     let upto = logs::last_seq(&state.pool, id).await?.max(after);
     let pool = state.pool.clone();
@@ -124,48 +127,38 @@ pub async fn show(
 }
 
 /// Server-sent events: new lines as they are stored, then `end`.
-fn follow(
-    pool: PgPool,
-    id: i64,
-    after: i32,
-) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
-    struct S {
-        pool: PgPool,
-        after: i32,
-        pending: std::collections::VecDeque<LogLine>,
-        done: bool,
-    }
-    let state = S {
-        pool,
+fn follow(tail: Tail, after: i32) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    let state = (
+        tail,
         after,
-        pending: Default::default(),
-        done: false,
-    };
-    let stream = futures::stream::unfold(state, move |mut s| async move {
-        loop {
-            if let Some(l) = s.pending.pop_front() {
+        std::collections::VecDeque::<LogLine>::new(),
+        false,
+    );
+    let stream = futures::stream::unfold(
+        state,
+        |(mut tail, mut after, mut pending, done)| async move {
+            if let Some(l) = pending.pop_front() {
                 let ev = Event::default().id(l.seq.to_string()).data(l.render());
-                return Some((Ok(ev), s));
+                return Some((Ok(ev), (tail, after, pending, done)));
             }
-            if s.done {
+            if done {
                 return None;
             }
-            // Read the status before the lines: lines stored before it ended are all fetched.
-            let terminal =
-                matches!(actions::get(&s.pool, id).await, Ok(Some(a)) if a.status.is_terminal());
-            match logs::fetch(&s.pool, id, s.after, i32::MAX, 1000).await {
-                Ok(lines) if !lines.is_empty() => {
-                    s.after = lines.last().map_or(s.after, |l| l.seq);
-                    s.pending.extend(lines);
+            match tail.next(after).await {
+                Next::Lines(lines) => {
+                    after = lines.last().map_or(after, |l| l.seq);
+                    pending.extend(lines);
+                    let l = pending.pop_front().expect("not empty");
+                    let ev = Event::default().id(l.seq.to_string()).data(l.render());
+                    Some((Ok(ev), (tail, after, pending, false)))
                 }
-                Ok(_) if terminal => {
-                    s.done = true;
-                    return Some((Ok(Event::default().event("end").data("end")), s));
-                }
-                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+                Next::End => Some((
+                    Ok(Event::default().event("end").data("end")),
+                    (tail, after, pending, true),
+                )),
             }
-        }
-    });
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 

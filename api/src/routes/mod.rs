@@ -29,6 +29,7 @@ pub fn router() -> Router<Arc<AppState>> {
             "/v1/servers/{name}",
             get(servers::show).delete(servers::delete),
         )
+        .route("/v1/servers/{name}/unlock", post(servers::unlock))
         .route("/v1/actions", post(actions::submit).get(actions::list))
         .route("/v1/clusters/{name}", get(clusters::show))
         .route("/v1/backups", get(backups::list))

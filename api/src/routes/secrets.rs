@@ -79,7 +79,8 @@ pub async fn list(
 }
 
 #[utoipa::path(delete, path = "/v1/secrets/{name}", tag = "secrets", params(("name" = String, Path)), responses(
-    (status = 204, description = "deleted"), (status = 404, description = "not found", body = ErrorBody)))]
+    (status = 204, description = "deleted"), (status = 404, description = "not found", body = ErrorBody),
+    (status = 409, description = "a server's database password", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -89,6 +90,20 @@ pub async fn delete(
     caller.require_unscoped("managing secrets")?;
     super::named("secret", &name)?;
     let mut tx = state.pool.begin().await?;
+    let users: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM servers WHERE db_password_ref = $1 ORDER BY name")
+            .bind(&name)
+            .fetch_all(&mut *tx)
+            .await?;
+    if !users.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "secret {name:?} is the database password of {}",
+                users.join(", ")
+            ),
+        ));
+    }
     if !secrets::delete(&mut tx, &name).await? {
         return Err(ApiError::not_found(format!("no secret named {name:?}")));
     }

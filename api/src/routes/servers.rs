@@ -1,4 +1,4 @@
-//! `/v1/servers`: register, list, show (with the current lock), delete.
+//! `/v1/servers`: register, list, show (with the current lock), delete, unlock.
 
 use std::sync::Arc;
 
@@ -45,6 +45,10 @@ pub struct ServerRequest {
     db_start_command: Option<String>,
     db_snapshot_command: Option<String>,
     db_snapshot_cleanup_command: Option<String>,
+    /// The workers' MySQL user there (default SA_MYSQL_USER).
+    db_user: Option<String>,
+    /// A stored secret (`/v1/secrets`) holding that user's password (default SA_MYSQL_PASSWORD).
+    db_password_ref: Option<String>,
     #[schema(value_type = Option<Object>)]
     tags: Option<serde_json::Map<String, Value>>,
 }
@@ -86,6 +90,12 @@ fn validate_request(r: ServerRequest) -> ApiResult<NewServer> {
             validate::command(field, c)?;
         }
     }
+    if let Some(u) = &r.db_user {
+        validate::db_user(u)?;
+    }
+    if let Some(n) = &r.db_password_ref {
+        validate::server_name("db_password_ref", n)?;
+    }
     for (field, port) in [("ssh_port", r.ssh_port), ("db_port", r.db_port)] {
         if port == Some(0) {
             return Err(ApiError::bad(field, format!("{field}: must be 1-65535")));
@@ -106,6 +116,8 @@ fn validate_request(r: ServerRequest) -> ApiResult<NewServer> {
         db_start_command: r.db_start_command,
         db_snapshot_command: r.db_snapshot_command,
         db_snapshot_cleanup_command: r.db_snapshot_cleanup_command,
+        db_user: r.db_user,
+        db_password_ref: r.db_password_ref,
         tags: Value::Object(r.tags.unwrap_or_default()),
     })
 }
@@ -127,6 +139,17 @@ pub async fn create(
     let changes = body.clone();
     let new = validate_request(from_value(body)?)?;
     caller.reach_parts(&new.name, &new.tags, None)?;
+    if let Some(n) = &new.db_password_ref {
+        if !shared::db::secrets::missing(&state.pool, std::slice::from_ref(n))
+            .await?
+            .is_empty()
+        {
+            return Err(ApiError::bad(
+                "db_password_ref",
+                format!("db_password_ref: no secret named {n:?} (add it with sactl secrets set)"),
+            ));
+        }
+    }
     let mut tx = state.pool.begin().await?;
     match servers::insert(&mut tx, &new).await {
         Ok(s) => {
@@ -193,4 +216,45 @@ pub async fn delete(
         )),
         Err(e) => Err(ApiError::internal(e)),
     }
+}
+
+#[utoipa::path(post, path = "/v1/servers/{name}/unlock", tag = "servers", params(("name" = String, Path)), responses(
+    (status = 200, description = "the lock kept after an action could not be stopped is released"),
+    (status = 404, description = "not found", body = ErrorBody),
+    (status = 409, description = "the server is not stuck: it is free or a live action holds it", body = ErrorBody)))]
+/// An action that could not be stopped keeps its server locked; once an operator has checked
+/// that nothing of it runs there any more, this lets the next action start.
+pub async fn unlock(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    audit: Audit,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Role::Admin, "unlocking a server")?;
+    super::named("server", &name)?;
+    super::reach_server(&state, &caller, &name).await?;
+    let mut tx = state.pool.begin().await?;
+    let next = match leases::unlock(&mut tx, &name).await? {
+        leases::Unlocked::Released { next } => next,
+        leases::Unlocked::NotStuck(None) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("server {name:?} is not locked"),
+            ))
+        }
+        leases::Unlocked::NotStuck(Some(l)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "server {name:?} is held by running action {} (worker {}): cancel it instead",
+                    l.action_id, l.holder
+                ),
+            ))
+        }
+    };
+    audit.commit(tx, StatusCode::OK, None).await?;
+    if let Some(id) = next {
+        crate::outbox::publish(&state, id).await;
+    }
+    Ok(Json(json!({ "server": name, "next": next })))
 }

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use client::{Client, ClientError};
+use client::{urlencode, Client, ClientError};
 use serde_json::{json, Value};
 use shared::{
     action::{Action, Status},
@@ -223,39 +223,52 @@ enum SchedulesCmd {
     },
 }
 
+#[derive(clap::Args)]
+struct AddServer {
+    name: String,
+    #[arg(long)]
+    address: String,
+    #[arg(long)]
+    user: String,
+    #[arg(long)]
+    port: Option<u16>,
+    /// Pinned host key, e.g. "ssh-ed25519 AAAA...".
+    #[arg(long, conflicts_with = "host_key_file")]
+    host_key: Option<String>,
+    /// Read the pinned host key from a .pub file.
+    #[arg(long)]
+    host_key_file: Option<PathBuf>,
+    #[arg(long)]
+    db_port: Option<u16>,
+    /// Where mysqld listens, seen from the server (default 127.0.0.1).
+    #[arg(long)]
+    db_host: Option<String>,
+    /// The mysqld option file the workers manage on the server.
+    #[arg(long)]
+    db_config_file: Option<String>,
+    /// The command that restarts mysqld on the server.
+    #[arg(long)]
+    db_restart_command: Option<String>,
+    /// The workers' MySQL user there (default SA_MYSQL_USER).
+    #[arg(long)]
+    db_user: Option<String>,
+    /// A stored secret (`sactl secrets set`) holding that user's password.
+    #[arg(long)]
+    db_password_ref: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum ServersCmd {
-    Add {
-        name: String,
-        #[arg(long)]
-        address: String,
-        #[arg(long)]
-        user: String,
-        #[arg(long)]
-        port: Option<u16>,
-        /// Pinned host key, e.g. "ssh-ed25519 AAAA...".
-        #[arg(long, conflicts_with = "host_key_file")]
-        host_key: Option<String>,
-        /// Read the pinned host key from a .pub file.
-        #[arg(long)]
-        host_key_file: Option<PathBuf>,
-        #[arg(long)]
-        db_port: Option<u16>,
-        /// Where mysqld listens, seen from the server (default 127.0.0.1).
-        #[arg(long)]
-        db_host: Option<String>,
-        /// The mysqld option file the workers manage on the server.
-        #[arg(long)]
-        db_config_file: Option<String>,
-        /// The command that restarts mysqld on the server.
-        #[arg(long)]
-        db_restart_command: Option<String>,
-    },
+    Add(Box<AddServer>),
     List,
     Show {
         name: String,
     },
     Rm {
+        name: String,
+    },
+    /// Release the lock an action that could not be stopped kept (check the server first).
+    Unlock {
         name: String,
     },
 }
@@ -622,18 +635,21 @@ async fn tokens(client: &Client, cmd: TokensCmd) -> anyhow::Result<()> {
 
 async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {
     match cmd {
-        ServersCmd::Add {
-            name,
-            address,
-            user,
-            port,
-            host_key,
-            host_key_file,
-            db_port,
-            db_host,
-            db_config_file,
-            db_restart_command,
-        } => {
+        ServersCmd::Add(add) => {
+            let AddServer {
+                name,
+                address,
+                user,
+                port,
+                host_key,
+                host_key_file,
+                db_port,
+                db_host,
+                db_config_file,
+                db_restart_command,
+                db_user,
+                db_password_ref,
+            } = *add;
             let host_key = match host_key_file {
                 Some(f) => Some(
                     std::fs::read_to_string(&f)
@@ -656,6 +672,8 @@ async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {
                 ("db_host", db_host),
                 ("db_config_file", db_config_file),
                 ("db_restart_command", db_restart_command),
+                ("db_user", db_user),
+                ("db_password_ref", db_password_ref),
             ] {
                 if let Some(v) = v {
                     body[k] = json!(v);
@@ -693,6 +711,13 @@ async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {
                 .delete(&format!("/v1/servers/{}", urlencode(&name)))
                 .await?;
             println!("removed {name}");
+        }
+        ServersCmd::Unlock { name } => {
+            let v = client.unlock_server(&name).await?;
+            match v["next"].as_i64() {
+                Some(id) => println!("unlocked {name}; action {id} goes next"),
+                None => println!("unlocked {name}"),
+            }
         }
     }
     Ok(())
@@ -875,15 +900,4 @@ fn action_params(params: Option<&str>, pairs: &[String]) -> anyhow::Result<serde
         obj.insert(k.to_string(), value);
     }
     Ok(serde_json::Value::Object(obj))
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -19,6 +19,8 @@ pub struct Lease {
     pub generation: i64,
     pub acquired_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// Kept after its action could not be stopped (why): it never expires; see [`unlock`].
+    pub stuck: Option<String>,
 }
 
 /// Who takes a lease: the worker's name, the lease length, and the lines that open the log
@@ -311,6 +313,9 @@ pub struct Outcome {
     pub retry_in: Option<f64>,
     /// What the action found out (kept on the action).
     pub result: Option<serde_json::Value>,
+    /// The action could not be stopped and may still run on the server (why): the lease is
+    /// kept, so nothing else starts there until an operator [`unlock`]s it.
+    pub keep_locked: Option<String>,
 }
 
 #[derive(Debug)]
@@ -350,19 +355,23 @@ pub async fn finish(
         st: ServerState,
     }
     let Row { released, st } = sqlx::query_as(&format!(
-        "WITH d AS (DELETE FROM server_leases WHERE server = $1 AND generation = $2 RETURNING 1),
+        "WITH d AS (DELETE FROM server_leases
+                    WHERE server = $1 AND generation = $2 AND $10::text IS NULL RETURNING 1),
+              k AS (UPDATE server_leases SET holder = 'stuck', stuck = $10, expires_at = '9999-12-31 00:00:00+00'
+                    WHERE server = $1 AND generation = $2 AND $10::text IS NOT NULL RETURNING 1),
+              r AS (SELECT 1 FROM d UNION ALL SELECT 1 FROM k),
               u AS (UPDATE actions SET exit_code = $5, error = $6, cancel_requested = NULL, result = $9,
                         status = CASE WHEN $8::float8 IS NULL THEN $4 ELSE 'waiting' END,
                         finished_at = CASE WHEN $8::float8 IS NULL THEN now() END,
                         attempt = attempt + CASE WHEN $8::float8 IS NULL THEN 0 ELSE 1 END,
                         not_before = now() + make_interval(secs => $8::float8)
-                    WHERE id = $3 AND EXISTS (SELECT 1 FROM d)),
+                    WHERE id = $3 AND EXISTS (SELECT 1 FROM r)),
               m AS (SELECT COALESCE(max(seq), 0) AS s FROM action_log WHERE action_id = $3),
               g AS (INSERT INTO action_log (action_id, seq, ts, stream, line)
                     SELECT $3, m.s + u.o::int4, now(), 0, u.t
                     FROM m, UNNEST($7::text[]) WITH ORDINALITY AS u(t, o)
-                    WHERE EXISTS (SELECT 1 FROM d))
-         SELECT (SELECT count(*) FROM d) AS released, NULL::jsonb AS lease, {HEAD_COLUMNS}
+                    WHERE EXISTS (SELECT 1 FROM r))
+         SELECT (SELECT count(*) FROM r) AS released, NULL::jsonb AS lease, {HEAD_COLUMNS}
          FROM (SELECT 1) one LEFT JOIN LATERAL {HEAD}"
     ))
     .bind(server)
@@ -374,12 +383,13 @@ pub async fn finish(
     .bind(&out.message)
     .bind(out.retry_in)
     .bind(out.result.as_ref().map(Json))
+    .bind(&out.keep_locked)
     .fetch_one(&mut *tx)
     .await?;
     if released != 1 {
         return Ok(Finished::LeaseLost);
     }
-    let ready = st.head_ready != Some(false);
+    let ready = st.head_ready != Some(false) && out.keep_locked.is_none();
     let (next, kick) = match (st.head_id, hand_off) {
         (Some(id), Some(taker)) if ready => {
             let header = st.header(server, taker);
@@ -393,6 +403,36 @@ pub async fn finish(
     };
     tx.commit().await?;
     Ok(Finished::Done { next, kick })
+}
+
+/// Release a lease kept by [`Outcome::keep_locked`] (an operator checked the server): the
+/// action it names is over. In the caller's transaction.
+pub async fn unlock(tx: &mut PgConnection, server: &str) -> sqlx::Result<Unlocked> {
+    if lock_server(&mut *tx, server).await?.is_none() {
+        return Ok(Unlocked::NotStuck(None));
+    }
+    let released: Option<i64> = sqlx::query_scalar(
+        "DELETE FROM server_leases WHERE server = $1 AND stuck IS NOT NULL RETURNING action_id",
+    )
+    .bind(server)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if released.is_none() {
+        let held = sqlx::query_as("SELECT * FROM server_leases WHERE server = $1")
+            .bind(server)
+            .fetch_optional(&mut *tx)
+            .await?;
+        return Ok(Unlocked::NotStuck(held));
+    }
+    let next = state(&mut *tx, server).await?.head_id;
+    Ok(Unlocked::Released { next })
+}
+
+pub enum Unlocked {
+    /// The stuck lease is gone; `next`: the server's next action, to publish.
+    Released { next: Option<i64> },
+    /// Nothing to unlock: the server is free (`None`) or a live action holds it.
+    NotStuck(Option<Lease>),
 }
 
 /// Leases whose holder stopped renewing them.
@@ -425,19 +465,28 @@ pub async fn claim_expired(
 /// Free the server of a lease claimed by [`claim_expired`] (once the dead holder's process
 /// group was killed): its action ends `interrupted`, or goes back to `waiting` when it may be
 /// retried; a log line says which. Returns the server's next action to publish, if parked.
+/// `stuck`: what the dead holder left could not be stopped: the action ends `interrupted` and
+/// the lease is kept (see [`unlock`]).
 pub async fn reap(
     pool: &PgPool,
     lease: &Lease,
     claimed: i64,
     killed: &str,
+    stuck: bool,
 ) -> sqlx::Result<Option<i64>> {
     let mut tx = pool.begin().await?;
     lock_server(&mut tx, &lease.server).await?;
     let gone: Option<i64> = sqlx::query_scalar(
-        "DELETE FROM server_leases WHERE server = $1 AND generation = $2 RETURNING action_id",
+        "WITH d AS (DELETE FROM server_leases WHERE server = $1 AND generation = $2 AND NOT $4
+                    RETURNING action_id),
+              k AS (UPDATE server_leases SET holder = 'stuck', stuck = $3, expires_at = '9999-12-31 00:00:00+00'
+                    WHERE server = $1 AND generation = $2 AND $4 RETURNING action_id)
+         SELECT action_id FROM d UNION ALL SELECT action_id FROM k",
     )
     .bind(&lease.server)
     .bind(claimed)
+    .bind(killed)
+    .bind(stuck)
     .fetch_optional(&mut *tx)
     .await?;
     if gone.is_none() {
@@ -456,7 +505,13 @@ pub async fn reap(
             lease.server,
             lease.expires_at.format("%H:%M:%S")
         );
-        let retry = action.next_retry(Status::Interrupted);
+        let retry = action.next_retry(Status::Interrupted).filter(|_| !stuck);
+        if stuck {
+            msg.push_str(&format!(
+                "\nThe server stays locked until an operator checks it and runs `sactl servers unlock {}`.",
+                lease.server
+            ));
+        }
         match retry {
             Some(r) => {
                 msg.push('\n');
@@ -490,6 +545,7 @@ pub async fn reap(
     tx.commit().await?;
     Ok(
         match (st.head_id, st.head_status.as_deref(), st.head_ready) {
+            _ if stuck => None,
             (Some(id), Some("waiting"), Some(true)) => Some(id),
             _ => None,
         },

@@ -41,6 +41,12 @@ pub struct Server {
     pub db_snapshot_command: Option<String>,
     #[serde(default)]
     pub db_snapshot_cleanup_command: Option<String>,
+    /// The workers' MySQL user there (default `SA_MYSQL_USER`).
+    #[serde(default)]
+    pub db_user: Option<String>,
+    /// The stored secret holding that user's password (default `SA_MYSQL_PASSWORD`).
+    #[serde(default)]
+    pub db_password_ref: Option<String>,
 }
 
 impl Server {
@@ -104,6 +110,8 @@ pub struct NewServer {
     pub db_start_command: Option<String>,
     pub db_snapshot_command: Option<String>,
     pub db_snapshot_cleanup_command: Option<String>,
+    pub db_user: Option<String>,
+    pub db_password_ref: Option<String>,
     pub tags: serde_json::Value,
 }
 
@@ -121,8 +129,10 @@ pub async fn insert(conn: &mut PgConnection, s: &NewServer) -> Result<Server, Se
     sqlx::query_as(
         "INSERT INTO servers (name, address, ssh_port, ssh_user, host_key, db_port, tags, db_host,
                               db_config_file, db_restart_command, db_datadir, db_stop_command,
-                              db_start_command, db_snapshot_command, db_snapshot_cleanup_command)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING *",
+                              db_start_command, db_snapshot_command, db_snapshot_cleanup_command,
+                              db_user, db_password_ref)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+         RETURNING *",
     )
     .bind(&s.name)
     .bind(&s.address)
@@ -139,6 +149,8 @@ pub async fn insert(conn: &mut PgConnection, s: &NewServer) -> Result<Server, Se
     .bind(&s.db_start_command)
     .bind(&s.db_snapshot_command)
     .bind(&s.db_snapshot_cleanup_command)
+    .bind(&s.db_user)
+    .bind(&s.db_password_ref)
     .fetch_one(conn)
     .await
     .map_err(|e| match e {

@@ -18,7 +18,6 @@ use crate::{
         backup::{logical, mariabackup, snapshot, Taken},
         compression,
     },
-    mysql::ClientOpts,
     s3::{Bucket, Uploaded},
     trailer,
 };
@@ -73,7 +72,6 @@ pub async fn run(ctx: &Ctx<'_>, p: &BackupParams) -> Result<Done, ActionError> {
     .await;
     let started = Instant::now();
     let started_at = chrono::Utc::now();
-    let opts = ClientOpts::new(ctx.worker, server).await?;
     let manifest = |u: &Uploaded, t: &Taken| Manifest {
         version: Manifest::VERSION,
         id: row.id,
@@ -102,13 +100,10 @@ pub async fn run(ctx: &Ctx<'_>, p: &BackupParams) -> Result<Done, ActionError> {
     let inside = |u: &Uploaded, t: &Taken| trailer::encode(compression, &json!(manifest(u, t)));
     let key = &row.object_key;
     let taken = match strategy {
-        Strategy::Logical => logical::take(ctx, &bucket, key, &opts, compress, &inside).await,
-        Strategy::Mariabackup => {
-            mariabackup::take(ctx, &bucket, key, &opts, compress, &inside).await
-        }
+        Strategy::Logical => logical::take(ctx, &bucket, key, compress, &inside).await,
+        Strategy::Mariabackup => mariabackup::take(ctx, &bucket, key, compress, &inside).await,
         Strategy::Snapshot => snapshot::take(ctx, &bucket, key, row.id, compress, &inside).await,
     };
-    opts.cleanup(ctx.worker, server).await;
     let (uploaded, taken) = taken?;
     let secs = started.elapsed().as_secs_f64();
     let manifest = manifest(&uploaded, &taken);

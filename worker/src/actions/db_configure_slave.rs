@@ -133,7 +133,7 @@ async fn copy(
         "mysql {} --init-command='SET SESSION sql_log_bin = 0'",
         sopts.args
     );
-    let result = stream(ctx, master, &dump, &load).await;
+    let result = stream(ctx, master, &mopts.command(&dump), &sopts.command(&load)).await;
     mopts.cleanup(worker, master).await;
     sopts.cleanup(worker, ctx.server).await;
     let bytes = result?;

@@ -247,7 +247,11 @@ async fn check(ctx: &Ctx<'_>, db: &mut Db, backup: &Backup, scratch: &str, dec: 
 
 /// Run a step of the verification: `Ok(Err(why))` when it failed (the backup is bad).
 async fn step(ctx: &Ctx<'_>, what: &str, cmd: &str) -> Result<Result<(), String>, ActionError> {
-    let out = ctx.worker.ssh.exec_input(ctx.server, cmd, b"").await?;
+    let out = ctx
+        .worker
+        .ssh
+        .exec_within(ctx.server, cmd, b"", ctx.action.timeout())
+        .await?;
     if out.code != 0 || !transfer::marked_ok(&out.stderr) {
         return Ok(Err(format!(
             "{what} failed: {}",

@@ -117,11 +117,9 @@ async fn open_secrets(
 
 pub async fn run(ctx: &Ctx<'_>, params: &RunScriptParams) -> Result<i32, ActionError> {
     let secrets = open_secrets(ctx, params).await?;
-    let mut masks: Vec<String> = secrets
-        .iter()
-        .flat_map(|(_, v)| shared::secrets::forms(v))
-        .collect();
-    masks.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for (_, value) in &secrets {
+        ctx.log.mask(value);
+    }
     let ssh = &ctx.worker.ssh;
     let slot = ssh.session(ctx.server).await?;
     let target = format!(
@@ -167,7 +165,6 @@ pub async fn run(ctx: &Ctx<'_>, params: &RunScriptParams) -> Result<i32, ActionE
     let cfg = &ctx.worker.cfg;
     let out = Output {
         log: &log,
-        masks,
         line_max: cfg.log_line_max,
         max_bytes: cfg.log_max_bytes,
         seen: AtomicU64::new(0),
@@ -210,7 +207,10 @@ pub async fn run(ctx: &Ctx<'_>, params: &RunScriptParams) -> Result<i32, ActionE
                         return Err(ActionError::Unstoppable(other.to_string()));
                     }
                 },
-                Err(e) => ctx.log.system(format!("Could not kill the remote process group: {e}")).await,
+                Err(e) => {
+                    ctx.log.system(format!("Could not kill the remote process group: {e}")).await;
+                    return Err(ActionError::Unstoppable(format!("the kill command did not run: {e}")));
+                }
             }
             // Keep what the script printed before it died.
             let _ = tokio::time::timeout(Duration::from_secs(10), run).await;
@@ -223,11 +223,10 @@ pub async fn run(ctx: &Ctx<'_>, params: &RunScriptParams) -> Result<i32, ActionE
 const CUT_MARK: &str = " [line continues]";
 
 /// What the script prints, on its way into the log: lines cut at `SA_LOG_LINE_MAX` (the cut
-/// marked), invalid UTF-8 shown as `\xNN`, secret values masked, and nothing stored beyond
+/// marked), invalid UTF-8 shown as `\xNN` (secret values are masked by the sink), nothing stored beyond
 /// `SA_LOG_MAX_BYTES`: the rest is counted, and the log says how much it left out.
 struct Output<'a> {
     log: &'a LogSink,
-    masks: Vec<String>,
     line_max: usize,
     max_bytes: u64,
     seen: AtomicU64,
@@ -247,7 +246,7 @@ impl Output<'_> {
             self.dropped_lines.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let mut text = shared::secrets::mask(&escape_invalid(bytes), &self.masks);
+        let mut text = escape_invalid(bytes);
         if cut {
             text.push_str(CUT_MARK);
         }

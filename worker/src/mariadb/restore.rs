@@ -191,9 +191,9 @@ async fn restore_data(ctx: &Ctx<'_>, backup: &Backup) -> Result<Db, ActionError>
         let opts = ClientOpts::new(worker, server).await?;
         let load = worker
             .ssh
-            .exec_input(
+            .exec_within(
                 server,
-                &format!(
+                &opts.command(&format!(
                     "{}; rc=$?; rm -f {file}; exit $rc",
                     transfer::piped(
                         &format!("{dec} < {file}"),
@@ -202,8 +202,9 @@ async fn restore_data(ctx: &Ctx<'_>, backup: &Backup) -> Result<Db, ActionError>
                             opts.args
                         )
                     )
-                ),
+                )),
                 b"",
+                ctx.action.timeout(),
             )
             .await;
         opts.cleanup(worker, server).await;
@@ -241,12 +242,13 @@ async fn restore_data(ctx: &Ctx<'_>, backup: &Backup) -> Result<Db, ActionError>
     if backup.strategy == Strategy::Mariabackup {
         let prep = worker
             .ssh
-            .exec_input(
+            .exec_within(
                 server,
                 &format!(
                     "mariadb-backup --prepare --target-dir={staging} > {staging}.log 2>&1 || {{ tail -n 5 {staging}.log >&2; exit 1; }}; rm -f {staging}.log"
                 ),
                 b"",
+                ctx.action.timeout(),
             )
             .await?;
         if prep.code != 0 {
@@ -298,7 +300,11 @@ async fn restore_data(ctx: &Ctx<'_>, backup: &Backup) -> Result<Db, ActionError>
 }
 
 async fn run_step(ctx: &Ctx<'_>, what: &str, cmd: &str) -> Result<(), ActionError> {
-    let out = ctx.worker.ssh.exec_input(ctx.server, cmd, b"").await?;
+    let out = ctx
+        .worker
+        .ssh
+        .exec_within(ctx.server, cmd, b"", ctx.action.timeout())
+        .await?;
     if out.code != 0 {
         return Err(ActionError::Failed(format!(
             "{what} ({cmd:?}) failed (exit {}): {}",

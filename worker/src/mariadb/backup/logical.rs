@@ -13,7 +13,6 @@ pub async fn take(
     ctx: &Ctx<'_>,
     bucket: &Bucket,
     key: &str,
-    opts: &ClientOpts,
     compress: &str,
     inside: &Inside<'_>,
 ) -> Result<(Uploaded, Taken), ActionError> {
@@ -26,6 +25,7 @@ pub async fn take(
             "nothing to back up: the server has no databases of its own".into(),
         ));
     }
+    let opts = ClientOpts::new(ctx.worker, ctx.server).await?;
     // The position is in the dump as comments (binlog file at the top, GTID at the end): awk
     // copies those lines to stderr on the way.
     let dump = format!(
@@ -34,13 +34,14 @@ pub async fn take(
         crate::mysql::database_arguments(&databases)
     );
     let copy_position = "awk '/^-- (SET GLOBAL gtid_slave_pos|CHANGE MASTER TO MASTER_LOG_FILE)/ { print \"sa-pos:\" $0 > \"/dev/stderr\" } { print }'";
-    let cmd = piped(&dump, &format!("{copy_position} | {compress}"));
+    let cmd = opts.command(&piped(&dump, &format!("{copy_position} | {compress}")));
     let nothing = async { Ok(()) };
-    let (up, stderr, ()) =
-        transfer::upload(ctx, ctx.server, bucket, key, &cmd, nothing, |u, tail, _| {
-            inside(u, &dump_position(tail))
-        })
-        .await?;
+    let up = transfer::upload(ctx, ctx.server, bucket, key, &cmd, nothing, |u, tail, _| {
+        inside(u, &dump_position(tail))
+    })
+    .await;
+    opts.cleanup(ctx.worker, ctx.server).await;
+    let (up, stderr, ()) = up?;
     Ok((up, dump_position(&stderr)))
 }
 

@@ -13,13 +13,13 @@ pub async fn take(
     ctx: &Ctx<'_>,
     bucket: &Bucket,
     key: &str,
-    opts: &ClientOpts,
     compress: &str,
     inside: &Inside<'_>,
 ) -> Result<(Uploaded, Taken), ActionError> {
     let datadir = ctx.server.datadir();
+    let opts = ClientOpts::new(ctx.worker, ctx.server).await?;
     // Its chatter goes to a file; the info file (position, GTID) is copied to stderr at the end.
-    let cmd = format!(
+    let cmd = opts.command(&format!(
         "d=$(mktemp -d); mkdir $d/info; {}; tail -n 5 $d/log >&2; \
          sed 's/^/sa-info:/' $d/info/mariadb_backup_info $d/info/xtrabackup_info >&2 2>/dev/null; rm -rf $d",
         piped(
@@ -30,13 +30,14 @@ pub async fn take(
             ),
             compress
         )
-    );
+    ));
     let nothing = async { Ok(()) };
-    let (up, stderr, ()) =
-        transfer::upload(ctx, ctx.server, bucket, key, &cmd, nothing, |u, tail, _| {
-            inside(u, &info_position(tail))
-        })
-        .await?;
+    let up = transfer::upload(ctx, ctx.server, bucket, key, &cmd, nothing, |u, tail, _| {
+        inside(u, &info_position(tail))
+    })
+    .await;
+    opts.cleanup(ctx.worker, ctx.server).await;
+    let (up, stderr, ()) = up?;
     let chatter: Vec<&str> = stderr
         .lines()
         .filter(|l| !l.starts_with("sa-info:"))

@@ -18,6 +18,9 @@ use crate::{
 /// The global read lock: each try waits at most this long, this many times.
 const LOCK_WAIT_S: u64 = 2;
 const LOCK_TRIES: u32 = 5;
+/// How long the snapshot command may hold everyone's writes (with `SA_SSH_COMMAND_TIMEOUT_S`,
+/// if lower).
+const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(30);
 
 pub async fn take(
     ctx: &Ctx<'_>,
@@ -189,9 +192,11 @@ async fn locked_snapshot(
     side.exec("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         .await?;
     let cmd = server.db_snapshot_command.as_deref().unwrap_or_default();
+    // Every write waits while it runs: it gets little time, and the lock goes whatever happens.
+    let limit = SNAPSHOT_DEADLINE.min(Duration::from_secs(worker.cfg.ssh_command_timeout_s));
     let out = worker
         .ssh
-        .exec_input(
+        .exec_within(
             server,
             &format!(
                 "SA_DATADIR={} SA_BACKUP_ID={backup_id} sh -c {}",
@@ -199,9 +204,11 @@ async fn locked_snapshot(
                 shlex::try_quote(cmd).unwrap_or_default()
             ),
             b"",
+            limit,
         )
-        .await?;
+        .await;
     lock.exec("UNLOCK TABLES").await?;
+    let out = out?;
     let held = locked.elapsed().as_secs_f64() * 1000.0;
     taken.lock_held_ms = Some(held);
     log.system(format!(
