@@ -23,6 +23,8 @@ pub struct AppState {
     pub metrics: ApiMetrics,
     /// The live log tails.
     pub tails: crate::tails::Tails,
+    /// The backup bucket (`SA_S3_BUCKET`), where old action logs are archived.
+    pub bucket: Option<shared::s3::Bucket>,
     /// Ids whose publication RabbitMQ confirmed, to mark in the store.
     pub confirmed: mpsc::Sender<i64>,
 }
@@ -65,6 +67,7 @@ impl Application {
                 cfg.sse_max,
                 metrics.tail_queries.clone(),
             ),
+            bucket: shared::s3::Bucket::from_config(cfg).await,
             pool,
             auth: crate::auth::Auth::new(cfg),
             keys,

@@ -77,6 +77,8 @@ pub struct Config {
     pub log_buffer_bytes: usize,
     /// Bytes of output one action stores; beyond, output is counted, not stored.
     pub log_max_bytes: u64,
+    /// Action logs older than this many days move to the backup bucket (0: never).
+    pub log_retention_days: u32,
     /// Live log tails (server-sent events) one api keeps open; the next is refused (503).
     pub sse_max: usize,
     /// Serve `/metrics` without a token.
@@ -128,6 +130,7 @@ impl Default for Config {
             log_buffer_bytes: 8 * 1024 * 1024,
             log_max_bytes: 1024 * 1024 * 1024,
             sse_max: 1000,
+            log_retention_days: 90,
             metrics_open: false,
             allowed_hosts: None,
             tls_cert: None,
@@ -197,6 +200,7 @@ impl Config {
         env.set("SA_LOG_BUFFER_BYTES", &mut self.log_buffer_bytes)?;
         env.set("SA_LOG_MAX_BYTES", &mut self.log_max_bytes)?;
         env.set("SA_SSE_MAX", &mut self.sse_max)?;
+        env.set("SA_LOG_RETENTION_DAYS", &mut self.log_retention_days)?;
         if !(1024..=1024 * 1024).contains(&self.log_line_max) {
             return Err(ConfigError::Invalid {
                 var: "SA_LOG_LINE_MAX",

@@ -12,14 +12,20 @@ pub mod dns;
 pub mod errors;
 pub mod http;
 pub mod log;
+#[cfg(feature = "s3")]
+pub mod log_archive;
 #[cfg(feature = "store")]
 pub mod queue;
 pub mod retention;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod schedule;
 #[cfg(feature = "store")]
 pub mod secrets;
 pub mod spec;
 pub mod telemetry;
+#[cfg(feature = "s3")]
+pub mod trailer;
 pub mod validate;
 
 pub use action::{Action, ActionKind, RetryPolicy, Status};

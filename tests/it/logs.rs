@@ -379,3 +379,81 @@ async fn five_hundred_live_tails_share_one_poller_and_the_next_is_refused() {
     );
     println!("{CLIENTS} tails: {per_s:.1} poller queries/s, api peak RSS {rss_mib} MiB");
 }
+
+/// What the api answers for an action's log: the text, a page, the tail, a search, and the
+/// live stream (which, for an ended action, is the whole log and `end`).
+async fn log_views(app: &TestApp, id: i64) -> Vec<String> {
+    let mut views = vec![app.log(id).await];
+    for q in [
+        "after=0&limit=100",
+        "after=2000&limit=10",
+        "tail=5",
+        "q=line%20299",
+    ] {
+        let v = app
+            .client
+            .get(&format!("/v1/actions/{id}/lines?{q}"))
+            .await
+            .unwrap();
+        views.push(v.to_string());
+    }
+    let url = app.client.url(&format!("/v1/actions/{id}/log"));
+    let (seqs, ended) = sse_follow(url, app.token.clone()).await;
+    views.push(format!("{} lines, end: {ended}", seqs.len()));
+    views
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_logs_move_to_the_bucket_and_read_the_same() {
+    let moto = testbed::services::Moto::start().await.unwrap();
+    let mut app = TestApp::spawn_with(|c| {
+        moto.configure(c);
+        c.log_retention_days = 7;
+    })
+    .await
+    .unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let script = "for i in $(seq 1 3000); do echo line $i; done; echo done >&2";
+    let old = app.client.run_script("web1", script, &[]).await.unwrap();
+    let recent = app.client.run_script("web1", script, &[]).await.unwrap();
+    for id in [old.id, recent.id] {
+        assert_eq!(app.wait(id).await.status, Status::Succeeded);
+    }
+    let before = log_views(&app, old.id).await;
+    assert!(before[0].contains("line 3000"), "{}", before[0]);
+    // The first ended eight days ago; a new worker's archiver finds it at once.
+    sqlx::query("UPDATE actions SET finished_at = now() - interval '8 days' WHERE id = $1")
+        .bind(old.id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.spawn_worker().await.unwrap();
+    let count = async |id: i64| -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM action_log WHERE action_id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), async || count(old.id).await == 0).await,
+        "the old log's lines are still in the store"
+    );
+    assert!(
+        count(recent.id).await > 3000,
+        "the recent log was moved too"
+    );
+    let store = worker::s3::Bucket::from_config(&app.cfg).await.unwrap();
+    let objects = store.list("logs/").await.unwrap();
+    assert_eq!(
+        objects,
+        vec![format!("logs/action-{}.jsonl.gz.000001", old.id)]
+    );
+    // Read back from the bucket, it is the same log.
+    let after = log_views(&app, old.id).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b, a);
+    }
+}

@@ -54,6 +54,7 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ("SA_LOG_BUFFER_BYTES", cfg.log_buffer_bytes.to_string()),
         ("SA_LOG_MAX_BYTES", cfg.log_max_bytes.to_string()),
         ("SA_SSE_MAX", cfg.sse_max.to_string()),
+        ("SA_LOG_RETENTION_DAYS", cfg.log_retention_days.to_string()),
         (
             "SA_SSH_COMMAND_TIMEOUT_S",
             cfg.ssh_command_timeout_s.to_string(),

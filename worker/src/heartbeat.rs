@@ -99,6 +99,39 @@ pub async fn watch(
     }
 }
 
+/// Every worker runs this (with a bucket and `SA_LOG_RETENTION_DAYS` > 0): the logs of actions
+/// that ended longer ago than that move to the bucket, a few at a time (see
+/// `shared::log_archive`; workers never archive the same log twice at once).
+pub async fn archiver(worker: Arc<Worker>, shutdown: CancellationToken) {
+    let (Some(bucket), days) = (worker.s3.clone(), worker.cfg.log_retention_days) else {
+        return;
+    };
+    if days == 0 {
+        return;
+    }
+    loop {
+        let archived = shared::log_archive::archive_due(&worker.pool, &bucket, days, 20).await;
+        let pause = match archived {
+            // More may be due: go on at once.
+            Ok(20..) => Duration::ZERO,
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(logs = n, "archived action logs to the bucket");
+                }
+                Duration::from_secs(60)
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "archiver: cannot archive logs");
+                Duration::from_secs(60)
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
 /// Every worker runs this: expired leases are reaped (their process groups killed, their
 /// actions `interrupted` or retried) and free servers whose next action is parked get it
 /// published again.

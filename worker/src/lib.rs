@@ -12,9 +12,9 @@ pub mod metrics;
 pub mod mycnf;
 pub mod mysql;
 pub mod runner;
-pub mod s3;
+pub use shared::s3;
 pub mod ssh;
-pub mod trailer;
+pub use shared::trailer;
 pub mod transfer;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -152,6 +152,7 @@ impl Worker {
             });
         }
         tracker.spawn(heartbeat::sweeper(self.clone(), shutdown.clone()));
+        tracker.spawn(heartbeat::archiver(self.clone(), shutdown.clone()));
         tracker.spawn(heartbeat::cancel_listener(self.clone(), shutdown.clone()));
         consumer::consume(
             self.clone(),

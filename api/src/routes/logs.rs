@@ -19,9 +19,10 @@ use axum::{
     },
     Json,
 };
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shared::{db::logs, log::LogLine};
+use shared::{db::logs, log::LogLine, log_archive};
 
 #[allow(unused_imports)] // named by the OpenAPI annotations
 use crate::error::ErrorBody;
@@ -78,11 +79,29 @@ pub async fn show(
         if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
             after = parse_seq("Last-Event-ID", Some(last))?;
         }
+        if let Some((rx, _)) = archived(&state, id).await? {
+            return Ok(replay(rx, after).into_response());
+        }
         let tail = state
             .tails
             .follow(id)
             .map_err(|full| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, full.to_string()))?;
         return Ok(follow(tail, after).into_response());
+    }
+    if let Some((rx, last)) = archived(&state, id).await? {
+        let text = tokio_stream_of(rx).filter_map(move |l| async move {
+            match l {
+                Ok(l) if l.seq > after => Some(Ok(format!("{}\n", l.render()))),
+                Ok(_) => None,
+                Err(e) => Some(Err(std::io::Error::other(e))),
+            }
+        });
+        return Ok(text_response(
+            Body::from_stream(text),
+            last,
+            q.download.is_some(),
+            id,
+        ));
     }
     let upto = logs::last_seq(&state.pool, id).await?.max(after);
     let pool = state.pool.clone();
@@ -104,6 +123,15 @@ pub async fn show(
             Ok(Some((text, last)))
         }
     });
+    Ok(text_response(
+        Body::from_stream(pages),
+        upto,
+        q.download.is_some(),
+        id,
+    ))
+}
+
+fn text_response(body: Body, last_seq: i32, download: bool, id: i64) -> Response {
     let mut resp = (
         [
             (
@@ -112,18 +140,57 @@ pub async fn show(
             ),
             (
                 header::HeaderName::from_static("x-last-seq"),
-                upto.to_string(),
+                last_seq.to_string(),
             ),
         ],
-        Body::from_stream(pages),
+        body,
     )
         .into_response();
-    if q.download.is_some() {
+    if download {
         let value = format!("attachment; filename=\"action-{id}.log\"");
         resp.headers_mut()
             .insert(header::CONTENT_DISPOSITION, value.parse().expect("ascii"));
     }
-    Ok(resp)
+    resp
+}
+
+/// An archived log (see `shared::log_archive`): its lines streamed from the bucket, and its
+/// last sequence number (sequence numbers run from 1 without gaps). `None`: it is in the store.
+async fn archived(state: &AppState, id: i64) -> ApiResult<Option<(Archived, i32)>> {
+    let Some(a) = log_archive::get(&state.pool, id).await? else {
+        return Ok(None);
+    };
+    let bucket = state.bucket.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this log was moved to the backup bucket, and this api has no SA_S3_BUCKET",
+        )
+    })?;
+    Ok(Some((log_archive::lines(bucket, &a), a.lines)))
+}
+
+type Archived = tokio::sync::mpsc::Receiver<Result<LogLine, String>>;
+
+fn tokio_stream_of(rx: Archived) -> impl futures::Stream<Item = Result<LogLine, String>> {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|l| (l, rx)) })
+}
+
+/// An archived log as server-sent events: its lines after `after`, then `end`.
+fn replay(rx: Archived, after: i32) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    let events = tokio_stream_of(rx)
+        .filter_map(move |l| async move {
+            match l {
+                Ok(l) if l.seq > after => {
+                    Some(Event::default().id(l.seq.to_string()).data(l.render()))
+                }
+                _ => None,
+            }
+        })
+        .chain(futures::stream::once(async {
+            Event::default().event("end").data("end")
+        }))
+        .map(Ok);
+    Sse::new(events).keep_alive(KeepAlive::default())
 }
 
 /// Server-sent events: new lines as they are stored, then `end`.
@@ -200,23 +267,72 @@ pub async fn lines(
     let action = super::reach_action(&state, &caller, &id).await?;
     let after = parse_seq("after", q.after.as_deref())?;
     let limit = parse_limit("limit", q.limit.as_deref(), 1000)?;
-    let lines = match (&q.q, &q.tail) {
-        (Some(needle), _) if needle.is_empty() || needle.len() > 500 || needle.contains('\0') => {
-            return Err(ApiError::bad("q", "q: must be 1-500 characters, no NUL"))
+    if let Some(needle) = &q.q {
+        if needle.is_empty() || needle.len() > 500 || needle.contains('\0') {
+            return Err(ApiError::bad("q", "q: must be 1-500 characters, no NUL"));
         }
+    }
+    let tail = q
+        .tail
+        .as_deref()
+        .map(|t| parse_limit("tail", Some(t), 1000))
+        .transpose()?;
+    if let Some((rx, last_seq)) = archived(&state, action.id).await? {
+        let lines = page_of_archive(rx, after, limit, tail, q.q.as_deref()).await?;
+        return Ok(Json(
+            json!({"lines": lines, "last_seq": last_seq, "status": action.status}),
+        ));
+    }
+    let lines = match (&q.q, tail) {
         (Some(needle), _) => logs::search(&state.pool, action.id, needle, after, limit).await?,
-        (None, Some(t)) => {
-            let n = parse_limit("tail", Some(t), 1000)?;
-            logs::tail(&state.pool, action.id, n).await?
-        }
+        (None, Some(n)) => logs::tail(&state.pool, action.id, n).await?,
         (None, None) => logs::fetch(&state.pool, action.id, after, i32::MAX, limit).await?,
     };
     let last_seq = logs::last_seq(&state.pool, action.id).await?;
-    let lines: Vec<Value> = lines
-        .iter()
-        .map(|l| json!({"seq": l.seq, "ts": l.ts, "stream": l.stream, "text": l.render()}))
-        .collect();
+    let lines: Vec<Value> = lines.iter().map(line_json).collect();
     Ok(Json(
         json!({"lines": lines, "last_seq": last_seq, "status": action.status}),
     ))
+}
+
+fn line_json(l: &LogLine) -> Value {
+    json!({"seq": l.seq, "ts": l.ts, "stream": l.stream, "text": l.render()})
+}
+
+/// A page of an archived log, read from the bucket as the store's queries would answer it:
+/// the lines after `after` (containing `needle`), or the last `tail`; at most
+/// `logs::PAGE_BYTES` of text.
+async fn page_of_archive(
+    mut rx: Archived,
+    after: i32,
+    limit: i64,
+    tail: Option<i64>,
+    needle: Option<&str>,
+) -> ApiResult<Vec<Value>> {
+    let needle = needle.map(str::to_lowercase);
+    let (mut page, mut bytes) = (std::collections::VecDeque::new(), 0i64);
+    while let Some(l) = rx.recv().await {
+        let l = l.map_err(|e| ApiError::internal(format!("reading the archived log: {e}")))?;
+        if let (Some(n), None) = (tail, &needle) {
+            bytes += l.line.len() as i64;
+            page.push_back(l);
+            while page.len() as i64 > n || bytes > logs::PAGE_BYTES {
+                let Some(gone) = page.pop_front() else { break };
+                bytes -= gone.line.len() as i64;
+            }
+            continue;
+        }
+        let wanted = l.seq > after
+            && needle
+                .as_deref()
+                .is_none_or(|n| l.line.to_lowercase().contains(n));
+        if wanted {
+            bytes += l.line.len() as i64;
+            page.push_back(l);
+            if page.len() as i64 >= limit || bytes >= logs::PAGE_BYTES {
+                break;
+            }
+        }
+    }
+    Ok(page.iter().map(line_json).collect())
 }

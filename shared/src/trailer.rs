@@ -7,8 +7,8 @@
 //! the frames' first bytes (0x18 ends the zstd magic, 0x1f starts gzip: control characters are
 //! escaped in JSON), so the last frame start in an object is the manifest's.
 
+use crate::db::backups::Compression;
 use serde_json::Value;
-use shared::db::backups::Compression;
 
 /// A skippable frame's magic (0x184D2A50..=0x184D2A5F); little-endian on the wire.
 const ZSTD_MAGIC: [u8; 4] = 0x184D2A53u32.to_le_bytes();

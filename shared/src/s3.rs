@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::{db::backups::chunk_key, errors::chain, Config};
 use aws_sdk_s3::{
     config::{
         retry::RetryConfig, Credentials, Region, RequestChecksumCalculation,
@@ -23,7 +24,6 @@ use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
-use shared::{db::backups::chunk_key, errors::chain, Config};
 use tokio::{
     io::{AsyncRead, AsyncReadExt},
     task::JoinSet,
