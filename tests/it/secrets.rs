@@ -367,3 +367,113 @@ async fn a_servers_own_db_password_is_used_and_never_shown() {
     let log = app.log(app.wait(a.id).await.id).await;
     assert!(log.contains("Access denied for user 'root'"), "{log}");
 }
+
+/// The forms of `value` no output may hold: itself and its base64.
+fn forms(value: &str) -> [String; 2] {
+    [
+        value.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(value),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_of_debug_logs_a_dump_and_what_cancels_and_kills_leave() {
+    let mut app = TestApp::spawn().await.unwrap();
+    app.process_log = Some("debug".into());
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    let (api, client) = app.start_api_process("secrets-api").await.unwrap();
+    let first = app.start_worker_process("secrets-w1").unwrap();
+    let (status, _) = client
+        .post("/v1/secrets", &json!({"name": "db-pass", "value": STORED}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+    let marker = std::time::SystemTime::now();
+    let run = |script: &str| {
+        json!({"server": "web1", "kind": "run_script", "params": {
+            "script": script, "secrets": {"A": INLINE, "B": {"secret_ref": "db-pass"}}}})
+    };
+    // To its end, then cancelled half-way, then with its worker SIGKILLed half-way.
+    let done = client
+        .submit(&run(r#"echo "A=$A B=$B"; printf %s "$A" | base64"#))
+        .await
+        .unwrap();
+    let done = client.wait(done.id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(done.status, Status::Succeeded);
+    let started = async |id: i64| {
+        assert!(
+            eventually(Duration::from_secs(15), async || client
+                .log(id, 0)
+                .await
+                .unwrap()
+                .text
+                .contains("started"))
+            .await
+        )
+    };
+    let cancelled = client
+        .submit(&run(r#"echo "started $A"; sleep 30"#))
+        .await
+        .unwrap();
+    started(cancelled.id).await;
+    client.cancel(cancelled.id).await.unwrap();
+    let cancelled = client
+        .wait(cancelled.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, Status::Cancelled);
+    let killed = client
+        .submit(&run(r#"echo "started $B"; sleep 8"#))
+        .await
+        .unwrap();
+    started(killed.id).await;
+    first.signal("KILL");
+    let second = app.start_worker_process("secrets-w2").unwrap();
+    let killed = client
+        .wait(killed.id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(killed.status.is_terminal(), "{:?}", killed.status);
+    // The scripts got the values; nothing else holds them.
+    let log = client.log(done.id, 0).await.unwrap().text;
+    assert!(log.contains("A=*** B=***"), "{log}");
+    let dump = std::process::Command::new("pg_dump")
+        .arg(&app.cfg.database_url)
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump = String::from_utf8_lossy(&dump.stdout).to_string();
+    assert!(dump.contains("A=*** B=***"), "the dump holds no log lines");
+    let api_log = api.output();
+    assert!(api_log.contains("DEBUG"), "the api did not log at debug");
+    let texts = [
+        ("pg_dump of the store", dump),
+        ("api stderr at debug", api_log),
+        ("first worker's stderr", first.output()),
+        ("second worker's stderr", second.output()),
+        ("files under /tmp", files_since(marker)),
+        (
+            "ps",
+            String::from_utf8_lossy(
+                &std::process::Command::new("ps")
+                    .args(["-eo", "args"])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .to_string(),
+        ),
+    ];
+    for value in [INLINE, STORED] {
+        for form in forms(value) {
+            for (what, text) in &texts {
+                assert!(!text.contains(&form), "{form:?} is in the {what}");
+            }
+        }
+    }
+}

@@ -31,6 +31,8 @@ pub struct TestApp {
     shutdown: CancellationToken,
     api: Option<JoinHandle<anyhow::Result<()>>>,
     workers: Vec<WorkerHandle>,
+    /// `RUST_LOG` of the api and worker processes it starts (default: the test's, else warn).
+    pub process_log: Option<String>,
 }
 
 pub struct WorkerHandle {
@@ -125,6 +127,7 @@ impl TestApp {
             shutdown,
             api: Some(api),
             workers: Vec::new(),
+            process_log: None,
         })
     }
 
@@ -164,7 +167,8 @@ impl TestApp {
         cfg.metrics_listen = ([127, 0, 0, 1], 0).into();
         cfg.ssh_control_dir = Some(PathBuf::from(format!("/tmp/sa-ssh-{}", short_id())));
         cfg.ssh_connect_timeout_s = 5;
-        crate::procs::Proc::spawn("sa-worker", &format!("sa-test-{name}-{}", short_id()), &cfg)
+        let name = format!("sa-test-{name}-{}", short_id());
+        crate::procs::Proc::spawn_logging("sa-worker", &name, &cfg, self.process_log.as_deref())
     }
 
     /// Stop the in-process api (its scheduler too); `client` no longer answers.
@@ -187,8 +191,12 @@ impl TestApp {
         let mut cfg = self.cfg.clone();
         cfg.listen = ([127, 0, 0, 1], port).into();
         cfg.api_url = format!("http://127.0.0.1:{port}");
-        let proc =
-            crate::procs::Proc::spawn("sa-api", &format!("sa-test-{name}-{}", short_id()), &cfg)?;
+        let proc = crate::procs::Proc::spawn_logging(
+            "sa-api",
+            &format!("sa-test-{name}-{}", short_id()),
+            &cfg,
+            self.process_log.as_deref(),
+        )?;
         let client = Client::new(&cfg.api_url).with_token(&self.token);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !client.healthy().await {

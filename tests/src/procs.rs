@@ -127,6 +127,17 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(bin: &str, name: &str, cfg: &Config) -> anyhow::Result<Self> {
+        Self::spawn_logging(bin, name, cfg, None)
+    }
+
+    /// With `RUST_LOG=rust_log` (default: the caller's, else warn); its output goes to
+    /// `/tmp/<name>.log` ([`Proc::output`]).
+    pub fn spawn_logging(
+        bin: &str,
+        name: &str,
+        cfg: &Config,
+        rust_log: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let path = bin_dir().join(bin);
         if !path.exists() {
             bail!(
@@ -140,7 +151,10 @@ impl Proc {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                rust_log.map_or_else(
+                    || std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                    str::to_string,
+                ),
             )
             .envs(env_of(cfg))
             .stdin(Stdio::null())
@@ -152,6 +166,11 @@ impl Proc {
             name: name.to_string(),
             child,
         })
+    }
+
+    /// What it printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(format!("/tmp/{}.log", self.name)).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {

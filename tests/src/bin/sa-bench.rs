@@ -46,6 +46,9 @@ struct Args {
     /// Lease length of the stack's workers, in seconds (part e measures recovery against it).
     #[arg(long, default_value_t = 10)]
     lease_s: u64,
+    /// Actions in the store for (f)'s list timings (10000000: the issue-16 figure).
+    #[arg(long, default_value_t = 100_000)]
+    listed: i64,
     /// Only run these parts (a, b, c, d, e, f, g, h).
     #[arg(long, default_value = "abcdefgh")]
     parts: String,
@@ -118,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
             big = Some(stack.big_log(args.lines).await?);
         }
         if args.parts.contains('f') {
-            stack.viewer(big).await?;
+            stack.viewer(big, args.listed).await?;
         }
         if args.parts.contains('h') {
             stack.hostile().await?;
@@ -490,14 +493,16 @@ impl Stack {
 
     /// Server-side times the viewer depends on: the actions list over 100,000 actions, and the
     /// first page, the end and a search of the 1,000,000-line log of part (d).
-    async fn viewer(&self, big: Option<i64>) -> anyhow::Result<()> {
+    async fn viewer(&self, big: Option<i64>, listed: i64) -> anyhow::Result<()> {
+        let loaded = Instant::now();
         sqlx::query(
             "INSERT INTO actions (server, kind, params, status, exit_code, created_at, started_at, finished_at, published_at)
              SELECT 'bench' || (g % 10), 'run_script', '{\"script\": \"true\"}',
                     CASE WHEN g % 7 = 0 THEN 'failed' ELSE 'succeeded' END, CASE WHEN g % 7 = 0 THEN 1 ELSE 0 END,
                     now() - g * interval '1 second', now() - g * interval '1 second', now() - g * interval '1 second', now()
-             FROM generate_series(1, 100000) g",
+             FROM generate_series(1, $1) g",
         )
+        .bind(listed)
         .execute(&self.pool)
         .await?;
         // What autovacuum does within a minute of such bulk loads.
@@ -508,8 +513,13 @@ impl Stack {
         let total: i64 = sqlx::query_scalar("SELECT count(*) FROM actions")
             .fetch_one(&self.pool)
             .await?;
+        println!(
+            "(f) {listed} actions loaded and analyzed in {:.1} s",
+            loaded.elapsed().as_secs_f64()
+        );
         let middle: i64 =
-            sqlx::query_scalar("SELECT id FROM actions ORDER BY id LIMIT 1 OFFSET 50000")
+            sqlx::query_scalar("SELECT id FROM actions ORDER BY id LIMIT 1 OFFSET $1")
+                .bind(listed / 2)
                 .fetch_one(&self.pool)
                 .await?;
         let list = [
@@ -518,9 +528,26 @@ impl Stack {
             "/v1/actions?server=bench3&limit=50".to_string(),
             format!("/v1/actions?limit=50&before={middle}"),
             "/v1/actions?server=bench3&status=failed&limit=50".to_string(),
+            "/v1/actions?kind=db_promote&limit=50".to_string(),
+            "/v1/actions?status=cancelled&limit=50".to_string(),
         ];
         let (p50, p99) = self.time_gets(&list, 200).await?;
         println!("(f) actions list over {total} actions: p50 {:.1} ms, p99 {:.1} ms (target p99 <= 100 ms)", p50, p99);
+        for path in &list {
+            let (p50, p99) = self.time_gets(std::slice::from_ref(path), 10).await?;
+            println!("    {path}: p50 {p50:.1} ms, p99 {p99:.1} ms");
+        }
+        let mut ms = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            self.client.metrics().await?;
+            ms.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "    /metrics (counts by kind and status): median {:.1} ms",
+            ms[2]
+        );
         if let Some(id) = big {
             let (p50, p99) = self
                 .time_gets(&[format!("/v1/actions/{id}/lines?after=0&limit=1000")], 50)
