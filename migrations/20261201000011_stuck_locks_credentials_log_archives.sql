@@ -21,3 +21,6 @@ CREATE TABLE action_log_archives (
 );
 ALTER TABLE actions ADD COLUMN log_archived BOOLEAN NOT NULL DEFAULT false;
 CREATE INDEX actions_log_due ON actions (finished_at) WHERE NOT log_archived AND finished_at IS NOT NULL;
+
+-- GET /v1/actions?kind=K over millions of actions: newest first without a scan.
+CREATE INDEX actions_kind_id ON actions (kind, id DESC);

@@ -13,7 +13,12 @@ pub struct ApiMetrics {
     pub actions: IntGaugeVec,
     /// Store queries of the live-tail pollers (one poller per followed action).
     pub tail_queries: IntCounter,
+    /// The counts of ended actions by (kind, status), and when they were read.
+    pub ended_counts: tokio::sync::Mutex<Option<(std::time::Instant, Counts)>>,
 }
+
+/// Actions by (kind, status).
+pub type Counts = Vec<(String, String, i64)>;
 
 impl ApiMetrics {
     pub fn new() -> Self {
@@ -64,6 +69,7 @@ impl ApiMetrics {
             scheduled,
             actions,
             tail_queries,
+            ended_counts: Default::default(),
         }
     }
 }

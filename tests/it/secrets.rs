@@ -301,7 +301,8 @@ async fn a_servers_own_db_password_is_used_and_never_shown() {
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(409), "{err:?}");
-    app.spawn_worker().await.unwrap();
+    app.process_log = Some("debug".into());
+    let worker = app.start_worker_process("dbpw").unwrap();
 
     let marker = std::time::SystemTime::now();
     let done = tokio_util::sync::CancellationToken::new();
@@ -348,14 +349,29 @@ async fn a_servers_own_db_password_is_used_and_never_shown() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
+    let dump = std::process::Command::new("pg_dump")
+        .arg(&app.cfg.database_url)
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    let dump = String::from_utf8_lossy(&dump.stdout).to_string();
+    let worker_log = worker.output();
+    assert!(
+        worker_log.contains("DEBUG"),
+        "the worker did not log at debug"
+    );
     for (what, text) in [
         ("logs", &logs),
         ("api", &shown),
         ("store", &everything),
+        ("pg_dump of the store", &dump),
+        ("worker's stderr at debug", &worker_log),
         ("ps", &seen.ps),
         ("files under /tmp", &files_since(marker)),
     ] {
-        assert!(!text.contains(DB_PASSWORD), "the password is in the {what}");
+        for form in forms(DB_PASSWORD) {
+            assert!(!text.contains(&form), "the password is in the {what}");
+        }
     }
     // A server without its own credentials gets the default, which fails here, saying so.
     app.add_db_host("db2", &db1).await.unwrap();

@@ -19,9 +19,22 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> (StatusCode, &'stati
 #[utoipa::path(get, path = "/metrics", tag = "health", responses(
     (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> String {
-    if let Ok(counts) = shared::db::actions::counts(&state.pool).await {
+    let live = shared::db::actions::counts(&state.pool, true).await;
+    let ended = {
+        let mut cached = state.metrics.ended_counts.lock().await;
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < ENDED_COUNTS_FOR);
+        if !fresh {
+            if let Ok(c) = shared::db::actions::counts(&state.pool, false).await {
+                *cached = Some((std::time::Instant::now(), c));
+            }
+        }
+        cached.as_ref().map(|(_, c)| c.clone())
+    };
+    if let (Ok(live), Some(ended)) = (live, ended) {
         state.metrics.actions.reset();
-        for (kind, status, n) in counts {
+        for (kind, status, n) in live.into_iter().chain(ended) {
             state
                 .metrics
                 .actions
@@ -31,3 +44,6 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> String {
     }
     shared::telemetry::render(&state.metrics.registry)
 }
+
+/// How long the counts of ended actions (a scan of the table) are reused between scrapes.
+const ENDED_COUNTS_FOR: std::time::Duration = std::time::Duration::from_secs(300);
