@@ -153,3 +153,45 @@ async fn a_stalled_worker_is_fenced_off_when_it_wakes_up() {
         "the stalled action's script kept running"
     );
 }
+
+/// A bug that panics inside an action ends it `failed` with the panic's message; the worker
+/// lives on, releases the server at once (well within a lease period) and runs the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_action_fails_and_releases_its_server() {
+    let mut app = TestApp::spawn().await.unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    let worker = app.spawn_worker().await.unwrap();
+    let _ = worker.fault.set(Box::new(|a: &shared::Action| {
+        if let shared::ActionSpec::RunScript(p) = &a.spec {
+            if p.script.contains("panic here") {
+                panic!("injected fault in action {}", a.id);
+            }
+        }
+    }));
+    let bad = app
+        .client
+        .run_script("web1", "echo panic here", &[])
+        .await
+        .unwrap();
+    let next = app
+        .client
+        .run_script("web1", "echo after", &[])
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let bad = app.wait(bad.id).await;
+    let log = app.log(bad.id).await;
+    assert_eq!(bad.status, shared::Status::Failed, "{log}");
+    assert!(
+        log.contains(&format!("panic: injected fault in action {}", bad.id)),
+        "{log}"
+    );
+    let next = app.wait(next.id).await;
+    assert_eq!(next.status, shared::Status::Succeeded);
+    assert!(
+        started.elapsed().as_secs_f64() < app.cfg.lease_s as f64,
+        "the server was not released within a lease period"
+    );
+    assert!(app.log(next.id).await.contains("after"));
+}

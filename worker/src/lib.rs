@@ -53,7 +53,11 @@ pub struct Worker {
     running: std::sync::Mutex<std::collections::HashMap<i64, Arc<heartbeat::Stop>>>,
     /// Cancelled when the worker is asked to stop: it takes no new action from then on.
     pub draining: CancellationToken,
+    /// An injected fault: called as each action starts (tests set it to make one panic).
+    pub fault: std::sync::OnceLock<Fault>,
 }
+
+pub type Fault = Box<dyn Fn(&shared::Action) + Send + Sync>;
 
 impl Worker {
     pub async fn build(cfg: Config, topology: Topology) -> anyhow::Result<Arc<Self>> {
@@ -103,6 +107,7 @@ impl Worker {
             shutdown_grace: Duration::from_secs(cfg_grace),
             running: Default::default(),
             draining: CancellationToken::new(),
+            fault: std::sync::OnceLock::new(),
         }))
     }
 

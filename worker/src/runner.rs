@@ -173,7 +173,13 @@ async fn execute(
         log: log.clone(),
         stop: &stop,
     };
-    let result = caught(actions::run(&ctx)).await;
+    let result = caught(async {
+        if let Some(fault) = worker.fault.get() {
+            fault(action);
+        }
+        actions::run(&ctx).await
+    })
+    .await;
     // Its log sink too: the writer closes once every sink is gone.
     drop(ctx);
     done.cancel();

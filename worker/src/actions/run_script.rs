@@ -60,11 +60,13 @@ pub fn remote_command(server: &Server, action_id: i64, p: &RunScriptParams) -> S
          sa_v=$(printf '%s' \"$sa_v\" | base64 -d) || exit 125; export \"$sa_n=$sa_v\"; done; \
          unset sa_n sa_v; exec </dev/null; "
     };
-    // The pid file, in a directory only the SSH user can write; no file, no script.
+    // The pid file, in a directory only the SSH user can write (made 0700 when it is missing;
+    // one that is a link or not the user's own is refused); no file, no script. Only builtins
+    // once the directory exists: no process is started per action for it.
     let dir = crate::ssh::PID_DIR;
     format!(
-        "d=\"{dir}\"; (umask 077; mkdir -p \"$d\") && [ -d \"$d\" ] && [ ! -L \"$d\" ] && [ -O \"$d\" ] \
-         && chmod 700 \"$d\" && echo \"$$ {action_id}\" > \"{pid}\" \
+        "d=\"{dir}\"; {{ [ -d \"$d\" ] || (umask 077; mkdir \"$d\"); }} && [ ! -L \"$d\" ] && [ -O \"$d\" ] \
+         && echo \"$$ {action_id}\" > \"{pid}\" \
          || {{ echo \"ServerActions: cannot write the pid file {pid} in a private directory\" >&2; exit 125; }}; \
          trap ': > \"{pid}\"' EXIT; unset d; {secrets}{export}eval {script}",
         script = quote(&p.script)
