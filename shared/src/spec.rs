@@ -314,12 +314,23 @@ pub struct BackupParams {
     /// Default: the server's cluster, else the server's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lineage: Option<String>,
+    /// A slave is backed up only while it replicates and lags at most this (default 300 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_s: Option<u32>,
 }
 
 impl BackupParams {
+    pub const MAX_LAG_S: u32 = 300;
+
     fn validate(&self) -> Result<(), FieldError> {
         if let Some(t) = &self.tag {
             validate::server_name("params.tag", t)?;
+        }
+        if self.max_lag_s == Some(0) {
+            return Err(FieldError::new(
+                "params.max_lag_s",
+                "must be at least 1 (seconds)",
+            ));
         }
         lineage_name(&self.lineage)
     }

@@ -1033,3 +1033,49 @@ async fn a_hanging_snapshot_command_is_cut_off_and_the_lock_released() {
         .unwrap();
     assert!(write.elapsed().as_secs() < 2);
 }
+
+/// A slave is backed up only while it replicates: its lag goes into the manifest, and one
+/// whose replication broke is refused, saying why, with no backup row or object left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slave_whose_replication_broke_is_not_backed_up() {
+    let (app, _moto) = app_with_s3().await;
+    let (_a, b) = app.mariadb_pair().await.unwrap();
+    let (x, log) = app
+        .act("dbb", "db_backup", json!({"strategy": "logical"}))
+        .await
+        .unwrap();
+    assert_eq!(x.status, Status::Succeeded, "{log}");
+    assert!(
+        log.contains("dbb replicates, 0 s behind its master."),
+        "{log}"
+    );
+    // (The cluster's default schedules may add backups of their own meanwhile.)
+    let of = async |id: i64| -> Vec<serde_json::Value> {
+        let all = app.client.get("/v1/backups?cluster=shop").await.unwrap();
+        let all = all.as_array().unwrap().clone();
+        all.into_iter().filter(|b| b["action_id"] == id).collect()
+    };
+    let taken = of(x.id).await;
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0]["manifest"]["slave_lag_s"], 0, "{taken:?}");
+    let err = app
+        .client
+        .submit(&json!({"server": "dbb", "kind": "db_backup", "params": {"max_lag_s": 0}}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, client::ClientError::Api { status: 400, field: Some(f), .. } if f == "params.max_lag_s"),
+        "{err:?}"
+    );
+    b.sql("STOP SLAVE SQL_THREAD").unwrap();
+    let (x, log) = app
+        .act("dbb", "db_backup", json!({"strategy": "logical"}))
+        .await
+        .unwrap();
+    assert_eq!(x.status, Status::Failed, "{log}");
+    assert!(
+        log.contains("dbb's replication is broken (IO thread Yes, SQL thread No)"),
+        "{log}"
+    );
+    assert_eq!(of(x.id).await, Vec::<serde_json::Value>::new());
+}

@@ -133,6 +133,9 @@ pub struct Manifest {
     pub finished_at: DateTime<Utc>,
     pub seconds: f64,
     pub action_id: Option<i64>,
+    /// A slave's replication lag when its backup started (Seconds_Behind_Master).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slave_lag_s: Option<u64>,
 }
 
 impl Manifest {

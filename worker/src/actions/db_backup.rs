@@ -7,7 +7,10 @@ use std::time::Instant;
 
 use serde_json::json;
 use shared::{
-    db::backups::{self, Manifest, NewBackup},
+    db::{
+        backups::{self, Manifest, NewBackup},
+        servers::DbRole,
+    },
     retention,
     spec::{BackupParams, Strategy},
 };
@@ -18,6 +21,7 @@ use crate::{
         backup::{logical, mariabackup, snapshot, Taken},
         compression,
     },
+    mysql::{column, Db},
     s3::{Bucket, Uploaded},
     trailer,
 };
@@ -38,6 +42,7 @@ pub async fn run(ctx: &Ctx<'_>, p: &BackupParams) -> Result<Done, ActionError> {
             server.name
         )));
     }
+    let slave_lag_s = replicating(ctx, p.max_lag_s.unwrap_or(BackupParams::MAX_LAG_S)).await?;
     let lineage = p.lineage.as_deref().unwrap_or(server.lineage());
     let compression = compression::detect(ctx).await?;
     let compress = compression.compress();
@@ -94,6 +99,7 @@ pub async fn run(ctx: &Ctx<'_>, p: &BackupParams) -> Result<Done, ActionError> {
         finished_at: chrono::Utc::now(),
         seconds: started.elapsed().as_secs_f64(),
         action_id: Some(ctx.action.id),
+        slave_lag_s,
     };
     // The manifest inside the object is written when the stream ends (its times are the
     // stream's); the one beside it and in PostgreSQL once the object is complete.
@@ -169,5 +175,61 @@ async fn expire(ctx: &Ctx<'_>, bucket: &Bucket, lineage: &str) {
                 deleted.join(", ")
             ))
             .await;
+    }
+}
+
+/// On a slave: its lag, once it is shown to replicate (both threads running) within `max_lag_s`;
+/// a slave whose replication broke or fell behind is not backed up (its copy would be old or
+/// wrong, and retention would let it push out good ones). `None` on any other server.
+async fn replicating(ctx: &Ctx<'_>, max_lag_s: u32) -> Result<Option<u64>, ActionError> {
+    if ctx.server.db_role != Some(DbRole::Slave) {
+        return Ok(None);
+    }
+    let mut db = Db::connect(ctx.worker, ctx.server).await?;
+    let status = db.query_first_row("SHOW SLAVE STATUS").await;
+    db.close().await;
+    let name = &ctx.server.name;
+    let Some(s) = status? else {
+        return Err(ActionError::Failed(format!(
+            "{name} is a slave of its cluster but replicates from nothing: not backed up"
+        )));
+    };
+    let (io, sql, lag) = (
+        column(&s, "Slave_IO_Running"),
+        column(&s, "Slave_SQL_Running"),
+        column(&s, "Seconds_Behind_Master"),
+    );
+    if io != "Yes" || sql != "Yes" {
+        let errors: Vec<String> = ["Last_IO_Error", "Last_SQL_Error"]
+            .iter()
+            .filter_map(|k| {
+                column(&s, k)
+                    .as_str()
+                    .filter(|e| !e.is_empty())
+                    .map(|e| format!("{k}: {e}"))
+            })
+            .collect();
+        return Err(ActionError::Failed(format!(
+            "{name}'s replication is broken (IO thread {}, SQL thread {}){}: not backed up",
+            io.as_str().unwrap_or("?"),
+            sql.as_str().unwrap_or("?"),
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", errors.join("; "))
+            }
+        )));
+    }
+    match lag.as_u64() {
+        Some(l) if l <= u64::from(max_lag_s) => {
+            ctx.log
+                .system(format!("{name} replicates, {l} s behind its master."))
+                .await;
+            Ok(Some(l))
+        }
+        l => Err(ActionError::Failed(format!(
+            "{name} lags its master by {} (more than max_lag_s {max_lag_s} s): not backed up",
+            l.map_or_else(|| "an unknown time".to_string(), |l| format!("{l} s"))
+        ))),
     }
 }
