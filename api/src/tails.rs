@@ -132,9 +132,11 @@ impl Tails {
                 queries.inc_by(2);
                 match fetched {
                     Ok(batch) if !batch.is_empty() => {
+                        // `last` first: a follower that subscribes too late for this batch
+                        // sees it moved and reads the batch from the store.
                         after = batch.last().map_or(after, |l| l.seq);
-                        let _ = lines.send(batch.into());
                         let _ = last_tx.send(after);
+                        let _ = lines.send(batch.into());
                         continue;
                     }
                     // Dropping the sender ends every follower's stream.

@@ -98,6 +98,38 @@ impl ActionSpec {
         }
     }
 
+    /// Why this action may not run on a server in `cluster` (`master`: it is that cluster's
+    /// master), if it may not: the field to name and the reason. A DB action that names a
+    /// cluster runs on one of its members, unless it is the action that makes the server one; a
+    /// server never moves between clusters by an action; a master is neither turned into a
+    /// slave by configuring nor restored over without `replace`.
+    pub fn refusal(&self, server: &str, cluster: Option<&str>, master: bool) -> Option<String> {
+        let (named, adds) = self.cluster()?;
+        let own = match cluster {
+            Some(c) if c == named => true,
+            None if adds => false,
+            Some(other) => {
+                return Some(format!(
+                    "server {server:?} is a member of cluster {other:?}, not {named:?}"
+                ))
+            }
+            None => {
+                return Some(format!(
+                    "server {server:?} is not a member of cluster {named:?} (it is in no cluster)"
+                ))
+            }
+        };
+        match self {
+            ActionSpec::DbConfigureSlave(_) if own && master => Some(format!(
+                "server {server:?} is the master of cluster {named:?}: it cannot become its slave (promote another server first)"
+            )),
+            ActionSpec::DbRestore(p) if own && master && !p.replace => Some(format!(
+                "server {server:?} is the master of cluster {named:?}: a restore replaces its data; give params.replace: true to do it"
+            )),
+            _ => None,
+        }
+    }
+
     /// The rules serde cannot express.
     pub fn validate(&self) -> Result<(), FieldError> {
         match self {
@@ -377,6 +409,9 @@ pub struct RestoreParams {
     #[serde(rename = "as")]
     pub role: RestoreAs,
     pub cluster: String,
+    /// Restore over the cluster's own master (its data is replaced).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace: bool,
 }
 
 impl RestoreParams {

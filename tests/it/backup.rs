@@ -1035,7 +1035,8 @@ async fn a_hanging_snapshot_command_is_cut_off_and_the_lock_released() {
 }
 
 /// A slave is backed up only while it replicates: its lag goes into the manifest, and one
-/// whose replication broke is refused, saying why, with no backup row or object left.
+/// whose replication broke is refused, saying why, with no backup row or object left. The
+/// master is not restored over or turned into a slave by mistake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slave_whose_replication_broke_is_not_backed_up() {
     let (app, _moto) = app_with_s3().await;
@@ -1078,4 +1079,28 @@ async fn a_slave_whose_replication_broke_is_not_backed_up() {
         "{log}"
     );
     assert_eq!(of(x.id).await, Vec::<serde_json::Value>::new());
+    // The master is neither restored over (without replace) nor configured into a slave.
+    for (kind, params, why) in [
+        (
+            "db_restore",
+            json!({"backup": "latest", "as": "slave", "cluster": "shop"}),
+            "a restore replaces its data; give params.replace: true",
+        ),
+        (
+            "db_configure_slave",
+            json!({"cluster": "shop"}),
+            "it cannot become its slave",
+        ),
+    ] {
+        let err = app
+            .client
+            .submit(&json!({"server": "dba", "kind": kind, "params": params}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, client::ClientError::Api { status: 409, message, .. }
+                if message.contains("is the master of cluster \"shop\"") && message.contains(why)),
+            "{kind}: {err:?}"
+        );
+    }
 }

@@ -278,6 +278,15 @@ async fn a_page_of_the_log_is_bounded_in_bytes() {
 /// Follow `id` as a server-sent-events client: the sequence numbers it received, and whether
 /// it got the `end` event.
 async fn sse_follow(url: String, token: String) -> (Vec<i32>, bool) {
+    sse_follow_counted(url, token, Default::default()).await
+}
+
+/// [`sse_follow`], adding one to `connected` once the api accepted it.
+async fn sse_follow_counted(
+    url: String,
+    token: String,
+    connected: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> (Vec<i32>, bool) {
     let mut resp = reqwest::Client::new()
         .get(url)
         .bearer_auth(token)
@@ -286,6 +295,7 @@ async fn sse_follow(url: String, token: String) -> (Vec<i32>, bool) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    connected.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let (mut text, mut seqs) = (String::new(), Vec::new());
     while let Some(chunk) = resp.chunk().await.unwrap() {
         text.push_str(&String::from_utf8_lossy(&chunk));
@@ -328,22 +338,34 @@ async fn five_hundred_live_tails_share_one_poller_and_the_next_is_refused() {
         .await
         .unwrap();
     let url = client.url(&format!("/v1/actions/{}/log", a.id));
+    let connected = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let followers: Vec<_> = (0..CLIENTS)
-        .map(|_| tokio::spawn(sse_follow(url.clone(), app.token.clone())))
+        .map(|_| {
+            let follow = sse_follow_counted(url.clone(), app.token.clone(), connected.clone());
+            tokio::spawn(follow)
+        })
         .collect();
-    // All connected (the api counts them as they open): the next one is refused.
-    let refused = eventually(Duration::from_secs(20), async || {
-        let r = reqwest::Client::new()
-            .get(&url)
-            .bearer_auth(&app.token)
-            .header("accept", "text/event-stream")
-            .send()
-            .await
-            .unwrap();
-        r.status() == 503 && r.text().await.unwrap().contains("SA_SSE_MAX")
-    })
-    .await;
-    assert!(refused, "the tail beyond SA_SSE_MAX was not refused");
+    // Once all are connected, the next one is refused.
+    assert!(
+        eventually(Duration::from_secs(30), async || connected
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == CLIENTS)
+        .await,
+        "the {CLIENTS} followers did not all connect"
+    );
+    let r = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&app.token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        503,
+        "the tail beyond SA_SSE_MAX was not refused"
+    );
+    assert!(r.text().await.unwrap().contains("SA_SSE_MAX"));
     // While they all follow the running action, the store sees one poller's queries.
     let before = tail_queries(&client).await;
     tokio::time::sleep(Duration::from_secs(3)).await;

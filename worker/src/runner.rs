@@ -177,6 +177,14 @@ async fn execute(
         if let Some(fault) = worker.fault.get() {
             fault(action);
         }
+        // The server's place in its cluster as it is now (the api checked it at submit).
+        let master = server.db_role == Some(shared::db::servers::DbRole::Master);
+        if let Some(why) = action
+            .spec
+            .refusal(&server.name, server.cluster.as_deref(), master)
+        {
+            return Err(ActionError::Failed(why));
+        }
         actions::run(&ctx).await
     })
     .await;

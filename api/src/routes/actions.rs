@@ -135,34 +135,22 @@ async fn seal_secrets(
     Ok(sealed)
 }
 
-/// A DB action that names a cluster runs on one of its members, unless it is the action that
-/// makes the server one; a server never moves from one cluster to another by an action.
+/// A DB action that names a cluster must fit its server's place in it (see
+/// `ActionSpec::refusal`); the worker checks again as it starts.
 async fn check_membership(state: &AppState, new: &NewAction) -> ApiResult<()> {
-    let Some((cluster, adds)) = new.spec.cluster() else {
+    if new.spec.cluster().is_none() {
         return Ok(());
-    };
+    }
     let Some(server) = shared::db::servers::get(&state.pool, &new.server).await? else {
         return Ok(()); // the store refuses an unknown server with its own 400
     };
-    match server.cluster.as_deref() {
-        Some(c) if c == cluster => Ok(()),
-        None if adds => Ok(()),
-        Some(other) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "server {:?} is a member of cluster {other:?}, not {cluster:?}",
-                server.name
-            ),
-        )
-        .field("params.cluster")),
-        None => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "server {:?} is not a member of cluster {cluster:?} (it is in no cluster)",
-                server.name
-            ),
-        )
-        .field("params.cluster")),
+    let master = server.db_role == Some(shared::db::servers::DbRole::Master);
+    match new
+        .spec
+        .refusal(&server.name, server.cluster.as_deref(), master)
+    {
+        None => Ok(()),
+        Some(why) => Err(ApiError::new(StatusCode::CONFLICT, why).field("params.cluster")),
     }
 }
 

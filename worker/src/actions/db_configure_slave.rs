@@ -28,6 +28,8 @@ pub async fn run(ctx: &Ctx<'_>, p: &ConfigureSlaveParams) -> Result<Done, Action
             lineage: None,
             role: RestoreAs::Slave,
             cluster: p.cluster.clone(),
+            // Never the master: configuring it as a slave is refused before this.
+            replace: false,
         };
         let done = restore::restore(ctx, &seed).await?;
         if p.default_schedules != Some(false) {
