@@ -89,7 +89,7 @@ pub async fn show(
         return Ok(follow(tail, after).into_response());
     }
     if let Some((rx, last)) = archived(&state, id).await? {
-        let text = tokio_stream_of(rx).filter_map(move |l| async move {
+        let text = stream_of(rx).filter_map(move |l| async move {
             match l {
                 Ok(l) if l.seq > after => Some(Ok(format!("{}\n", l.render()))),
                 Ok(_) => None,
@@ -171,13 +171,13 @@ async fn archived(state: &AppState, id: i64) -> ApiResult<Option<(Archived, i32)
 
 type Archived = tokio::sync::mpsc::Receiver<Result<LogLine, String>>;
 
-fn tokio_stream_of(rx: Archived) -> impl futures::Stream<Item = Result<LogLine, String>> {
+fn stream_of(rx: Archived) -> impl futures::Stream<Item = Result<LogLine, String>> {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|l| (l, rx)) })
 }
 
 /// An archived log as server-sent events: its lines after `after`, then `end`.
 fn replay(rx: Archived, after: i32) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
-    let events = tokio_stream_of(rx)
+    let events = stream_of(rx)
         .filter_map(move |l| async move {
             match l {
                 Ok(l) if l.seq > after => {
