@@ -187,6 +187,15 @@ impl Client {
         Ok(serde_json::from_value(v)?)
     }
 
+    /// Promote the most advanced slave of `cluster` (a `db_promote` on its master's server).
+    pub async fn promote_cluster(&self, cluster: &str, force: bool) -> Result<Action, ClientError> {
+        let path = format!("/v1/clusters/{cluster}/promote");
+        let (_, v) = self
+            .post(&path, &serde_json::json!({ "force": force }))
+            .await?;
+        Ok(serde_json::from_value(v)?)
+    }
+
     pub async fn submit_action(&self, request: &ActionRequest) -> Result<Action, ClientError> {
         self.submit(&serde_json::to_value(request)?).await
     }

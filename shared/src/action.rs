@@ -386,7 +386,10 @@ mod tests {
         let action: Action = serde_json::from_value(a.clone()).unwrap();
         assert_eq!(
             action.spec,
-            ActionSpec::DbPromote(crate::spec::PromoteParams { force: true })
+            ActionSpec::DbPromote(crate::spec::PromoteParams {
+                force: true,
+                ..Default::default()
+            })
         );
         assert_eq!(serde_json::to_value(&action).unwrap(), a);
     }

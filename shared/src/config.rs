@@ -92,6 +92,12 @@ pub struct Config {
     /// No token checks at all (for the benchmark's comparison only; refused unless the api
     /// listens on loopback).
     pub insecure_no_auth: bool,
+    /// Seconds every reachable slave must report its IO thread not connected to a master the
+    /// worker cannot reach before a promote calls that master dead.
+    pub dead_master_s: f64,
+    /// `slave_net_timeout` given to slaves (their heartbeat period is a third of it): how soon
+    /// a slave notices a master gone silent.
+    pub slave_net_timeout_s: u32,
 }
 
 impl Default for Config {
@@ -136,6 +142,8 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             insecure_no_auth: false,
+            dead_master_s: 2.0,
+            slave_net_timeout_s: 4,
         }
     }
 }
@@ -229,6 +237,22 @@ impl Config {
         env.set_opt("SA_TLS_CERT", &mut self.tls_cert)?;
         env.set_opt("SA_TLS_KEY", &mut self.tls_key)?;
         env.set("SA_INSECURE_NO_AUTH", &mut self.insecure_no_auth)?;
+        env.set("SA_DEAD_MASTER_S", &mut self.dead_master_s)?;
+        env.set("SA_SLAVE_NET_TIMEOUT_S", &mut self.slave_net_timeout_s)?;
+        if !(0.0..=600.0).contains(&self.dead_master_s) {
+            return Err(ConfigError::Invalid {
+                var: "SA_DEAD_MASTER_S",
+                value: self.dead_master_s.to_string(),
+                reason: "must be 0 to 600 (seconds)".into(),
+            });
+        }
+        if !(2..=3600).contains(&self.slave_net_timeout_s) {
+            return Err(ConfigError::Invalid {
+                var: "SA_SLAVE_NET_TIMEOUT_S",
+                value: self.slave_net_timeout_s.to_string(),
+                reason: "must be 2 to 3600 (seconds)".into(),
+            });
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid {
                 var: "SA_TLS_CERT",

@@ -94,6 +94,21 @@ impl ActionSpec {
             ActionSpec::DbConfigureSlave(p) => Some((&p.cluster, true)),
             ActionSpec::DbRestore(p) => Some((&p.cluster, true)),
             ActionSpec::DbChecksum(p) => Some((&p.cluster, false)),
+            ActionSpec::DbPromote(PromoteParams {
+                cluster: Some(c), ..
+            }) => Some((c, false)),
+            _ => None,
+        }
+    }
+
+    /// The cluster whose lock this action holds while it runs, if it changes a topology
+    /// (`server_cluster`: its server's cluster).
+    pub fn topology_cluster<'a>(&'a self, server_cluster: Option<&'a str>) -> Option<&'a str> {
+        match self {
+            ActionSpec::DbConfigureMaster(p) => Some(&p.cluster),
+            ActionSpec::DbConfigureSlave(p) => Some(&p.cluster),
+            ActionSpec::DbRestore(p) => Some(&p.cluster),
+            ActionSpec::DbPromote(p) => p.cluster.as_deref().or(server_cluster),
             _ => None,
         }
     }
@@ -134,7 +149,16 @@ impl ActionSpec {
     pub fn validate(&self) -> Result<(), FieldError> {
         match self {
             ActionSpec::RunScript(p) => p.validate(),
-            ActionSpec::DbStatus(_) | ActionSpec::DbPromote(_) => Ok(()),
+            ActionSpec::DbStatus(_) => Ok(()),
+            ActionSpec::DbPromote(p) => {
+                if let Some(c) = &p.cluster {
+                    cluster_name(c)?;
+                }
+                match &p.replaces {
+                    Some(r) => validate::server_name("params.replaces", r),
+                    None => Ok(()),
+                }
+            }
             ActionSpec::DbConfigureMaster(p) => {
                 cluster_name(&p.cluster)?;
                 match &p.dns_name {
@@ -301,9 +325,20 @@ pub struct ConfigureSlaveParams {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteParams {
-    /// Promote although the dead master's relay log is not proven applied.
+    /// Promote although it cannot be proven safe: the master is not proven dead, a slave is
+    /// ahead of this one, its relay log is not applied, GTIDs diverge, or the dead master could
+    /// not be fenced. Each overridden check is logged.
     #[serde(default)]
     pub force: bool,
+    /// A cluster-level promote: the most advanced slave of this cluster is chosen (the action
+    /// runs on the cluster's master). Without it, the action's server is the slave promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The master this promote replaces; the api fills in the cluster's master at submission.
+    /// If the master has changed by the time it runs (another promote won), it is refused:
+    /// two promotes submitted against one master make one change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 /// `db_checksum`.

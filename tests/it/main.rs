@@ -18,6 +18,7 @@ mod secrets;
 mod serialization;
 mod shutdown;
 mod ssh_failures;
+mod topology;
 mod viewer;
 
 use std::time::Duration;

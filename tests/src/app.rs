@@ -303,6 +303,34 @@ impl TestApp {
         Ok((a, b))
     }
 
+    /// Master `dba` and slaves `dbb`, `dbc`, ... (`slaves` of them) of cluster `shop` on new
+    /// MariaDB test hosts, with 100 rows in `shop.orders` copied to each slave.
+    pub async fn mariadb_cluster(
+        &self,
+        slaves: usize,
+    ) -> anyhow::Result<(TestHost, Vec<TestHost>)> {
+        let (a, b) = self.mariadb_pair().await?;
+        let mut all = vec![b];
+        for i in 1..slaves {
+            let name = format!("db{}", (b'b' + i as u8) as char);
+            let host = TestHost::start()?.with_mariadb()?;
+            self.add_db_host(&name, &host).await?;
+            let (x, log) = self
+                .act(
+                    &name,
+                    "db_configure_slave",
+                    serde_json::json!({"cluster": "shop"}),
+                )
+                .await?;
+            anyhow::ensure!(
+                x.status == shared::Status::Succeeded,
+                "db_configure_slave on {name}: {log}"
+            );
+            all.push(host);
+        }
+        Ok((a, all))
+    }
+
     /// Submit `kind` on `server` with `params` and wait (3 min) for its end: the action and
     /// its log.
     pub async fn act(

@@ -392,6 +392,13 @@ impl TestHost {
         v["db_stop_command"] = serde_json::json!(format!("{ctl} stop"));
         v["db_start_command"] = serde_json::json!(format!("{ctl} start"));
         v["db_datadir"] = serde_json::json!(self.datadir());
+        // Run by the worker (root, on this machine) to fence the host as a dead master: its
+        // mariadbd is killed, and it succeeds only if none is left (the bracket keeps the
+        // pattern from matching this shell itself).
+        let cnf = db.join("my.cnf").display().to_string();
+        v["db_fence_command"] = serde_json::json!(format!(
+            "pkill -KILL -f -- '[-]-defaults-file={cnf}'; sleep 0.2; ! pgrep -f -- '[-]-defaults-file={cnf}' && echo \"$SA_SERVER fenced: no mariadbd left\""
+        ));
         if let Some(vol) = &self.btrfs {
             let vol = vol.display();
             v["db_snapshot_command"] = serde_json::json!(format!(
@@ -430,6 +437,45 @@ impl TestHost {
         String::from_utf8_lossy(&cmdline)
             .contains(&*mine.to_string_lossy())
             .then_some(pid)
+    }
+
+    /// Cut the host off from the workers: its sshd and every process under it die (SSH and the
+    /// MySQL tunnels through it), its mariadbd keeps serving (its slaves stay connected).
+    pub fn kill_sshd(&mut self) {
+        if let Some(mut c) = self.sshd.take() {
+            kill_tree(c.id());
+            let _ = c.wait();
+        }
+    }
+
+    /// Start this host's mariadbd again after a kill (`ctl start`, as the login user).
+    pub fn start_mariadb(&self) -> anyhow::Result<()> {
+        let (uid, gid) = Self::login_ids()?;
+        run(Command::new(self.mariadb_dir().join("ctl"))
+            .arg("start")
+            .uid(uid)
+            .gid(gid))?;
+        self.wait_mariadb()
+    }
+
+    /// Start this host's sshd again (after `kill_sshd`).
+    pub fn start_sshd(&mut self) -> anyhow::Result<()> {
+        let config = self.root.path().join("sshd_config");
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(self.root.path().join("sshd.log"))?;
+        let mut cmd = Command::new("/usr/sbin/sshd");
+        cmd.arg("-D").arg("-e").arg("-f").arg(&config);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        // SAFETY: as in `start`.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        self.sshd = Some(cmd.spawn().context("starting sshd")?);
+        self.wait_listening()
     }
 
     /// "Kill the server": SIGKILL its sshd and every process under it (connections, sessions),

@@ -8,16 +8,26 @@ use shared::{action::Action, db::servers::Server, dns::DnsError};
 
 use crate::{heartbeat::Stop, logwriter::LogSink, s3::S3Error, ssh::SshError, Worker};
 
-/// What a kind's code gets: the action, its server, its log and its stop signal.
+/// What a kind's code gets: the action, its server, its log, its stop signal and, for a
+/// topology kind, its cluster lock.
 pub struct Ctx<'a> {
     pub worker: &'a Arc<Worker>,
     pub action: &'a Action,
     pub server: &'a Server,
     pub log: LogSink,
     pub stop: &'a Stop,
+    /// The cluster lock a topology kind holds while it runs (see `runner::cluster_lock`).
+    pub cluster_lock: Option<shared::db::clusters::ClusterLock>,
 }
 
 impl Ctx<'_> {
+    /// The cluster lock, which the runner takes before a topology kind's code runs.
+    pub fn cluster_lock(&self) -> Result<&shared::db::clusters::ClusterLock, ActionError> {
+        self.cluster_lock.as_ref().ok_or_else(|| {
+            ActionError::Failed("a topology change without its cluster lock (a bug)".into())
+        })
+    }
+
     /// The backup store, or why there is none.
     pub fn s3(&self) -> Result<crate::s3::Bucket, ActionError> {
         self.worker.s3.clone().ok_or(S3Error::NoBucket.into())
@@ -36,6 +46,8 @@ pub enum ActionError {
     S3(#[from] S3Error),
     #[error(transparent)]
     Dns(#[from] DnsError),
+    #[error(transparent)]
+    LostRace(#[from] shared::db::clusters::SetMasterError),
     /// Stopped by timeout, lost lease or shutdown; the runner knows which.
     #[error("stopped")]
     Stopped,

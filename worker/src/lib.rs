@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod consumer;
 pub mod ctx;
+pub mod fencer;
 pub mod heartbeat;
 pub mod logwriter;
 pub mod mariadb;
@@ -158,6 +159,7 @@ impl Worker {
         }
         tracker.spawn(heartbeat::sweeper(self.clone(), shutdown.clone()));
         tracker.spawn(heartbeat::archiver(self.clone(), shutdown.clone()));
+        tracker.spawn(fencer::run(self.clone(), shutdown.clone()));
         tracker.spawn(heartbeat::cancel_listener(self.clone(), shutdown.clone()));
         consumer::consume(
             self.clone(),

@@ -166,12 +166,13 @@ async fn execute(
 
     // A panic in an action ends it `failed` with the panic's message; the server is released
     // like after any other end.
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         worker,
         action,
         server,
         log: log.clone(),
         stop: &stop,
+        cluster_lock: None,
     };
     let result = caught(async {
         if let Some(fault) = worker.fault.get() {
@@ -185,9 +186,18 @@ async fn execute(
         {
             return Err(ActionError::Failed(why));
         }
+        if let Some(cluster) = action.spec.topology_cluster(server.cluster.as_deref()) {
+            ctx.cluster_lock = Some(cluster_lock(&ctx, cluster, generation).await?);
+        }
         actions::run(&ctx).await
     })
     .await;
+    if let Some(lock) = ctx.cluster_lock.take() {
+        // It would also end with the server's lease.
+        if let Err(e) = leases::release_cluster(&worker.pool, &lock).await {
+            tracing::warn!(action = action.id, error = %e, "cluster lock not released; it ends with the lease");
+        }
+    }
     // Its log sink too: the writer closes once every sink is gone.
     drop(ctx);
     done.cancel();
@@ -199,6 +209,61 @@ async fn execute(
     drop(log);
     writer.close().await?;
     Ok(outcome)
+}
+
+/// Take the lock of `cluster` for a topology action: one topology change per cluster at a time.
+/// An urgent action fails at once naming the holder (a promote must not wait behind another);
+/// an ordinary one waits its turn (logged), as long as its timeout allows.
+async fn cluster_lock(
+    ctx: &Ctx<'_>,
+    cluster: &str,
+    generation: i64,
+) -> Result<shared::db::clusters::ClusterLock, ActionError> {
+    let mut announced = false;
+    loop {
+        let taken = leases::take_cluster(
+            &ctx.worker.pool,
+            cluster,
+            ctx.action.id,
+            &ctx.server.name,
+            generation,
+        )
+        .await?;
+        let (holder, kind, on) = match taken {
+            leases::ClusterTake::Taken(lock) => {
+                if announced {
+                    ctx.log
+                        .system(format!("Got the lock of cluster {cluster}."))
+                        .await;
+                }
+                return Ok(lock);
+            }
+            leases::ClusterTake::Held {
+                action_id,
+                kind,
+                server,
+            } => (action_id, kind, server),
+        };
+        if ctx.action.urgent {
+            return Err(ActionError::Failed(format!(
+                "cluster {cluster} is locked by action {holder} ({} on {on}): one topology change at a time; nothing was changed",
+                kind.as_str()
+            )));
+        }
+        if !announced {
+            ctx.log
+                .system(format!(
+                    "Waiting for the lock of cluster {cluster}, held by action {holder} ({} on {on})...",
+                    kind.as_str()
+                ))
+                .await;
+            announced = true;
+        }
+        tokio::select! {
+            _ = ctx.stop.stopped() => return Err(ActionError::Stopped),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+        }
+    }
 }
 
 /// What `run` returns, or its panic as a failure that says so.

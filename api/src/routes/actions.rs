@@ -31,7 +31,7 @@ use crate::{
 
 const MAX_TIMEOUT_S: u32 = 7 * 24 * 3600;
 
-fn validate_request(r: ActionRequest, caller: &Caller) -> ApiResult<NewAction> {
+pub(crate) fn validate_request(r: ActionRequest, caller: &Caller) -> ApiResult<NewAction> {
     validate::server_name("server", &r.server)?;
     let spec = ActionSpec::parse(&r.kind, r.params)?;
     let kind = spec.kind();
@@ -154,6 +154,28 @@ async fn check_membership(state: &AppState, new: &NewAction) -> ApiResult<()> {
     }
 }
 
+/// A promote records the master it replaces as it is submitted (see `PromoteParams::replaces`).
+async fn expect_master(state: &AppState, new: &mut NewAction) -> ApiResult<()> {
+    let ActionSpec::DbPromote(p) = &mut new.spec else {
+        return Ok(());
+    };
+    if p.replaces.is_some() {
+        return Ok(());
+    }
+    let cluster = match &p.cluster {
+        Some(c) => Some(c.clone()),
+        None => shared::db::servers::get(&state.pool, &new.server)
+            .await?
+            .and_then(|s| s.cluster),
+    };
+    if let Some(c) = cluster {
+        p.replaces = shared::db::clusters::get(&state.pool, &c)
+            .await?
+            .and_then(|c| c.master);
+    }
+    Ok(())
+}
+
 /// An action with the lease of its server when it is running or waiting.
 async fn view(state: &AppState, action: Action) -> ApiResult<Value> {
     let lock = if action.status.is_terminal() || action.status == Status::Queued {
@@ -186,9 +208,23 @@ pub async fn submit(
         Some(k) => caller.require(k.required_role(), k.as_str())?,
         None => caller.require(Role::Operator, "submitting an action")?,
     }
-    let mut new = validate_request(from_value(body)?, &caller)?;
-    super::reach_server(&state, &caller, &new.server).await?;
+    let new = validate_request(from_value(body)?, &caller)?;
+    accept(&state, &caller, audit, new).await
+}
+
+/// Store a valid action (refused if its server is out of the caller's reach or it does not fit
+/// the server's place in its cluster), then publish it: 202, or 200 with the first action of a
+/// reused idempotency key.
+pub(crate) async fn accept(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    audit: Audit,
+    mut new: NewAction,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let state = state.clone();
+    super::reach_server(&state, caller, &new.server).await?;
     check_membership(&state, &new).await?;
+    expect_master(&state, &mut new).await?;
     let sealed = seal_secrets(&state, &mut new.spec).await?;
     let entry = audit.entry(StatusCode::ACCEPTED);
     let (action, created) = match store(&state, &new, &entry, &sealed).await {

@@ -31,7 +31,11 @@ pub fn router() -> Router<Arc<AppState>> {
         )
         .route("/v1/servers/{name}/unlock", post(servers::unlock))
         .route("/v1/actions", post(actions::submit).get(actions::list))
-        .route("/v1/clusters/{name}", get(clusters::show))
+        .route(
+            "/v1/clusters/{name}",
+            get(clusters::show).patch(clusters::patch),
+        )
+        .route("/v1/clusters/{name}/promote", post(clusters::promote))
         .route("/v1/backups", get(backups::list))
         .route(
             "/v1/schedules",

@@ -49,6 +49,11 @@ pub struct ServerRequest {
     db_user: Option<String>,
     /// A stored secret (`/v1/secrets`) holding that user's password (default SA_MYSQL_PASSWORD).
     db_password_ref: Option<String>,
+    /// Run from the worker to fence this server when it is a dead master (e.g. a cloud CLI
+    /// that stops its instance); `$SA_SERVER` and `$SA_ADDRESS` name it.
+    db_fence_command: Option<String>,
+    /// `prefer`, `neutral` (default) or `must_not`: how a cluster-level promote ranks it.
+    promotion_rule: Option<servers::PromotionRule>,
     #[schema(value_type = Option<Object>)]
     tags: Option<serde_json::Map<String, Value>>,
 }
@@ -85,6 +90,7 @@ fn validate_request(r: ServerRequest) -> ApiResult<NewServer> {
             "db_snapshot_cleanup_command",
             &r.db_snapshot_cleanup_command,
         ),
+        ("db_fence_command", &r.db_fence_command),
     ] {
         if let Some(c) = cmd {
             validate::command(field, c)?;
@@ -118,6 +124,8 @@ fn validate_request(r: ServerRequest) -> ApiResult<NewServer> {
         db_snapshot_cleanup_command: r.db_snapshot_cleanup_command,
         db_user: r.db_user,
         db_password_ref: r.db_password_ref,
+        db_fence_command: r.db_fence_command,
+        promotion_rule: r.promotion_rule.unwrap_or_default(),
         tags: Value::Object(r.tags.unwrap_or_default()),
     })
 }

@@ -15,6 +15,47 @@ pub struct Cluster {
     pub dns_name: String,
     pub dns_address: Option<String>,
     pub dns_ttl: i32,
+    /// Whether a dead master must be fenced before its replacement takes writes.
+    pub fence: Fence,
+}
+
+/// `required`: a dead master's fence command must succeed before its replacement takes
+/// writes; `optional`: it is tried and a failure logged.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    serde::Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Fence {
+    #[default]
+    Required,
+    Optional,
+}
+
+/// The cluster lock an action holds (see `leases::take_cluster`): its fencing generation.
+#[derive(Clone, Debug)]
+pub struct ClusterLock {
+    pub cluster: String,
+    pub generation: i64,
+}
+
+/// A change of master that did not happen: the master was no longer the expected one, or
+/// the lock that allowed it was lost.
+#[derive(Debug, thiserror::Error)]
+pub enum SetMasterError {
+    #[error("the master of cluster {cluster} changed meanwhile (expected {expected}), or this action lost the cluster lock: nothing was changed")]
+    LostRace { cluster: String, expected: String },
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
 }
 
 /// The public view (`GET /v1/clusters/{name}`): no secrets.
@@ -22,7 +63,16 @@ pub struct Cluster {
 pub struct ClusterView {
     pub name: String,
     pub master: Option<String>,
+    /// The slaves in service (not detached).
     pub slaves: Vec<String>,
+    /// Every member with its role, what a worker last saw of its replication, and why it is
+    /// detached or awaits fencing, if it does.
+    pub members: Vec<Member>,
+    pub fence: Fence,
+    /// The topology action holding the cluster lock, if any.
+    pub locked_by: Option<i64>,
+    /// The newest 50 events (promotes, fencing, detached slaves), newest first.
+    pub events: Vec<Event>,
     /// `{"name", "address", "ttl"}`.
     #[schema(value_type = Object)]
     pub dns: Value,
@@ -30,7 +80,7 @@ pub struct ClusterView {
 
 pub async fn get(pool: &PgPool, name: &str) -> sqlx::Result<Option<Cluster>> {
     sqlx::query_as(
-        "SELECT name, master, repl_user, repl_password, dns_name, dns_address, dns_ttl
+        "SELECT name, master, repl_user, repl_password, dns_name, dns_address, dns_ttl, fence
          FROM clusters WHERE name = $1",
     )
     .bind(name)
@@ -44,7 +94,7 @@ pub async fn ensure(pool: &PgPool, name: &str, dns_name: Option<&str>) -> sqlx::
     sqlx::query_as(
         "INSERT INTO clusters (name, dns_name) VALUES ($1, COALESCE($2, $1 || '-master'))
          ON CONFLICT (name) DO UPDATE SET dns_name = COALESCE($2, clusters.dns_name)
-         RETURNING name, master, repl_user, repl_password, dns_name, dns_address, dns_ttl",
+         RETURNING name, master, repl_user, repl_password, dns_name, dns_address, dns_ttl, fence",
     )
     .bind(name)
     .bind(dns_name)
@@ -52,32 +102,60 @@ pub async fn ensure(pool: &PgPool, name: &str, dns_name: Option<&str>) -> sqlx::
     .await
 }
 
-/// Record `server` as the cluster's master (any previous master leaves the role).
-pub async fn set_master(pool: &PgPool, cluster: &str, server: &str) -> sqlx::Result<()> {
+/// Make `server` the cluster's master if its master is still `expected` and `lock` still holds
+/// the cluster (compare-and-set): a lost race changes nothing. The previous master leaves the
+/// role (it stays a member).
+pub async fn set_master(
+    pool: &PgPool,
+    lock: &ClusterLock,
+    expected: Option<&str>,
+    server: &str,
+) -> Result<(), SetMasterError> {
     let mut tx = pool.begin().await?;
+    let moved = sqlx::query(
+        "UPDATE clusters SET master = $2 WHERE name = $1 AND master IS NOT DISTINCT FROM $3
+           AND EXISTS (SELECT 1 FROM cluster_leases c
+                       JOIN server_leases l ON l.server = c.server AND l.generation = c.server_generation
+                       WHERE c.cluster = $1 AND c.generation = $4)",
+    )
+    .bind(&lock.cluster)
+    .bind(server)
+    .bind(expected)
+    .bind(lock.generation)
+    .execute(&mut *tx)
+    .await?;
+    if moved.rows_affected() != 1 {
+        return Err(SetMasterError::LostRace {
+            cluster: lock.cluster.clone(),
+            expected: expected.unwrap_or("none").into(),
+        });
+    }
     sqlx::query("UPDATE servers SET db_role = NULL WHERE cluster = $1 AND db_role = 'master'")
-        .bind(cluster)
+        .bind(&lock.cluster)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE servers SET cluster = $1, db_role = 'master' WHERE name = $2")
-        .bind(cluster)
-        .bind(server)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE clusters SET master = $2 WHERE name = $1")
-        .bind(cluster)
-        .bind(server)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await
+    sqlx::query(
+        "UPDATE servers SET cluster = $1, db_role = 'master', detached = NULL WHERE name = $2",
+    )
+    .bind(&lock.cluster)
+    .bind(server)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
+/// `server` replicates from the cluster's master (in service: no longer detached or awaiting
+/// fencing).
 pub async fn add_slave(pool: &PgPool, cluster: &str, server: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE servers SET cluster = $1, db_role = 'slave' WHERE name = $2")
-        .bind(cluster)
-        .bind(server)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE servers SET cluster = $1, db_role = 'slave', detached = NULL, fenced_pending = NULL
+         WHERE name = $2",
+    )
+    .bind(cluster)
+    .bind(server)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -91,10 +169,90 @@ pub async fn set_dns(pool: &PgPool, cluster: &str, address: &str) -> sqlx::Resul
     Ok(())
 }
 
-/// The names of the cluster's slaves.
+/// Take `server` out of service in its cluster (why): it keeps its membership, and
+/// `db_configure_slave` brings it back. `fenced_pending`: it still has to be made read-only.
+pub async fn detach(
+    pool: &PgPool,
+    server: &str,
+    why: &str,
+    fenced_pending: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE servers SET detached = $2, fenced_pending = COALESCE($3, fenced_pending),
+                db_role = CASE WHEN db_role = 'master' THEN NULL ELSE db_role END
+         WHERE name = $1",
+    )
+    .bind(server)
+    .bind(why)
+    .bind(fenced_pending)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Record what a worker saw of `server`'s replication.
+pub async fn observed(pool: &PgPool, server: &str, state: &Value) -> sqlx::Result<()> {
+    sqlx::query("UPDATE servers SET repl_state = $2, repl_state_at = now() WHERE name = $1")
+        .bind(server)
+        .bind(sqlx::types::Json(state))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// One entry of a cluster's timeline.
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Event {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub action_id: Option<i64>,
+    pub message: String,
+}
+
+pub async fn add_event(
+    pool: &PgPool,
+    cluster: &str,
+    action_id: Option<i64>,
+    message: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO cluster_events (cluster, action_id, message) VALUES ($1, $2, $3)")
+        .bind(cluster)
+        .bind(action_id)
+        .bind(message)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A member as `GET /v1/clusters/{name}` shows it.
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Member {
+    pub name: String,
+    pub address: String,
+    pub role: Option<String>,
+    pub detached: Option<String>,
+    pub fenced_pending: Option<String>,
+    pub promotion_rule: String,
+    /// `{"io_running", "sql_running", "seconds_behind_master", "received", "applied",
+    /// "last_io_error", "last_sql_error", "master_host"}` as last seen, and when.
+    #[schema(value_type = Option<Object>)]
+    pub repl_state: Option<sqlx::types::Json<Value>>,
+    pub repl_state_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub async fn set_fence(pool: &PgPool, name: &str, fence: Fence) -> sqlx::Result<bool> {
+    let r = sqlx::query("UPDATE clusters SET fence = $2 WHERE name = $1")
+        .bind(name)
+        .bind(fence)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// The names of the cluster's slaves in service.
 pub async fn slaves(pool: &PgPool, name: &str) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
-        "SELECT name FROM servers WHERE cluster = $1 AND db_role = 'slave' ORDER BY name",
+        "SELECT name FROM servers WHERE cluster = $1 AND db_role = 'slave' AND detached IS NULL
+         ORDER BY name",
     )
     .bind(name)
     .fetch_all(pool)
@@ -106,10 +264,37 @@ pub async fn view(pool: &PgPool, name: &str) -> sqlx::Result<Option<ClusterView>
         return Ok(None);
     };
     let slaves = slaves(pool, name).await?;
+    let members = sqlx::query_as(
+        "SELECT name, address, db_role AS role, detached, fenced_pending, promotion_rule,
+                repl_state, repl_state_at
+         FROM servers WHERE cluster = $1 ORDER BY db_role NULLS LAST, name",
+    )
+    .bind(name)
+    .fetch_all(pool)
+    .await?;
+    let locked_by = sqlx::query_scalar(
+        "SELECT c.action_id FROM cluster_leases c
+         JOIN server_leases l ON l.server = c.server AND l.generation = c.server_generation
+         WHERE c.cluster = $1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    let events = sqlx::query_as(
+        "SELECT at, action_id, message FROM cluster_events WHERE cluster = $1
+         ORDER BY id DESC LIMIT 50",
+    )
+    .bind(name)
+    .fetch_all(pool)
+    .await?;
     Ok(Some(ClusterView {
         name: c.name,
         master: c.master,
         slaves,
+        members,
+        fence: c.fence,
+        locked_by,
+        events,
         dns: json!({"name": c.dns_name, "address": c.dns_address, "ttl": c.dns_ttl}),
     }))
 }

@@ -641,3 +641,80 @@ pub async fn stalled_heads(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
     .fetch_all(pool)
     .await
 }
+
+/// What asking for a cluster's lock gave.
+#[derive(Debug)]
+pub enum ClusterTake {
+    Taken(super::clusters::ClusterLock),
+    /// Another live topology action holds it.
+    Held {
+        action_id: i64,
+        kind: ActionKind,
+        server: String,
+    },
+}
+
+/// Take the lock of `cluster` for action `action_id`, which holds `server`'s lease under
+/// `server_generation`. The cluster lock lives as long as that server lease: a holder whose
+/// server lease ended (finished, reaped, handed on) holds nothing, so no heartbeat is needed and
+/// a dead holder's lock is free at once. Each take gets a new fencing generation.
+pub async fn take_cluster(
+    pool: &PgPool,
+    cluster: &str,
+    action_id: i64,
+    server: &str,
+    server_generation: i64,
+) -> sqlx::Result<ClusterTake> {
+    loop {
+        let taken: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO cluster_leases AS c (cluster, action_id, server, server_generation, generation)
+             VALUES ($1, $2, $3, $4, nextval('lease_generation'))
+             ON CONFLICT (cluster) DO UPDATE SET action_id = EXCLUDED.action_id, server = EXCLUDED.server,
+                 server_generation = EXCLUDED.server_generation, generation = EXCLUDED.generation,
+                 acquired_at = now()
+             WHERE NOT EXISTS (SELECT 1 FROM server_leases l
+                               WHERE l.server = c.server AND l.generation = c.server_generation)
+             RETURNING generation",
+        )
+        .bind(cluster)
+        .bind(action_id)
+        .bind(server)
+        .bind(server_generation)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(generation) = taken {
+            return Ok(ClusterTake::Taken(super::clusters::ClusterLock {
+                cluster: cluster.into(),
+                generation,
+            }));
+        }
+        let holder: Option<(i64, ActionKind, String)> = sqlx::query_as(
+            "SELECT c.action_id, a.kind, c.server FROM cluster_leases c
+             JOIN actions a ON a.id = c.action_id WHERE c.cluster = $1",
+        )
+        .bind(cluster)
+        .fetch_optional(pool)
+        .await?;
+        // None: released in between; try again.
+        if let Some((action_id, kind, server)) = holder {
+            return Ok(ClusterTake::Held {
+                action_id,
+                kind,
+                server,
+            });
+        }
+    }
+}
+
+/// Give the cluster lock back (it would also end with its server lease).
+pub async fn release_cluster(
+    pool: &PgPool,
+    lock: &super::clusters::ClusterLock,
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM cluster_leases WHERE cluster = $1 AND generation = $2")
+        .bind(&lock.cluster)
+        .bind(lock.generation)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -47,6 +47,24 @@ pub struct Server {
     /// The stored secret holding that user's password (default `SA_MYSQL_PASSWORD`).
     #[serde(default)]
     pub db_password_ref: Option<String>,
+    /// Run from the worker to fence it when it is a dead master (e.g. stop its instance).
+    #[serde(default)]
+    pub db_fence_command: Option<String>,
+    /// Which slave a cluster-level promote prefers among equally advanced ones.
+    #[serde(default)]
+    pub promotion_rule: PromotionRule,
+    /// An old master still to be made read-only when it answers again (why).
+    #[serde(default)]
+    pub fenced_pending: Option<String>,
+    /// Out of service in its cluster (why): not repointed, or an old master.
+    #[serde(default)]
+    pub detached: Option<String>,
+    /// What a worker last saw of its replication, and when.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub repl_state: Option<Json<serde_json::Value>>,
+    #[serde(default)]
+    pub repl_state_at: Option<DateTime<Utc>>,
 }
 
 impl Server {
@@ -94,6 +112,20 @@ impl DbRole {
     }
 }
 
+/// How a cluster-level promote ranks a slave among equally advanced ones.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum PromotionRule {
+    Prefer,
+    #[default]
+    Neutral,
+    /// Never promoted by a cluster-level promote (a backup-only or remote slave).
+    MustNot,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NewServer {
     pub name: String,
@@ -112,6 +144,8 @@ pub struct NewServer {
     pub db_snapshot_cleanup_command: Option<String>,
     pub db_user: Option<String>,
     pub db_password_ref: Option<String>,
+    pub db_fence_command: Option<String>,
+    pub promotion_rule: PromotionRule,
     pub tags: serde_json::Value,
 }
 
@@ -130,8 +164,8 @@ pub async fn insert(conn: &mut PgConnection, s: &NewServer) -> Result<Server, Se
         "INSERT INTO servers (name, address, ssh_port, ssh_user, host_key, db_port, tags, db_host,
                               db_config_file, db_restart_command, db_datadir, db_stop_command,
                               db_start_command, db_snapshot_command, db_snapshot_cleanup_command,
-                              db_user, db_password_ref)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                              db_user, db_password_ref, db_fence_command, promotion_rule)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
          RETURNING *",
     )
     .bind(&s.name)
@@ -151,6 +185,8 @@ pub async fn insert(conn: &mut PgConnection, s: &NewServer) -> Result<Server, Se
     .bind(&s.db_snapshot_cleanup_command)
     .bind(&s.db_user)
     .bind(&s.db_password_ref)
+    .bind(&s.db_fence_command)
+    .bind(s.promotion_rule)
     .fetch_one(conn)
     .await
     .map_err(|e| match e {

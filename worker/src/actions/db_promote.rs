@@ -1,18 +1,22 @@
-//! `db_promote`: make a slave its cluster's master, as in the seed's "DB promote to master" log.
-//! If the old master answers it is made read-only, its GTID position noted and the slave waits
-//! (bounded) until it has applied it; otherwise the slave must have applied everything it
-//! received (or `force`). Then replication is stopped and unconfigured on the slave, the
-//! replication account ensured, writes enabled, the old master (if alive) demoted to a slave of
-//! the new one, and the cluster's master record moved. If a step fails after the old master was
-//! made read-only, it is made writable again and the log says so.
+//! `db_promote`: make a slave its cluster's master, as in the seed's "DB promote to master" log,
+//! under the cluster lock (the runner holds it). On a named slave, or with `cluster` on the most
+//! advanced one. Every slave is read first. A master the worker cannot reach is dead only when
+//! no slave has been connected to it for `SA_DEAD_MASTER_S`; then it is fenced (its
+//! `db_fence_command`) and the new slave drains its relay log. A live master is made read-only
+//! (option file first) and the slave catches up with it. Errant transactions, diverging GTID
+//! sets, a stale slave or one another slave is ahead of are refused (or overridden by `force`,
+//! logged). The master record moves by compare-and-set before the new master takes writes; if a
+//! step fails until then, everything is undone. Then the DNS record moves, every other slave is
+//! repointed at its own GTID position (in parallel; those that fail are `detached`), and the old
+//! master replicates from the new one, or, dead, waits `fenced_pending` for the sweeper.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shared::{
     db::{
-        clusters,
-        servers::{self, DbRole},
+        clusters::{self, Cluster, Fence},
+        servers::{self, DbRole, Server},
     },
     spec::{BackupParams, PromoteParams},
     ActionSpec,
@@ -20,235 +24,542 @@ use shared::{
 
 use super::{ActionError, Ctx, Done};
 use crate::{
-    mariadb::replication,
+    mariadb::{
+        replication,
+        topology::{self, Candidate, Member},
+    },
     mycnf,
     mysql::{column, Db},
 };
 
 pub async fn run(ctx: &Ctx<'_>, p: &PromoteParams) -> Result<Done, ActionError> {
-    let force = p.force;
-    let (log, pool, slave) = (&ctx.log, &ctx.worker.pool, ctx.server);
-    let (Some(cluster_name), Some(DbRole::Slave)) = (slave.cluster.as_deref(), slave.db_role)
-    else {
-        return Err(ActionError::Failed(format!(
-            "{} is not a slave of a cluster: nothing to promote",
-            slave.name
-        )));
+    let (log, pool) = (&ctx.log, &ctx.worker.pool);
+    let started = Instant::now();
+    let lock = ctx.cluster_lock()?;
+    let named = match &p.cluster {
+        Some(_) => None,
+        None if ctx.server.db_role == Some(DbRole::Slave) => Some(ctx.server.name.clone()),
+        None => {
+            return Err(ActionError::Failed(format!(
+                "{} is not a slave of a cluster: nothing to promote",
+                ctx.server.name
+            )))
+        }
     };
-    let cluster = clusters::get(pool, cluster_name)
+    let cluster = clusters::get(pool, &lock.cluster)
         .await?
-        .ok_or_else(|| ActionError::Failed(format!("cluster {cluster_name} is gone")))?;
+        .ok_or_else(|| ActionError::Failed(format!("cluster {} is gone", lock.cluster)))?;
+    if let Some(r) = p
+        .replaces
+        .as_deref()
+        .filter(|r| cluster.master.as_deref() != Some(*r))
+    {
+        return Err(ActionError::Failed(format!(
+            "this promote replaces {r}, but the master of {} is now {}: another change won; nothing was changed",
+            cluster.name,
+            cluster.master.as_deref().unwrap_or("(none)")
+        )));
+    }
     let old = match &cluster.master {
         Some(m) => servers::get(pool, m).await?,
         None => None,
     };
     log.system(format!(
-        "Using cluster {}: master {}, promoting slave {}.",
+        "Using cluster {}: master {}, promoting {}.",
         cluster.name,
         old.as_ref().map_or("(none)", |m| m.name.as_str()),
-        slave.name
+        named.as_deref().unwrap_or("its most advanced slave")
     ))
     .await;
 
-    let mut sdb = Db::connect(ctx.worker, slave).await?;
-    if sdb.query_first_row("SHOW SLAVE STATUS").await?.is_none() {
-        sdb.close().await;
-        return Err(ActionError::Failed(format!(
-            "{} is not replicating: not a slave",
-            slave.name
-        )));
+    // Every slave in service, and the named one whatever its state.
+    let mut names = clusters::slaves(pool, &cluster.name).await?;
+    if let Some(n) = named.as_ref().filter(|n| !names.contains(n)) {
+        names.push(n.clone());
     }
-    log.system("Stopping master (if alive), noting position, making RO, stopping and unconfiguring replication").await;
-    let mut mdb = match &old {
-        Some(m) => match Db::connect(ctx.worker, m).await {
-            Ok(db) => Some(db),
-            Err(e) => {
-                log.system(format!(
-                    "Previously connected master {} not reachable... ({e})",
-                    m.address
-                ))
-                .await;
-                log.system("...Warning: assuming old master is dead and that the current contents of the Slave is the latest and best we can get.").await;
-                None
-            }
-        },
-        None => None,
-    };
-    let promoted = promote(ctx, &cluster, &mut sdb, mdb.as_mut(), force).await;
-    if let (Err(_), Some(m)) = (&promoted, mdb.as_mut()) {
-        // Undo: the old master takes writes again.
-        let unlocked = m.exec("UNLOCK TABLES").await.is_ok();
-        if unlocked && m.exec("SET GLOBAL read_only = 0").await.is_ok() {
-            log.system("Promotion failed: the old master was made writable again.")
-                .await;
+    let mut slaves = Vec::new();
+    for n in &names {
+        if let Some(s) = servers::get(pool, n).await? {
+            slaves.push(s);
         }
     }
-    // From here the new master takes writes: nothing is undone any more.
-    let result = match promoted {
-        Ok(()) => finish(ctx, &cluster, mdb.as_mut().zip(old.as_ref())).await,
+    let mut members: Vec<Member> =
+        futures::future::join_all(slaves.into_iter().map(|s| Member::read(ctx, s))).await;
+    log.system(format!(
+        "Slaves: {}.",
+        members
+            .iter()
+            .map(Member::describe)
+            .collect::<Vec<_>>()
+            .join("; ")
+    ))
+    .await;
+
+    log.system("Stopping master (if alive), noting position, making RO, stopping and unconfiguring replication").await;
+    let mut mdb = match &old {
+        Some(m) => probe(ctx, m).await,
+        None => None,
+    };
+    if let (None, Some(o)) = (&mdb, &old) {
+        evidence(ctx, o, &mut members, p.force).await?;
+    }
+
+    let candidates: Vec<Candidate<'_>> = members
+        .iter()
+        .filter_map(|m| {
+            m.state.as_ref().map(|s| Candidate {
+                name: &m.server.name,
+                rule: m.server.promotion_rule,
+                state: s,
+                stale: s.stale(old.as_ref()),
+            })
+        })
+        .collect();
+    let choice = topology::choose(&candidates, named.as_deref(), mdb.is_none(), p.force);
+    drop(candidates);
+    let choice = match choice {
+        Ok(c) => c,
+        Err(problems) => {
+            close(mdb, members).await;
+            return Err(ActionError::Failed(format!(
+                "refusing to promote: {}; nothing was changed (params.force overrides)",
+                problems.join("; ")
+            )));
+        }
+    };
+    for o in &choice.overridden {
+        log.system(format!("Warning: {o}: promoting anyway (force)."))
+            .await;
+    }
+    let at = members
+        .iter()
+        .position(|m| m.server.name == choice.name)
+        .expect("chosen among them");
+    let mut new = members.swap_remove(at);
+    if named.is_none() {
+        log.system(format!(
+            "Promoting {}: the most advanced slave.",
+            new.describe()
+        ))
+        .await;
+    }
+
+    let result = promote(ctx, &cluster, old.as_ref(), mdb.as_mut(), &mut new, p.force).await;
+    let result = match result {
+        Ok(()) => Ok(finish(
+            ctx,
+            &cluster,
+            old.as_ref(),
+            mdb.as_mut(),
+            &new,
+            &mut members,
+        )
+        .await),
         Err(e) => Err(e),
     };
-    sdb.close().await;
-    if let Some(m) = mdb {
-        m.close().await;
-    }
-    let demoted = result?;
-    backup_new_master(ctx, &cluster.name).await;
+    let writable_s = started.elapsed().as_secs_f64();
+    let new_name = new.server.name.clone();
+    close(mdb, members).await;
+    new.close().await;
+    let (demoted, repointed, detached) = result?;
+    backup_new_master(ctx, &cluster.name, &new_name).await;
     log.system("Mission accomplished.").await;
     Ok(Done {
         exit_code: 0,
-        result: Some(json!({"cluster": cluster.name, "master": slave.name,
-                            "old_master": old.map(|m| m.name), "old_master_demoted": demoted})),
+        result: Some(json!({
+            "cluster": cluster.name, "master": new_name,
+            "old_master": old.map(|m| m.name), "old_master_demoted": demoted,
+            "repointed": repointed, "detached": detached,
+            "overridden": choice.overridden, "seconds": writable_s,
+        })),
     })
 }
 
-/// Point the cluster (master record, DNS) at the new master, then demote the old one if it
-/// answers: its remaining client connections are closed, its global read lock released, and it
-/// replicates from the new master. `Ok(true)` when it was demoted.
-async fn finish(
-    ctx: &Ctx<'_>,
-    cluster: &clusters::Cluster,
-    old: Option<(&mut Db, &servers::Server)>,
-) -> Result<bool, ActionError> {
-    let (log, pool, slave) = (&ctx.log, &ctx.worker.pool, ctx.server);
-    clusters::set_master(pool, &cluster.name, &slave.name).await?;
-    replication::point_dns(ctx, cluster, slave).await?;
-    let Some((m, old)) = old else {
-        return Ok(false);
-    };
-    log.system("Demoting old master...").await;
-    // The old master stays read-only whatever happens here.
-    match demote(m, cluster, slave).await {
-        Ok(closed) => {
-            log.system(format!(
-                "Old master is read-only and replicates from {} ({closed} client connections closed).",
-                slave.name
-            ))
-            .await;
-            if let Err(e) = mycnf::set(ctx.worker, old, &[("read_only", "1")]).await {
-                log.system(format!(
-                    "Warning: read_only=1 not saved in the old master's option file: {e}"
-                ))
-                .await;
-            }
-            clusters::add_slave(pool, &cluster.name, &old.name).await?;
-            Ok(true)
+/// The old master's mysqld, if the worker reaches it (SSH and MySQL) within two tries.
+async fn probe(ctx: &Ctx<'_>, old: &Server) -> Option<Db> {
+    let mut last = String::new();
+    for attempt in 0..2 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        Err(e) => {
-            log.system(format!(
-                "Could not demote the old master ({e}): it stays read-only, not replicating."
-            ))
-            .await;
-            Ok(false)
+        match tokio::time::timeout(Duration::from_secs(5), Db::connect(ctx.worker, old)).await {
+            Ok(Ok(db)) => return Some(db),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "no answer within 5 s".into(),
         }
     }
+    ctx.log
+        .system(format!(
+            "Previously connected master {} not reachable... ({last})",
+            old.address
+        ))
+        .await;
+    None
 }
 
-/// The database steps up to the new master taking writes. A live old master is fenced first:
-/// `read_only` (ordinary accounts), then a global read lock held by this session (accounts
-/// with READ_ONLY ADMIN too, such as root), kept until it is demoted.
+/// The master the worker cannot reach is dead only if no slave is connected to it either.
+async fn evidence(
+    ctx: &Ctx<'_>,
+    old: &Server,
+    members: &mut [Member],
+    force: bool,
+) -> Result<(), ActionError> {
+    let cfg = &ctx.worker.cfg;
+    let need = Duration::from_secs_f64(cfg.dead_master_s);
+    let grace = Duration::from_secs(u64::from(cfg.slave_net_timeout_s) + 1);
+    match topology::dead_master_evidence(old, members, need, grace).await {
+        Ok(_) => {
+            ctx.log
+                .system(format!(
+                    "Evidence that {} is dead: the worker cannot reach it (SSH and MySQL, 2 tries), and no slave has been connected to it for {:.1} s: {}.",
+                    old.name,
+                    need.as_secs_f64(),
+                    members.iter().map(Member::describe).collect::<Vec<_>>().join("; ")
+                ))
+                .await;
+        }
+        Err(slave) if force => {
+            ctx.log
+                .system(format!(
+                    "Warning: master unreachable from the worker but alive according to {slave}: promoting anyway (force); it will be fenced."
+                ))
+                .await;
+        }
+        Err(slave) => {
+            return Err(ActionError::Failed(format!(
+                "master unreachable from the worker but alive according to {slave} (its IO thread is connected to {} after {:.0} s): refusing to promote, the old master may still take writes; nothing was changed (params.force overrides)",
+                old.name,
+                (need + grace).as_secs_f64()
+            )))
+        }
+    }
+    ctx.log
+        .system("...Warning: assuming old master is dead and that the current contents of the Slave is the latest and best we can get.")
+        .await;
+    Ok(())
+}
+
+/// Up to the new master taking writes; undone if a step fails. A live old master is made
+/// read-only (option file, `read_only`, a global read lock held by this session) and the slave
+/// catches up with it; a dead one is fenced and the slave applies what it received.
 async fn promote(
     ctx: &Ctx<'_>,
-    cluster: &clusters::Cluster,
-    sdb: &mut Db,
+    cluster: &Cluster,
+    old: Option<&Server>,
     mdb: Option<&mut Db>,
+    new: &mut Member,
     force: bool,
 ) -> Result<(), ActionError> {
     let log = &ctx.log;
-    let slave = ctx.server;
-    match &mdb {
-        Some(_) => {}
-        None => {
-            // Dead master: the slave must have applied what it received.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let Some(s) = sdb.query_first_row("SHOW SLAVE STATUS").await? else {
-                    return Err(ActionError::Failed(
-                        "the slave stopped being a slave".into(),
-                    ));
-                };
-                let received = column(&s, "Gtid_IO_Pos");
-                let applied = sdb
-                    .query_first_row("SELECT @@gtid_slave_pos AS p")
-                    .await?
-                    .map(|r| column(&r, "p"));
-                if Some(&received) == applied.as_ref() || received.as_str() == Some("") {
-                    break;
-                }
-                if Instant::now() > deadline || column(&s, "Slave_SQL_Running") != "Yes" {
-                    if force {
-                        log.system(format!("Warning: received {received} but applied {}: promoting anyway (force).", applied.unwrap_or_default())).await;
-                        break;
-                    }
-                    return Err(ActionError::Failed(format!(
-                        "{} has not applied everything it received (received {received}, applied {}): \
-                         refusing to promote it; start its SQL thread or use params.force",
-                        slave.name,
-                        applied.unwrap_or_default()
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+    let name = new.server.name.clone();
+    let Some(sdb) = new.db.as_mut() else {
+        return Err(ActionError::Failed(format!("{name} is not reachable")));
+    };
+    match (old, mdb) {
+        (Some(o), Some(m)) => {
+            // The option file first: a restart of the old master keeps it read-only.
+            mycnf::set(ctx.worker, o, &[("read_only", "1")]).await?;
+            log.system(format!("read_only=1 saved in {}'s option file.", o.name))
+                .await;
+            let r = fence_live(ctx, m, sdb).await;
+            if r.is_err() {
+                undo_live(ctx, o, m).await;
+                return r;
             }
+            let r = take_writes(ctx, cluster, old, &name, sdb).await;
+            if r.is_err() {
+                undo_live(ctx, o, m).await;
+            }
+            r
         }
+        (Some(o), None) => {
+            drain(ctx, sdb, &name, force).await?;
+            match topology::fence(ctx, o).await {
+                Ok(()) => {
+                    log.system(format!("Fenced {}: its db_fence_command succeeded.", o.name))
+                        .await
+                }
+                Err(e) if cluster.fence == Fence::Optional || force => {
+                    log.system(format!(
+                        "Warning: {e}: promoting anyway ({}).",
+                        if force { "force" } else { "the cluster's fence is optional" }
+                    ))
+                    .await
+                }
+                Err(e) => {
+                    return Err(ActionError::Failed(format!(
+                        "{e}: the dead master cannot be fenced and could come back writable; refusing to promote, nothing was changed. Give {} a db_fence_command, set the cluster's fence to optional, or use params.force",
+                        o.name
+                    )))
+                }
+            }
+            take_writes(ctx, cluster, old, &name, sdb).await
+        }
+        (None, _) => take_writes(ctx, cluster, None, &name, sdb).await,
     }
-    if let Some(m) = mdb {
-        m.exec("SET GLOBAL read_only = 1").await?;
-        // Waits for running writes to finish; a long one makes the promote fail (and undo).
-        m.exec("SET SESSION lock_wait_timeout = 10").await?;
-        m.exec("FLUSH TABLES WITH READ LOCK").await?;
-        let pos = m
-            .query_first_row("SELECT @@gtid_binlog_pos AS p")
-            .await?
-            .map(|r| column(&r, "p"))
-            .unwrap_or_default();
-        let pos = pos.as_str().unwrap_or_default().replace('\'', "");
-        log.system(format!("Old master is read-only at GTID {pos}; waiting until the slave catches up (at most 30 s)...")).await;
-        let waited = sdb
-            .query_first_row(&format!("SELECT MASTER_GTID_WAIT('{pos}', 30) AS w"))
-            .await?
-            .map(|r| column(&r, "w"));
-        if waited != Some(json!(0)) {
+}
+
+/// A live old master: read-only for ordinary accounts, then a global read lock held by this
+/// session (accounts with READ_ONLY ADMIN too, such as root), kept until it is demoted; the
+/// slave waits (30 s at most) until it has applied the master's last transaction.
+async fn fence_live(ctx: &Ctx<'_>, m: &mut Db, sdb: &mut Db) -> Result<(), ActionError> {
+    m.exec("SET GLOBAL read_only = 1").await?;
+    // Waits for running writes to finish; a long one makes the promote fail (and undo).
+    m.exec("SET SESSION lock_wait_timeout = 10").await?;
+    m.exec("FLUSH TABLES WITH READ LOCK").await?;
+    let pos = m
+        .string("SELECT @@gtid_binlog_pos")
+        .await?
+        .replace('\'', "");
+    ctx.log
+        .system(format!("Old master is read-only at GTID {pos}; waiting until the slave catches up (at most 30 s)..."))
+        .await;
+    let waited = sdb
+        .query_first_row(&format!("SELECT MASTER_GTID_WAIT('{pos}', 30) AS w"))
+        .await?
+        .map(|r| column(&r, "w"));
+    if waited != Some(json!(0)) {
+        return Err(ActionError::Failed(format!(
+            "the slave did not reach the old master's position {pos} within 30 s"
+        )));
+    }
+    Ok(())
+}
+
+/// The promote failed: the live old master takes writes again.
+async fn undo_live(ctx: &Ctx<'_>, old: &Server, m: &mut Db) {
+    let unlocked = m.exec("UNLOCK TABLES").await.is_ok();
+    if unlocked && m.exec("SET GLOBAL read_only = 0").await.is_ok() {
+        let _ = mycnf::set(ctx.worker, old, &[("read_only", "0")]).await;
+        ctx.log
+            .system("Promotion failed: the old master was made writable again.")
+            .await;
+    }
+}
+
+/// A dead master: the slave must have applied what it received (10 s at most).
+async fn drain(ctx: &Ctx<'_>, sdb: &mut Db, name: &str, force: bool) -> Result<(), ActionError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let Some(s) = topology::SlaveState::read(sdb).await? else {
+            return Err(ActionError::Failed(format!("{name} stopped being a slave")));
+        };
+        if s.applied.covers(&s.received) {
+            return Ok(());
+        }
+        if Instant::now() > deadline || s.sql != "Yes" {
+            if force {
+                ctx.log
+                    .system(format!(
+                        "Warning: received {} but applied {}: promoting anyway (force).",
+                        s.received, s.applied
+                    ))
+                    .await;
+                return Ok(());
+            }
             return Err(ActionError::Failed(format!(
-                "the slave did not reach the old master's position {pos} within 30 s"
+                "{name} has not applied everything it received (received {}, applied {}): \
+                 refusing to promote it; start its SQL thread or use params.force",
+                s.received, s.applied
             )));
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    log.system("Promoting slave...").await;
-    sdb.exec("STOP SLAVE").await?;
-    sdb.exec("RESET SLAVE ALL").await?;
-    let pos = sdb
-        .query_first_row("SELECT @@gtid_binlog_pos AS p")
-        .await?
-        .map(|r| column(&r, "p"))
-        .unwrap_or_default();
-    log.system(format!(
-        "Retrieved new master info... GTID position: {}",
-        pos.as_str().unwrap_or("")
-    ))
-    .await;
-    log.system("granting rep rights...").await;
-    replication::replication_account(sdb, cluster).await?;
-    log.system("done with rights...").await;
-    sdb.exec("SET GLOBAL read_only = 0").await?;
+}
+
+/// The master record moves (compare-and-set under the cluster lock), then the slave stops
+/// replicating and takes writes. A failure after the record moved moves it back.
+async fn take_writes(
+    ctx: &Ctx<'_>,
+    cluster: &Cluster,
+    old: Option<&Server>,
+    name: &str,
+    sdb: &mut Db,
+) -> Result<(), ActionError> {
+    let (log, pool) = (&ctx.log, &ctx.worker.pool);
+    let lock = ctx.cluster_lock()?;
+    let expected = old.map(|o| o.name.as_str());
+    clusters::set_master(pool, lock, expected, name).await?;
+    log.system(format!("Master record of {}: {name}.", cluster.name))
+        .await;
+    let steps = async {
+        log.system("Promoting slave...").await;
+        sdb.exec("STOP SLAVE").await?;
+        sdb.exec("RESET SLAVE ALL").await?;
+        let pos = sdb.string("SELECT @@gtid_binlog_pos").await?;
+        log.system(format!("Retrieved new master info... GTID position: {pos}"))
+            .await;
+        log.system("granting rep rights...").await;
+        replication::replication_account(sdb, cluster).await?;
+        log.system("done with rights...").await;
+        sdb.exec("SET GLOBAL read_only = 0").await?;
+        Ok::<_, ActionError>(())
+    };
+    if let Err(e) = steps.await {
+        if let Some(o) = expected {
+            let _ = clusters::set_master(pool, lock, Some(name), o).await;
+        }
+        return Err(e);
+    }
     log.system("Unlocking tables: read_only=0 on the new master.")
         .await;
-    // From here the new master takes writes: a config file that cannot be written is reported,
-    // not a reason to undo the promotion.
-    if let Err(e) = mycnf::set(ctx.worker, slave, &[("read_only", "0")]).await {
+    Ok(())
+}
+
+/// After the new master takes writes (nothing is undone any more): the DNS record, every other
+/// slave, the old master. (demoted, repointed, detached).
+async fn finish(
+    ctx: &Ctx<'_>,
+    cluster: &Cluster,
+    old: Option<&Server>,
+    mdb: Option<&mut Db>,
+    new: &Member,
+    others: &mut [Member],
+) -> (bool, Vec<String>, Vec<String>) {
+    let (log, pool) = (&ctx.log, &ctx.worker.pool);
+    let master = &new.server;
+    let id = Some(ctx.action.id);
+    if let Err(e) = mycnf::set(ctx.worker, master, &[("read_only", "0")]).await {
         log.system(format!(
             "Warning: read_only=0 not saved in the option file: {e}"
         ))
         .await;
     }
-    Ok(())
+    if let Err(e) = replication::point_dns(ctx, cluster, master).await {
+        log.system(format!("Warning: the DNS record was not moved: {e}"))
+            .await;
+    }
+    // Every other slave, in parallel.
+    let results = futures::future::join_all(
+        others
+            .iter_mut()
+            .map(|m| async move { (topology::repoint(ctx, cluster, master, m).await, m) }),
+    )
+    .await;
+    let (mut repointed, mut detached) = (Vec::new(), Vec::new());
+    for (r, m) in results {
+        let name = m.server.name.clone();
+        match r {
+            Ok(()) => {
+                log.system(format!(
+                    "{name} replicates from {} at its own GTID position.",
+                    master.name
+                ))
+                .await;
+                repointed.push(name);
+            }
+            Err(e) => {
+                let why = format!(
+                    "not repointed to {} by action {}: {e}",
+                    master.name, ctx.action.id
+                );
+                log.system(format!(
+                    "Warning: {name} {why}; detached (db_configure_slave brings it back)."
+                ))
+                .await;
+                let _ = clusters::detach(pool, &name, &why, None).await;
+                let _ = clusters::add_event(
+                    pool,
+                    &cluster.name,
+                    id,
+                    &format!("{name} detached: {why}"),
+                )
+                .await;
+                detached.push(name);
+            }
+        }
+    }
+    repointed.sort();
+    detached.sort();
+    let demoted = match (old, mdb) {
+        (Some(o), Some(m)) => demote_old(ctx, cluster, o, m, master).await,
+        (Some(o), None) => {
+            let why = format!(
+                "old master, replaced by {} while unreachable (action {})",
+                master.name, ctx.action.id
+            );
+            let _ = clusters::detach(pool, &o.name, &why, Some(&why)).await;
+            log.system(format!(
+                "{} is fenced_pending: it is made read-only as soon as it answers again, and rejoins only through db_configure_slave.",
+                o.name
+            ))
+            .await;
+            false
+        }
+        (None, _) => false,
+    };
+    let event = format!(
+        "{} promoted to master{}; repointed: {}; detached: {}",
+        master.name,
+        old.map_or(String::new(), |o| format!(
+            " (was {}, {})",
+            o.name,
+            if demoted {
+                "demoted to a slave"
+            } else {
+                "fenced_pending"
+            }
+        )),
+        if repointed.is_empty() {
+            "none".into()
+        } else {
+            repointed.join(", ")
+        },
+        if detached.is_empty() {
+            "none".into()
+        } else {
+            detached.join(", ")
+        },
+    );
+    let _ = clusters::add_event(pool, &cluster.name, id, &event).await;
+    (demoted, repointed, detached)
 }
 
-/// Close the old master's client connections (writes waiting on the read lock fail instead of
-/// landing after it), release the lock and replicate from the new master. How many were closed.
-async fn demote(
+/// Demote the live old master: its remaining client connections are closed (writes waiting on
+/// the read lock fail instead of landing after it), the lock released, and it replicates from
+/// the new master. It stays read-only whatever happens (also in its option file, saved before).
+async fn demote_old(
+    ctx: &Ctx<'_>,
+    cluster: &Cluster,
+    old: &Server,
     m: &mut Db,
-    cluster: &clusters::Cluster,
-    slave: &shared::db::servers::Server,
+    master: &Server,
+) -> bool {
+    let log = &ctx.log;
+    log.system("Demoting old master...").await;
+    match demote(ctx, m, cluster, master).await {
+        Ok(closed) => {
+            log.system(format!(
+                "Old master is read-only and replicates from {} ({closed} client connections closed).",
+                master.name
+            ))
+            .await;
+            if let Err(e) = clusters::add_slave(&ctx.worker.pool, &cluster.name, &old.name).await {
+                log.system(format!(
+                    "Warning: {} not recorded as a slave: {e}",
+                    old.name
+                ))
+                .await;
+            }
+            true
+        }
+        Err(e) => {
+            let why = format!("old master, not demoted: {e}");
+            let _ = clusters::detach(&ctx.worker.pool, &old.name, &why, None).await;
+            log.system(format!(
+                "Could not demote the old master ({e}): it stays read-only (also in its option file), not replicating; detached."
+            ))
+            .await;
+            false
+        }
+    }
+}
+
+async fn demote(
+    ctx: &Ctx<'_>,
+    m: &mut Db,
+    cluster: &Cluster,
+    master: &Server,
 ) -> Result<usize, ActionError> {
     let clients = m
         .strings(
@@ -263,19 +574,28 @@ async fn demote(
     }
     m.exec("UNLOCK TABLES").await?;
     m.exec("STOP SLAVE").await.ok();
+    topology::slave_timeouts(ctx, m).await?;
     m.exec(&format!(
-        "CHANGE MASTER TO MASTER_HOST = '{}', MASTER_PORT = {}, MASTER_USER = '{}', MASTER_PASSWORD = '{}', \
-         MASTER_USE_GTID = slave_pos, MASTER_DEMOTE_TO_SLAVE = 1",
-        slave.address, slave.db_port, cluster.repl_user, cluster.repl_password
+        "{}, MASTER_DEMOTE_TO_SLAVE = 1",
+        topology::change_master(ctx, cluster, master)
     ))
     .await?;
     m.exec("START SLAVE").await?;
     Ok(clients.len())
 }
 
+async fn close(mdb: Option<Db>, members: Vec<Member>) {
+    if let Some(m) = mdb {
+        m.close().await;
+    }
+    for m in members {
+        m.close().await;
+    }
+}
+
 /// A cluster that backs up gets a backup of its new master at once (new slaves are seeded from
 /// the current master's backups); its role-based schedules follow by themselves.
-async fn backup_new_master(ctx: &Ctx<'_>, cluster: &str) {
+async fn backup_new_master(ctx: &Ctx<'_>, cluster: &str, master: &str) {
     let pool = &ctx.worker.pool;
     match shared::db::schedules::cluster_backs_up(pool, cluster).await {
         Ok(true) => {}
@@ -290,7 +610,7 @@ async fn backup_new_master(ctx: &Ctx<'_>, cluster: &str) {
         }
     }
     let backup = shared::db::actions::NewAction {
-        server: ctx.server.name.clone(),
+        server: master.to_string(),
         spec: ActionSpec::DbBackup(BackupParams {
             tag: Some("after-promote".into()),
             ..Default::default()

@@ -14,6 +14,7 @@ use shared::{
     spec::ConfigureMasterParams,
 };
 
+use super::topology;
 use crate::{
     ctx::{ActionError, Ctx, Done},
     mycnf,
@@ -89,7 +90,13 @@ pub async fn configure_master(
     db.exec("SET GLOBAL read_only = 0").await?;
     mycnf::set(ctx.worker, server, &[("read_only", "0")]).await?;
     log.system("read_only=0: writes enabled.").await;
-    clusters::set_master(pool, &cluster.name, &server.name).await?;
+    clusters::set_master(
+        pool,
+        ctx.cluster_lock()?,
+        cluster.master.as_deref(),
+        &server.name,
+    )
+    .await?;
     point_dns(ctx, &cluster, server).await?;
     let pos = db
         .query_first_row("SELECT @@gtid_binlog_pos AS pos")
@@ -144,12 +151,9 @@ pub async fn replicate(
         seeded.replace('\'', "")
     ))
     .await?;
-    let change = format!(
-        "CHANGE MASTER TO MASTER_HOST = '{}', MASTER_PORT = {}, MASTER_USER = '{}', MASTER_PASSWORD = '{}', \
-         MASTER_USE_GTID = slave_pos",
-        master.address, master.db_port, cluster.repl_user, cluster.repl_password
-    );
-    sdb.exec(&change).await?;
+    topology::slave_timeouts(ctx, sdb).await?;
+    sdb.exec(&topology::change_master(ctx, cluster, master))
+        .await?;
     sdb.exec("START SLAVE").await?;
     log.system(format!(
         "Replicating from {}:{} (GTID).",
@@ -201,7 +205,13 @@ pub async fn replicate(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     sdb.exec("SET GLOBAL read_only = 1").await?;
-    mycnf::set(ctx.worker, ctx.server, &[("read_only", "1")]).await?;
+    let net = ctx.worker.cfg.slave_net_timeout_s.to_string();
+    mycnf::set(
+        ctx.worker,
+        ctx.server,
+        &[("read_only", "1"), ("slave_net_timeout", &net)],
+    )
+    .await?;
     log.system(format!(
         "read_only=1 on the slave (also in {}: a restart keeps it read-only).",
         mycnf::config_file(ctx.server)
