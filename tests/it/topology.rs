@@ -318,3 +318,47 @@ async fn stale_and_errant_slaves_are_not_promoted() {
     assert_eq!((read_only(b), read_only(c)), ("1".into(), "1".into()));
     assert_eq!(cluster(&app).await["master"], "dba");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_demotion_leaves_the_old_master_read_only_in_its_option_file() {
+    let mut app = TestApp::spawn().await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let (a, b) = app.mariadb_pair().await.unwrap();
+    // The old master cannot become a slave: CHANGE MASTER must create its relay log and
+    // replication info files in a data directory it may no longer write to.
+    let datadir = a.datadir();
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        format!(
+            "{:o}",
+            std::fs::metadata(&datadir).unwrap().permissions().mode() & 0o7777
+        )
+    };
+    let chmod = |mode: &str| {
+        let out = std::process::Command::new("chmod")
+            .arg(mode)
+            .arg(&datadir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    chmod("0555");
+    let (p, log) = promote(&app, "dbb", json!({})).await;
+    chmod(&mode);
+    assert_eq!(p.status, Status::Succeeded, "{log}");
+    assert!(log.contains("Could not demote the old master"), "{log}");
+    assert_eq!((read_only(&a), read_only(&b)), ("1".into(), "0".into()));
+    let cnf = std::fs::read_to_string(a.mariadb_dir().join("conf.d/99-serveractions.cnf")).unwrap();
+    assert!(cnf.lines().any(|l| l == "read_only = 1"), "{cnf}");
+    // A restart keeps it read-only; the cluster lists it detached.
+    a.restart_mariadb().unwrap();
+    assert_eq!(read_only(&a), "1");
+    let c = cluster(&app).await;
+    assert_eq!(c["master"], "dbb", "{c}");
+    assert!(
+        member(&c, "dba")["detached"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("old master, not demoted")),
+        "{c}"
+    );
+}

@@ -144,9 +144,29 @@ impl TestHost {
         // First in the login user's PATH: where `without_command` shadows a tool.
         fs::create_dir(root.path().join("bin"))?;
         fs::create_dir_all("/run/sshd")?;
-        let log = fs::File::create(root.path().join("sshd.log"))?;
+        fs::File::create(root.path().join("sshd.log"))?;
+        let mut host = Self {
+            address,
+            dir,
+            root,
+            sshd: None,
+            mariadbd: None,
+            btrfs: None,
+        };
+        host.start_sshd()?;
+        Ok(host)
+    }
+
+    /// Start the host's sshd (again, after `kill_sshd`), logging to `sshd.log`.
+    pub fn start_sshd(&mut self) -> anyhow::Result<()> {
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(self.root.path().join("sshd.log"))?;
         let mut cmd = Command::new("/usr/sbin/sshd");
-        cmd.arg("-D").arg("-e").arg("-f").arg(&config);
+        cmd.arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(self.root.path().join("sshd_config"));
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill sshd with us.
         unsafe {
@@ -155,17 +175,8 @@ impl TestHost {
                 Ok(())
             });
         }
-        let sshd = cmd.spawn().context("starting sshd")?;
-        let mut host = Self {
-            address,
-            dir,
-            root,
-            sshd: Some(sshd),
-            mariadbd: None,
-            btrfs: None,
-        };
-        host.wait_listening()?;
-        Ok(host)
+        self.sshd = Some(cmd.spawn().context("starting sshd")?);
+        self.wait_listening()
     }
 
     fn wait_listening(&mut self) -> anyhow::Result<()> {
@@ -397,7 +408,7 @@ impl TestHost {
         // pattern from matching this shell itself).
         let cnf = db.join("my.cnf").display().to_string();
         v["db_fence_command"] = serde_json::json!(format!(
-            "pkill -KILL -f -- '[-]-defaults-file={cnf}'; sleep 0.2; ! pgrep -f -- '[-]-defaults-file={cnf}' && echo \"$SA_SERVER fenced: no mariadbd left\""
+            "p='[-]-defaults-file={cnf}'; pkill -KILL -f -- \"$p\"; for i in $(seq 100); do pgrep -f -- \"$p\" >/dev/null || {{ echo \"$SA_SERVER fenced: no mariadbd left\"; exit 0; }}; sleep 0.02; done; exit 1"
         ));
         if let Some(vol) = &self.btrfs {
             let vol = vol.display();
@@ -456,26 +467,6 @@ impl TestHost {
             .uid(uid)
             .gid(gid))?;
         self.wait_mariadb()
-    }
-
-    /// Start this host's sshd again (after `kill_sshd`).
-    pub fn start_sshd(&mut self) -> anyhow::Result<()> {
-        let config = self.root.path().join("sshd_config");
-        let log = fs::OpenOptions::new()
-            .append(true)
-            .open(self.root.path().join("sshd.log"))?;
-        let mut cmd = Command::new("/usr/sbin/sshd");
-        cmd.arg("-D").arg("-e").arg("-f").arg(&config);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
-        // SAFETY: as in `start`.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        self.sshd = Some(cmd.spawn().context("starting sshd")?);
-        self.wait_listening()
     }
 
     /// "Kill the server": SIGKILL its sshd and every process under it (connections, sessions),

@@ -41,6 +41,8 @@ async fn sweep(worker: &Worker) -> sqlx::Result<()> {
             continue; // still unreachable
         };
         let live = db.exec("SET GLOBAL read_only = 1").await;
+        // MySQL's offline_mode also closes ordinary clients' sessions; MariaDB has none.
+        let offline = live.is_ok() && db.exec("SET GLOBAL offline_mode = ON").await.is_ok();
         db.close().await;
         if let Err(e) = live {
             tracing::warn!(server = %server.name, error = %e, "fencer: read_only=1 failed");
@@ -51,8 +53,10 @@ async fn sweep(worker: &Worker) -> sqlx::Result<()> {
             Err(e) => format!("its option file could not be written: {e}"),
         };
         let message = format!(
-            "{} answers again: made read-only by worker {} (read_only=1, {saved}); it rejoins the cluster only through db_configure_slave.",
-            server.name, worker.name
+            "{} answers again: made read-only by worker {} (read_only=1{}, {saved}); it rejoins the cluster only through db_configure_slave.",
+            server.name,
+            worker.name,
+            if offline { ", offline_mode=ON" } else { "" }
         );
         sqlx::query("UPDATE servers SET fenced_pending = NULL WHERE name = $1")
             .bind(&server.name)

@@ -376,7 +376,9 @@ async function clusterPage(name) {
     el("dt", { text: "Master" }), el("dd", { id: "master" }, c.master ? server(c.master) : "none"),
     el("dt", { text: "Slaves" }), el("dd", {}, slaves),
     el("dt", { text: "Master DNS record" }),
-    el("dd", { id: "dns", text: c.dns.name + " → " + (c.dns.address || "unset") + " (TTL " + c.dns.ttl + " s)" }));
+    el("dd", { id: "dns", text: c.dns.name + " → " + (c.dns.address || "unset") + " (TTL " + c.dns.ttl + " s)" }),
+    el("dt", { text: "Fencing" }), el("dd", { id: "fence", text: c.fence }),
+    el("dt", { text: "Locked by" }), el("dd", {}, c.locked_by ? link("/ui/actions/" + c.locked_by, "action " + c.locked_by) : "nobody"));
   const recent = el("table", { id: "recent" }, el("tr", {}, ...["ID", "Server", "Kind", "Status", "Created"].map((h) => el("th", { text: h }))));
   for (const n of [c.master, ...c.slaves].filter(Boolean)) {
     for (const a of (await api("/v1/actions?limit=10&server=" + encodeURIComponent(n))).actions) {
@@ -385,7 +387,26 @@ async function clusterPage(name) {
         el("td", { text: a.kind }), el("td", {}, statusBadge(a.status)), el("td", { text: when(a.created_at) })));
     }
   }
-  app().replaceChildren(el("h1", { text: "Cluster " + c.name }), facts, el("h2", { text: "Recent DB actions" }), recent);
+  // Every member as a worker last saw it; detached and fenced-pending ones say why.
+  const members = el("table", { id: "members" }, el("tr", {},
+    ...["Server", "Role", "IO", "SQL", "Lag (s)", "Received", "Applied", "Seen", "State"].map((h) => el("th", { text: h }))));
+  for (const m of c.members) {
+    const r = m.repl_state || {};
+    const state = m.fenced_pending ? "fenced pending: " + m.fenced_pending : m.detached ? "detached: " + m.detached : "in service";
+    members.append(el("tr", {}, el("td", {}, server(m.name)), el("td", { text: m.role || "-" }),
+      el("td", { text: r.io_running || "" }), el("td", { text: r.sql_running || "" }),
+      el("td", { text: r.seconds_behind_master == null ? "" : String(r.seconds_behind_master) }),
+      el("td", { text: r.received || "" }), el("td", { text: r.applied || "" }),
+      el("td", { text: m.repl_state_at ? when(m.repl_state_at) : "" }), el("td", { text: state })));
+  }
+  const events = el("table", { id: "events" }, el("tr", {}, ...["When", "Action", "What happened"].map((h) => el("th", { text: h }))));
+  for (const e of c.events) {
+    events.append(el("tr", {}, el("td", { text: when(e.at) }),
+      el("td", {}, e.action_id ? link("/ui/actions/" + e.action_id, String(e.action_id)) : "-"), el("td", { text: e.message })));
+  }
+  app().replaceChildren(el("h1", { text: "Cluster " + c.name }), facts,
+    el("h2", { text: "Members" }), members, el("h2", { text: "Timeline" }), events,
+    el("h2", { text: "Recent DB actions" }), recent);
 }
 
 // ---- /ui/schedules --------------------------------------------------------------------------

@@ -174,7 +174,25 @@ enum BackupsCmd {
 
 #[derive(Subcommand)]
 enum ClustersCmd {
+    /// Master, members with their replication state, DNS record, lock and timeline.
     Show { name: String },
+    /// Promote the cluster's most advanced slave (refused, with the reasons, when that cannot
+    /// be proven safe; `--force` overrides and the log lists what it overrode).
+    Promote {
+        name: String,
+        #[arg(long)]
+        force: bool,
+        /// Wait for the end and print the log.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Change a cluster: `--fence optional` lets a promote go on when a dead master cannot be
+    /// fenced (default `required`).
+    Set {
+        name: String,
+        #[arg(long, value_parser = ["required", "optional"])]
+        fence: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -255,6 +273,13 @@ struct AddServer {
     /// A stored secret (`sactl secrets set`) holding that user's password.
     #[arg(long)]
     db_password_ref: Option<String>,
+    /// Run from the worker to fence the server when it is a dead master (e.g. a cloud CLI
+    /// that stops the instance); `$SA_SERVER` and `$SA_ADDRESS` name it.
+    #[arg(long)]
+    db_fence_command: Option<String>,
+    /// How a cluster-level promote ranks it: prefer, neutral (default), must_not.
+    #[arg(long, value_parser = ["prefer", "neutral", "must_not"])]
+    promotion_rule: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -531,6 +556,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
+        Cmd::Clusters(ClustersCmd::Promote { name, force, wait }) => {
+            let a = client.promote_cluster(&urlencode(&name), force).await?;
+            return submitted(&client, &a, wait, " (db_promote)").await;
+        }
+        Cmd::Clusters(ClustersCmd::Set { name, fence }) => {
+            let v = client
+                .patch(
+                    &format!("/v1/clusters/{}", urlencode(&name)),
+                    &json!({ "fence": fence }),
+                )
+                .await?;
+            println!(
+                "{}: fence {}",
+                name,
+                v["fence"].as_str().unwrap_or_default()
+            );
+        }
         Cmd::Actions(ActionsCmd::List {
             server,
             status,
@@ -649,6 +691,8 @@ async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {
                 db_restart_command,
                 db_user,
                 db_password_ref,
+                db_fence_command,
+                promotion_rule,
             } = *add;
             let host_key = match host_key_file {
                 Some(f) => Some(
@@ -674,6 +718,8 @@ async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {
                 ("db_restart_command", db_restart_command),
                 ("db_user", db_user),
                 ("db_password_ref", db_password_ref),
+                ("db_fence_command", db_fence_command),
+                ("promotion_rule", promotion_rule),
             ] {
                 if let Some(v) = v {
                     body[k] = json!(v);

@@ -135,7 +135,9 @@ pub async fn set_master(
         .execute(&mut *tx)
         .await?;
     sqlx::query(
-        "UPDATE servers SET cluster = $1, db_role = 'master', detached = NULL WHERE name = $2",
+        "UPDATE servers SET cluster = $1, db_role = 'master', detached = NULL,
+                repl_state = NULL, repl_state_at = NULL
+         WHERE name = $2",
     )
     .bind(&lock.cluster)
     .bind(server)

@@ -335,7 +335,8 @@ async fn target(
             .await?
             .flatten(),
         DbRole::Slave => sqlx::query_scalar(
-            "SELECT name FROM servers WHERE cluster = $1 AND db_role = 'slave' ORDER BY name LIMIT 1",
+            "SELECT name FROM servers WHERE cluster = $1 AND db_role = 'slave' AND detached IS NULL
+             ORDER BY name LIMIT 1",
         )
         .bind(&cluster)
         .fetch_optional(&mut **tx)

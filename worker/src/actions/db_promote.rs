@@ -35,7 +35,6 @@ use crate::{
 pub async fn run(ctx: &Ctx<'_>, p: &PromoteParams) -> Result<Done, ActionError> {
     let (log, pool) = (&ctx.log, &ctx.worker.pool);
     let started = Instant::now();
-    let lock = ctx.cluster_lock()?;
     let named = match &p.cluster {
         Some(_) => None,
         None if ctx.server.db_role == Some(DbRole::Slave) => Some(ctx.server.name.clone()),
@@ -46,6 +45,7 @@ pub async fn run(ctx: &Ctx<'_>, p: &PromoteParams) -> Result<Done, ActionError> 
             )))
         }
     };
+    let lock = ctx.cluster_lock()?;
     let cluster = clusters::get(pool, &lock.cluster)
         .await?
         .ok_or_else(|| ActionError::Failed(format!("cluster {} is gone", lock.cluster)))?;
@@ -83,6 +83,7 @@ pub async fn run(ctx: &Ctx<'_>, p: &PromoteParams) -> Result<Done, ActionError> 
             slaves.push(s);
         }
     }
+    let read_at = Instant::now();
     let mut members: Vec<Member> =
         futures::future::join_all(slaves.into_iter().map(|s| Member::read(ctx, s))).await;
     log.system(format!(
@@ -101,7 +102,7 @@ pub async fn run(ctx: &Ctx<'_>, p: &PromoteParams) -> Result<Done, ActionError> 
         None => None,
     };
     if let (None, Some(o)) = (&mdb, &old) {
-        evidence(ctx, o, &mut members, p.force).await?;
+        evidence(ctx, o, &mut members, read_at, p.force).await?;
     }
 
     let candidates: Vec<Candidate<'_>> = members
@@ -180,7 +181,7 @@ async fn probe(ctx: &Ctx<'_>, old: &Server) -> Option<Db> {
     let mut last = String::new();
     for attempt in 0..2 {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         match tokio::time::timeout(Duration::from_secs(5), Db::connect(ctx.worker, old)).await {
             Ok(Ok(db)) => return Some(db),
@@ -202,12 +203,13 @@ async fn evidence(
     ctx: &Ctx<'_>,
     old: &Server,
     members: &mut [Member],
+    read_at: Instant,
     force: bool,
 ) -> Result<(), ActionError> {
     let cfg = &ctx.worker.cfg;
     let need = Duration::from_secs_f64(cfg.dead_master_s);
     let grace = Duration::from_secs(u64::from(cfg.slave_net_timeout_s) + 1);
-    match topology::dead_master_evidence(old, members, need, grace).await {
+    match topology::dead_master_evidence(old, members, read_at, need, grace).await {
         Ok(_) => {
             ctx.log
                 .system(format!(
@@ -419,15 +421,16 @@ async fn finish(
     let (log, pool) = (&ctx.log, &ctx.worker.pool);
     let master = &new.server;
     let id = Some(ctx.action.id);
+    // Clients first: the record, then the option file.
+    if let Err(e) = replication::point_dns(ctx, cluster, master).await {
+        log.system(format!("Warning: the DNS record was not moved: {e}"))
+            .await;
+    }
     if let Err(e) = mycnf::set(ctx.worker, master, &[("read_only", "0")]).await {
         log.system(format!(
             "Warning: read_only=0 not saved in the option file: {e}"
         ))
         .await;
-    }
-    if let Err(e) = replication::point_dns(ctx, cluster, master).await {
-        log.system(format!("Warning: the DNS record was not moved: {e}"))
-            .await;
     }
     // Every other slave, in parallel.
     let results = futures::future::join_all(

@@ -187,16 +187,18 @@ impl Member {
 }
 
 /// Wait until every readable slave has reported its IO thread not connected to `master` for
-/// `need` without a break. `Err(slave)`: one was still connected after `need + grace` (the
-/// slaves' own timeout for a silent master): the master is alive according to it.
+/// `need` without a break, counted from the reads that saw it (the first at `read_at`, when the
+/// states the slaves hold were read). `Err(slave)`: one was still connected after `need + grace`
+/// (the slaves' own timeout for a silent master): the master is alive according to it.
 pub async fn dead_master_evidence(
     master: &Server,
     slaves: &mut [Member],
+    read_at: Instant,
     need: Duration,
     grace: Duration,
 ) -> Result<Duration, String> {
-    let start = Instant::now();
     let mut clean_since: Option<Instant> = None;
+    let mut last_read = read_at;
     loop {
         let connected = slaves
             .iter()
@@ -205,18 +207,19 @@ pub async fn dead_master_evidence(
         match connected {
             Some(name) => {
                 clean_since = None;
-                if start.elapsed() >= need + grace {
+                if read_at.elapsed() >= need + grace {
                     return Err(name);
                 }
             }
             None => {
-                let since = *clean_since.get_or_insert_with(Instant::now);
+                let since = *clean_since.get_or_insert(last_read);
                 if since.elapsed() >= need {
-                    return Ok(start.elapsed());
+                    return Ok(read_at.elapsed());
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last_read = Instant::now();
         futures::future::join_all(slaves.iter_mut().map(Member::refresh)).await;
     }
 }
