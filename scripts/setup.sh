@@ -18,6 +18,8 @@ command -v zstd >/dev/null || need_pkgs+=(zstd)                       # backup c
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)          # the viewer's browser tests
 command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
 command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)  # test.sh checks docker-compose.yml
+command -v knotd >/dev/null || need_pkgs+=(knot)                      # RFC 2136 DNS tests (their own knotd)
+command -v kdig >/dev/null && command -v knsupdate >/dev/null || need_pkgs+=(knot-dnsutils)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -21,6 +21,8 @@ command -v zstd >/dev/null || need "zstd"
 [ -x /usr/bin/chromium ] || need "/usr/bin/chromium (chromium)"
 command -v chromedriver >/dev/null || need "chromedriver (chromium-driver)"
 command -v docker-compose >/dev/null || need "docker-compose"
+command -v knotd >/dev/null || need "knotd (knot)"
+command -v kdig >/dev/null && command -v knsupdate >/dev/null || need "kdig, knsupdate (knot-dnsutils)"
 python3 -c 'import moto.server, sys; v = tuple(int(x) for x in moto.__version__.split(".")[:3]); sys.exit(v < (5, 2, 5))' 2>/dev/null \
   || need "python3 module moto.server >= 5.2.5 (moto[server])"
 command -v cargo-nextest >/dev/null || need "cargo-nextest"

@@ -7,7 +7,7 @@ use shared::{
     auth::{AuditEntry, AuditList, Role, Scope, TokenCreated, TokenInfo, TokenList, TokenRequest},
     db::{
         backups::{Backup, BackupStatus, Compression, Verdict},
-        clusters::{ClusterView, Event, Fence, Member},
+        clusters::{ClusterView, DnsSettings, Event, Fence, Member},
         servers::{DbRole, PromotionRule, Server},
     },
     http::{ActionList, ActionRequest, SecretInfo, SecretList, SecretRequest},
@@ -99,6 +99,7 @@ use crate::{
         ClusterView,
         Member,
         Event,
+        DnsSettings,
         Fence,
         PromotionRule,
         clusters::ClusterPatch,

@@ -557,7 +557,7 @@ async fn cluster_page_shows_master_slaves_and_dns_record() {
     let text = text.as_str().unwrap();
     assert!(text.contains("dba") && text.contains("dbb"), "{text}");
     assert!(
-        text.contains(&format!("shop-master → {} (TTL 60 s)", a.address)),
+        text.contains(&format!("shop-master → {} (TTL 30 s)", a.address)),
         "{text}"
     );
     browser

@@ -9,6 +9,7 @@ mod chaos;
 mod cli;
 mod crash;
 mod db;
+mod dns;
 mod faults;
 mod logs;
 mod ordering;

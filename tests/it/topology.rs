@@ -82,8 +82,13 @@ async fn a_master_cut_off_from_the_worker_but_alive_is_not_promoted_over() {
     })
     .await;
     assert!(fenced, "the old master came back writable");
+    // The flag is cleared once the option file is written too.
+    let cleared = crate::eventually(Duration::from_secs(10), async || {
+        member(&cluster(&app).await, "dba")["fenced_pending"].is_null()
+    })
+    .await;
     let c = cluster(&app).await;
-    assert!(member(&c, "dba")["fenced_pending"].is_null(), "{c}");
+    assert!(cleared, "{c}");
     let events = c["events"].to_string();
     assert!(
         events.contains("dba answers again: made read-only"),

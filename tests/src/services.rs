@@ -314,3 +314,141 @@ fn die_with_us(cmd: &mut Command) {
         });
     }
 }
+
+/// A Knot DNS server of our own on 127.0.0.1 and a port of its own, authoritative for one zone
+/// (TTL 1 s), accepting RFC 2136 updates signed with a TSIG key made for it (HMAC-SHA256).
+pub struct Knot {
+    pub addr: std::net::SocketAddr,
+    pub zone: String,
+    pub key_name: String,
+    /// The TSIG key, base64 (as a secret holds it).
+    pub key: String,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl Knot {
+    pub fn start(zone: &str) -> anyhow::Result<Self> {
+        use base64::Engine;
+        use std::io::Read;
+        let port = free_port()?;
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let dir = tempfile::Builder::new()
+            .prefix("sa-knot-")
+            .tempdir_in("/tmp")?;
+        let mut raw = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+        let key = base64::engine::general_purpose::STANDARD.encode(raw);
+        let key_name = "sa-ddns".to_string();
+        let d = dir.path().display().to_string();
+        std::fs::create_dir_all(dir.path().join("run"))?;
+        std::fs::create_dir_all(dir.path().join("db"))?;
+        std::fs::write(
+            dir.path().join("zone"),
+            format!(
+                "$ORIGIN {zone}.\n$TTL 1\n@ IN SOA ns1 hostmaster 1 60 60 3600 1\n@ IN NS ns1\nns1 IN A 127.0.0.1\n"
+            ),
+        )?;
+        std::fs::write(
+            dir.path().join("knot.conf"),
+            format!(
+                "server:\n    rundir: \"{d}/run\"\n    user: root:root\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
+                 database:\n    storage: \"{d}/db\"\n\
+                 log:\n  - target: stderr\n    any: warning\n\
+                 key:\n  - id: {key_name}\n    algorithm: hmac-sha256\n    secret: {key}\n\
+                 acl:\n  - id: update\n    key: {key_name}\n    action: update\n\
+                 zone:\n  - domain: {zone}.\n    file: \"{d}/zone\"\n    acl: update\n    zonefile-sync: -1\n"
+            ),
+        )?;
+        let log = std::fs::File::create(dir.path().join("knotd.log"))?;
+        let mut cmd = Command::new("knotd");
+        cmd.arg("-c")
+            .arg(dir.path().join("knot.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        die_with_us(&mut cmd);
+        let child = cmd
+            .spawn()
+            .context("starting knotd (scripts/setup.sh installs knot)")?;
+        let knot = Self {
+            addr,
+            zone: zone.into(),
+            key_name,
+            key,
+            dir,
+            child: Some(child),
+        };
+        // The zone loads after the port opens: ready once it answers its SOA.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while knot.dig(zone, "SOA").is_empty() {
+            if std::time::Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(knot.dir.path().join("knotd.log")).unwrap_or_default();
+                bail!("knotd on {addr} did not serve {zone}: {log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(knot)
+    }
+
+    /// `kdig +short` of `name` (`type`) at this server: its answers, one per line.
+    pub fn dig(&self, name: &str, rtype: &str) -> String {
+        Command::new("kdig")
+            .arg(format!("@{}", self.addr.ip()))
+            .args([
+                "-p",
+                &self.addr.port().to_string(),
+                "+short",
+                "+timeout=1",
+                "+retry=0",
+                name,
+                rtype,
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The A record `name` (in the zone) answers now.
+    pub fn address(&self, name: &str) -> String {
+        self.dig(&format!("{name}.{}", self.zone), "A")
+    }
+
+    /// Point `name` at `address` behind ServerActions' back (`knsupdate`, with the key).
+    pub fn set(&self, name: &str, address: &str) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut child = Command::new("knsupdate")
+            .arg("-y")
+            .arg(format!("hmac-sha256:{}:{}", self.key_name, self.key))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("knsupdate (knot-dnsutils)")?;
+        let fqdn = format!("{name}.{}.", self.zone);
+        write!(
+            child.stdin.take().context("stdin")?,
+            "server {} {}\nzone {}.\nupdate delete {fqdn} A\nupdate add {fqdn} 1 A {address}\nsend\n",
+            self.addr.ip(),
+            self.addr.port(),
+            self.zone
+        )?;
+        let out = child.wait_with_output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "knsupdate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -12,6 +12,7 @@ pub mod mariadb;
 pub mod metrics;
 pub mod mycnf;
 pub mod mysql;
+pub mod rfc2136;
 pub mod runner;
 pub use shared::s3;
 pub mod ssh;

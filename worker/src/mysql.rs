@@ -50,28 +50,30 @@ pub async fn credentials(worker: &Worker, server: &Server) -> Result<Credentials
             password: worker.cfg.mysql_password.clone(),
         });
     };
+    let password = open_secret(worker, name)
+        .await
+        .map_err(|e| bad(format!("its password: {e}")))?;
+    Ok(Credentials { user, password })
+}
+
+/// The stored secret `name`, opened with the worker's key and added to its masks (no action
+/// log shows it).
+pub async fn open_secret(worker: &Worker, name: &str) -> Result<SecretString, String> {
     let keys = worker.keys.as_ref().ok_or_else(|| {
-        bad(format!(
-            "its password is the secret {name:?} and this worker has no key to open it ({} is missing)",
+        format!(
+            "it is the secret {name:?} and this worker has no key to open it ({} is missing)",
             worker.cfg.secret_key_path().display()
-        ))
+        )
     })?;
     let sealed = shared::db::secrets::get(&worker.pool, name)
         .await
-        .map_err(|e| bad(format!("cannot read the secret {name:?}: {e}")))?
-        .ok_or_else(|| {
-            bad(format!(
-                "its password secret {name:?} is not in the secret store"
-            ))
-        })?;
-    let password = keys
+        .map_err(|e| format!("cannot read the secret {name:?}: {e}"))?
+        .ok_or_else(|| format!("the secret {name:?} is not in the secret store"))?;
+    let value = keys
         .open(&sealed)
-        .map_err(|e| bad(format!("cannot open the secret {name:?}: {e:#}")))?;
-    worker.masks.add(&password);
-    Ok(Credentials {
-        user,
-        password: password.into(),
-    })
+        .map_err(|e| format!("cannot open the secret {name:?}: {e:#}"))?;
+    worker.masks.add(&value);
+    Ok(value.into())
 }
 
 /// A connection to a server's mysqld, with the SSH forward it runs through.

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::{
     action::ActionKind,
-    db::clusters::{self, ClusterView, Fence},
+    db::clusters::{self, ClusterView, DnsSettings, Fence},
     http::ActionRequest,
 };
 
@@ -46,6 +46,89 @@ pub struct ClusterPatch {
     /// `required` (default): a dead master's db_fence_command must succeed before a promote
     /// gives writes to its replacement; `optional`: a failure is logged and the promote goes on.
     fence: Option<Fence>,
+    /// Where the master record is published: `{"provider": "rfc2136", "zone", "server":
+    /// "IP:port", "key_name", "key_ref", "name"?, "ttl"?}` or `{"provider": "store"}`.
+    dns: Option<DnsSettings>,
+}
+
+/// A DNS name as the settings take it (a trailing dot allowed).
+fn dns_name(field: &str, v: &str) -> ApiResult<()> {
+    let bare = v.strip_suffix('.').unwrap_or(v);
+    if bare.parse::<std::net::IpAddr>().is_err() && shared::validate::address(bare).is_ok() {
+        return Ok(());
+    }
+    Err(ApiError::bad(field, format!("{field}: must be a DNS name")))
+}
+
+/// The settings given, checked field by field and, merged with the cluster's, complete for
+/// their provider.
+async fn check_dns(
+    state: &AppState,
+    cluster: &clusters::Cluster,
+    d: &DnsSettings,
+) -> ApiResult<()> {
+    if let Some(p) = &d.provider {
+        if !["store", "rfc2136"].contains(&p.as_str()) {
+            return Err(ApiError::bad(
+                "dns.provider",
+                "dns.provider: must be store or rfc2136",
+            ));
+        }
+    }
+    for (field, v) in [
+        ("dns.name", &d.name),
+        ("dns.zone", &d.zone),
+        ("dns.key_name", &d.key_name),
+    ] {
+        if let Some(v) = v {
+            dns_name(field, v)?;
+        }
+    }
+    if let Some(t) = d.ttl {
+        if !(1..=86_400).contains(&t) {
+            return Err(ApiError::bad(
+                "dns.ttl",
+                "dns.ttl: must be 1 to 86400 seconds",
+            ));
+        }
+    }
+    if let Some(s) = &d.server {
+        if s.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ApiError::bad(
+                "dns.server",
+                "dns.server: must be IP:port (e.g. 192.0.2.53:53)",
+            ));
+        }
+    }
+    if let Some(r) = &d.key_ref {
+        shared::validate::server_name("dns.key_ref", r)?;
+        if !shared::db::secrets::missing(&state.pool, std::slice::from_ref(r))
+            .await?
+            .is_empty()
+        {
+            return Err(ApiError::bad(
+                "dns.key_ref",
+                format!("dns.key_ref: no secret named {r:?} (add it with sactl secrets set)"),
+            ));
+        }
+    }
+    let provider = d.provider.as_deref().or(cluster.dns_provider.as_deref());
+    if provider == Some("rfc2136") {
+        for (field, given, kept) in [
+            ("dns.zone", &d.zone, &cluster.dns_zone),
+            ("dns.server", &d.server, &cluster.dns_server),
+            ("dns.key_name", &d.key_name, &cluster.dns_key_name),
+            ("dns.key_ref", &d.key_ref, &cluster.dns_key_ref),
+        ] {
+            if given.is_none() && kept.is_none() {
+                return Err(ApiError::bad(
+                    field,
+                    format!("{field}: the rfc2136 provider needs it"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[utoipa::path(patch, path = "/v1/clusters/{name}", tag = "clusters", params(("name" = String, Path)), request_body = ClusterPatch, responses(
@@ -64,6 +147,13 @@ pub async fn patch(
     let Json(body) = body?;
     let changes = body.clone();
     let p: ClusterPatch = from_value(body)?;
+    if let Some(d) = &p.dns {
+        let cluster = clusters::get(&state.pool, &name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no cluster named {name:?}")))?;
+        check_dns(&state, &cluster, d).await?;
+        clusters::set_dns_settings(&state.pool, &name, d).await?;
+    }
     if let Some(f) = p.fence {
         if !clusters::set_fence(&state.pool, &name, f).await? {
             return Err(ApiError::not_found(format!("no cluster named {name:?}")));

@@ -187,11 +187,30 @@ enum ClustersCmd {
         wait: bool,
     },
     /// Change a cluster: `--fence optional` lets a promote go on when a dead master cannot be
-    /// fenced (default `required`).
+    /// fenced (default `required`); `--dns-provider rfc2136 --dns-zone shop.example
+    /// --dns-server 192.0.2.53:53 --dns-key-name sa --dns-key-ref shop-tsig` publishes its master
+    /// record on an authoritative DNS server by TSIG-signed dynamic updates.
     Set {
         name: String,
         #[arg(long, value_parser = ["required", "optional"])]
-        fence: String,
+        fence: Option<String>,
+        #[arg(long, value_parser = ["store", "rfc2136"])]
+        dns_provider: Option<String>,
+        /// The master record's name.
+        #[arg(long)]
+        dns_name: Option<String>,
+        #[arg(long)]
+        dns_ttl: Option<u32>,
+        #[arg(long)]
+        dns_zone: Option<String>,
+        /// The authoritative server, IP:port.
+        #[arg(long)]
+        dns_server: Option<String>,
+        #[arg(long)]
+        dns_key_name: Option<String>,
+        /// A stored secret (`sactl secrets set`) holding the TSIG key, base64.
+        #[arg(long)]
+        dns_key_ref: Option<String>,
     },
 }
 
@@ -560,17 +579,52 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let a = client.promote_cluster(&urlencode(&name), force).await?;
             return submitted(&client, &a, wait, " (db_promote)").await;
         }
-        Cmd::Clusters(ClustersCmd::Set { name, fence }) => {
+        Cmd::Clusters(ClustersCmd::Set {
+            name,
+            fence,
+            dns_provider,
+            dns_name,
+            dns_ttl,
+            dns_zone,
+            dns_server,
+            dns_key_name,
+            dns_key_ref,
+        }) => {
+            let mut body = json!({});
+            if let Some(f) = fence {
+                body["fence"] = json!(f);
+            }
+            let mut dns = serde_json::Map::new();
+            for (k, v) in [
+                ("provider", dns_provider),
+                ("name", dns_name),
+                ("zone", dns_zone),
+                ("server", dns_server),
+                ("key_name", dns_key_name),
+                ("key_ref", dns_key_ref),
+            ] {
+                if let Some(v) = v {
+                    dns.insert(k.into(), json!(v));
+                }
+            }
+            if let Some(t) = dns_ttl {
+                dns.insert("ttl".into(), json!(t));
+            }
+            if !dns.is_empty() {
+                body["dns"] = Value::Object(dns);
+            }
+            if body.as_object().is_some_and(|b| b.is_empty()) {
+                bail!("nothing to change: give --fence or a --dns-* option");
+            }
             let v = client
-                .patch(
-                    &format!("/v1/clusters/{}", urlencode(&name)),
-                    &json!({ "fence": fence }),
-                )
+                .patch(&format!("/v1/clusters/{}", urlencode(&name)), &body)
                 .await?;
             println!(
-                "{}: fence {}",
-                name,
-                v["fence"].as_str().unwrap_or_default()
+                "{name}: fence {}, DNS {} {} (TTL {} s)",
+                v["fence"].as_str().unwrap_or_default(),
+                v["dns"]["provider"].as_str().unwrap_or_default(),
+                v["dns"]["name"].as_str().unwrap_or_default(),
+                v["dns"]["ttl"]
             );
         }
         Cmd::Actions(ActionsCmd::List {

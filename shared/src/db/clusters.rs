@@ -17,6 +17,31 @@ pub struct Cluster {
     pub dns_ttl: i32,
     /// Whether a dead master must be fenced before its replacement takes writes.
     pub fence: Fence,
+    /// Its own DNS provider (`store`, `rfc2136`), else the workers' `SA_DNS_PROVIDER`.
+    pub dns_provider: Option<String>,
+    pub dns_zone: Option<String>,
+    /// `rfc2136`: the authoritative server, `host:port`.
+    pub dns_server: Option<String>,
+    pub dns_key_name: Option<String>,
+    /// The stored secret holding the TSIG key (base64).
+    pub dns_key_ref: Option<String>,
+}
+
+/// A cluster's DNS settings as `PATCH /v1/clusters/{name}` takes them.
+#[derive(Clone, Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSettings {
+    /// `store` (the record kept here, served by the API) or `rfc2136`.
+    pub provider: Option<String>,
+    /// The master record's name (in `zone` for `rfc2136`).
+    pub name: Option<String>,
+    pub ttl: Option<u32>,
+    pub zone: Option<String>,
+    /// `rfc2136`: the authoritative server, `IP:port`.
+    pub server: Option<String>,
+    pub key_name: Option<String>,
+    /// A stored secret (`/v1/secrets`) holding the TSIG key, base64 (HMAC-SHA256).
+    pub key_ref: Option<String>,
 }
 
 /// `required`: a dead master's fence command must succeed before its replacement takes
@@ -73,14 +98,15 @@ pub struct ClusterView {
     pub locked_by: Option<i64>,
     /// The newest 50 events (promotes, fencing, detached slaves), newest first.
     pub events: Vec<Event>,
-    /// `{"name", "address", "ttl"}`.
+    /// `{"name", "address", "ttl", "provider", "zone", "server", "key_name", "key_ref"}`.
     #[schema(value_type = Object)]
     pub dns: Value,
 }
 
 pub async fn get(pool: &PgPool, name: &str) -> sqlx::Result<Option<Cluster>> {
     sqlx::query_as(
-        "SELECT name, master, repl_user, repl_password, dns_name, dns_address, dns_ttl, fence
+        "SELECT name, master, repl_user, repl_password, dns_name, dns_address, dns_ttl, fence,
+                dns_provider, dns_zone, dns_server, dns_key_name, dns_key_ref
          FROM clusters WHERE name = $1",
     )
     .bind(name)
@@ -94,7 +120,8 @@ pub async fn ensure(pool: &PgPool, name: &str, dns_name: Option<&str>) -> sqlx::
     sqlx::query_as(
         "INSERT INTO clusters (name, dns_name) VALUES ($1, COALESCE($2, $1 || '-master'))
          ON CONFLICT (name) DO UPDATE SET dns_name = COALESCE($2, clusters.dns_name)
-         RETURNING name, master, repl_user, repl_password, dns_name, dns_address, dns_ttl, fence",
+         RETURNING name, master, repl_user, repl_password, dns_name, dns_address, dns_ttl, fence,
+                dns_provider, dns_zone, dns_server, dns_key_name, dns_key_ref",
     )
     .bind(name)
     .bind(dns_name)
@@ -241,6 +268,36 @@ pub struct Member {
     pub repl_state_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// Change the cluster's DNS settings (the fields given); a new provider, name, zone or server
+/// forgets the published address. `Ok(false)`: no such cluster.
+pub async fn set_dns_settings(pool: &PgPool, name: &str, d: &DnsSettings) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        // A record published elsewhere is not this one: the first change takes the name over.
+        "UPDATE clusters SET dns_address = CASE
+                    WHEN ($2 IS NOT NULL AND $2 IS DISTINCT FROM dns_provider)
+                      OR ($3 IS NOT NULL AND $3 IS DISTINCT FROM dns_name)
+                      OR ($5 IS NOT NULL AND $5 IS DISTINCT FROM dns_zone)
+                      OR ($6 IS NOT NULL AND $6 IS DISTINCT FROM dns_server) THEN NULL
+                    ELSE dns_address END,
+                dns_provider = COALESCE($2, dns_provider), dns_name = COALESCE($3, dns_name),
+                dns_ttl = COALESCE($4, dns_ttl), dns_zone = COALESCE($5, dns_zone),
+                dns_server = COALESCE($6, dns_server), dns_key_name = COALESCE($7, dns_key_name),
+                dns_key_ref = COALESCE($8, dns_key_ref)
+         WHERE name = $1",
+    )
+    .bind(name)
+    .bind(&d.provider)
+    .bind(&d.name)
+    .bind(d.ttl.map(|t| t as i32))
+    .bind(&d.zone)
+    .bind(&d.server)
+    .bind(&d.key_name)
+    .bind(&d.key_ref)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 pub async fn set_fence(pool: &PgPool, name: &str, fence: Fence) -> sqlx::Result<bool> {
     let r = sqlx::query("UPDATE clusters SET fence = $2 WHERE name = $1")
         .bind(name)
@@ -297,6 +354,8 @@ pub async fn view(pool: &PgPool, name: &str) -> sqlx::Result<Option<ClusterView>
         fence: c.fence,
         locked_by,
         events,
-        dns: json!({"name": c.dns_name, "address": c.dns_address, "ttl": c.dns_ttl}),
+        dns: json!({"name": c.dns_name, "address": c.dns_address, "ttl": c.dns_ttl,
+                    "provider": c.dns_provider.as_deref().unwrap_or("default"), "zone": c.dns_zone,
+                    "server": c.dns_server, "key_name": c.dns_key_name, "key_ref": c.dns_key_ref}),
     }))
 }

@@ -425,6 +425,13 @@ async fn finish(
     if let Err(e) = replication::point_dns(ctx, cluster, master).await {
         log.system(format!("Warning: the DNS record was not moved: {e}"))
             .await;
+        let _ = clusters::add_event(
+            pool,
+            &cluster.name,
+            id,
+            &format!("DNS record not moved to {}: {e}", master.name),
+        )
+        .await;
     }
     if let Err(e) = mycnf::set(ctx.worker, master, &[("read_only", "0")]).await {
         log.system(format!(

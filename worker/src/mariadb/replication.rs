@@ -15,6 +15,8 @@ use shared::{
 };
 
 use super::topology;
+use secrecy::ExposeSecret;
+
 use crate::{
     ctx::{ActionError, Ctx, Done},
     mycnf,
@@ -98,6 +100,13 @@ pub async fn configure_master(
     )
     .await?;
     point_dns(ctx, &cluster, server).await?;
+    if cluster.dns_ttl > 30 {
+        log.system(format!(
+            "Warning: the master record's TTL is {} s: after a failover, clients may keep the old address that long (30 s or less is advised; PATCH /v1/clusters/{}).",
+            cluster.dns_ttl, cluster.name
+        ))
+        .await;
+    }
     let pos = db
         .query_first_row("SELECT @@gtid_binlog_pos AS pos")
         .await?
@@ -224,8 +233,10 @@ pub async fn replicate(
     Ok(pos.unwrap_or_default())
 }
 
-/// Point the cluster's master record at `server` through the configured DNS provider, with the
-/// seed's log lines.
+/// Point the cluster's master record at `server` through the cluster's DNS provider (else the
+/// workers' `SA_DNS_PROVIDER`), with the seed's log lines. `rfc2136`: a compare-and-swap from
+/// the address the cluster's record holds (a cluster without one takes the name over from
+/// whatever it holds), read back from the server; the record kept here follows.
 pub async fn point_dns(
     ctx: &Ctx<'_>,
     cluster: &Cluster,
@@ -237,7 +248,30 @@ pub async fn point_dns(
         address: server.address.clone(),
         ttl: cluster.dns_ttl.max(0) as u32,
     };
-    ctx.worker.dns.publish(&cluster.name, &record).await?;
+    let provider = match cluster.dns_provider.as_deref() {
+        Some("rfc2136") => {
+            let swapped = rfc2136(ctx, cluster, &record).await?;
+            clusters::set_dns(&ctx.worker.pool, &cluster.name, &record.address).await?;
+            ctx.log
+                .system(format!(
+                    "(RFC 2136 update accepted by {} after {} ms, answered after {} ms)",
+                    cluster.dns_server.as_deref().unwrap_or_default(),
+                    swapped.submitted.as_millis(),
+                    swapped.visible.as_millis()
+                ))
+                .await;
+            "rfc2136"
+        }
+        Some("store") => {
+            let store = shared::dns::Postgres(ctx.worker.pool.clone());
+            shared::dns::DnsProvider::publish(&store, &cluster.name, &record).await?;
+            "store"
+        }
+        _ => {
+            ctx.worker.dns.publish(&cluster.name, &record).await?;
+            ctx.worker.dns.name()
+        }
+    };
     ctx.log
         .system(format!(
             "OK. Result: {} set to this instance IP: {}",
@@ -246,12 +280,76 @@ pub async fn point_dns(
         .await;
     ctx.log
         .system(format!(
-            "(record TTL {} s, published by the {} DNS provider)",
-            record.ttl,
-            ctx.worker.dns.name()
+            "(record TTL {} s, published by the {provider} DNS provider)",
+            record.ttl
         ))
         .await;
     Ok(())
+}
+
+/// The RFC 2136 change of `record`, with the cluster's server, zone and TSIG key.
+async fn rfc2136(
+    ctx: &Ctx<'_>,
+    cluster: &Cluster,
+    record: &shared::dns::Record,
+) -> Result<crate::rfc2136::Swapped, ActionError> {
+    let fail = |why: String| {
+        ActionError::Failed(format!(
+            "DNS provider rfc2136 (cluster {}): {why}",
+            cluster.name
+        ))
+    };
+    let (Some(server), Some(zone), Some(key_name), Some(key_ref)) = (
+        cluster.dns_server.as_deref(),
+        cluster.dns_zone.as_deref(),
+        cluster.dns_key_name.as_deref(),
+        cluster.dns_key_ref.as_deref(),
+    ) else {
+        return Err(fail(
+            "dns server, zone, key_name and key_ref must all be set".into(),
+        ));
+    };
+    let server = server
+        .parse()
+        .map_err(|_| fail(format!("dns server {server:?} is not IP:port")))?;
+    let secret = crate::mysql::open_secret(ctx.worker, key_ref)
+        .await
+        .map_err(|e| fail(format!("TSIG key: {e}")))?;
+    let key = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        secret.expose_secret().trim(),
+    )
+    .map_err(|_| fail(format!("the secret {key_ref:?} is not a base64 TSIG key")))?;
+    let target = crate::rfc2136::Target {
+        server,
+        zone: zone.to_string(),
+        key_name: key_name.to_string(),
+        key,
+    };
+    let new: std::net::Ipv4Addr = record
+        .address
+        .parse()
+        .map_err(|_| fail(format!("{} is not an IPv4 address", record.address)))?;
+    let expected = match cluster.dns_address.as_deref() {
+        Some(a) => Some(
+            a.parse()
+                .map_err(|_| fail(format!("recorded address {a} is not IPv4")))?,
+        ),
+        None => target
+            .current(&record.name)
+            .await
+            .map_err(|e| fail(e.to_string()))?,
+    };
+    if expected == Some(new) {
+        return Ok(crate::rfc2136::Swapped {
+            submitted: std::time::Duration::ZERO,
+            visible: std::time::Duration::ZERO,
+        });
+    }
+    target
+        .swap(&record.name, expected, new, record.ttl)
+        .await
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// The cluster named `name` and its master, which must not be this action's server (a slave
