@@ -98,6 +98,9 @@ pub struct Config {
     /// `slave_net_timeout` given to slaves (their heartbeat period is a third of it): how soon
     /// a slave notices a master gone silent.
     pub slave_net_timeout_s: u32,
+    /// Route 53's endpoint for clusters whose DNS provider is `route53` (an emulator; default
+    /// AWS's own). Its region is `SA_S3_REGION`'s.
+    pub route53_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -144,6 +147,7 @@ impl Default for Config {
             insecure_no_auth: false,
             dead_master_s: 2.0,
             slave_net_timeout_s: 4,
+            route53_endpoint: None,
         }
     }
 }
@@ -239,6 +243,7 @@ impl Config {
         env.set("SA_INSECURE_NO_AUTH", &mut self.insecure_no_auth)?;
         env.set("SA_DEAD_MASTER_S", &mut self.dead_master_s)?;
         env.set("SA_SLAVE_NET_TIMEOUT_S", &mut self.slave_net_timeout_s)?;
+        env.set_opt("SA_ROUTE53_ENDPOINT", &mut self.route53_endpoint)?;
         if !(0.0..=600.0).contains(&self.dead_master_s) {
             return Err(ConfigError::Invalid {
                 var: "SA_DEAD_MASTER_S",

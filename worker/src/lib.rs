@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod consumer;
 pub mod ctx;
+pub mod dns;
 pub mod fencer;
 pub mod heartbeat;
 pub mod logwriter;
@@ -12,7 +13,6 @@ pub mod mariadb;
 pub mod metrics;
 pub mod mycnf;
 pub mod mysql;
-pub mod rfc2136;
 pub mod runner;
 pub use shared::s3;
 pub mod ssh;

@@ -47,7 +47,9 @@ pub struct ClusterPatch {
     /// gives writes to its replacement; `optional`: a failure is logged and the promote goes on.
     fence: Option<Fence>,
     /// Where the master record is published: `{"provider": "rfc2136", "zone", "server":
-    /// "IP:port", "key_name", "key_ref", "name"?, "ttl"?}` or `{"provider": "store"}`.
+    /// "IP:port", "key_name", "key_ref", "name"?, "ttl"?}`, `{"provider": "route53", "zone":
+    /// hosted zone id, "key_name"?: access key id, "key_ref"?: its secret key}` or
+    /// `{"provider": "store"}`.
     dns: Option<DnsSettings>,
 }
 
@@ -68,20 +70,26 @@ async fn check_dns(
     d: &DnsSettings,
 ) -> ApiResult<()> {
     if let Some(p) = &d.provider {
-        if !["store", "rfc2136"].contains(&p.as_str()) {
+        if !["store", "rfc2136", "route53"].contains(&p.as_str()) {
             return Err(ApiError::bad(
                 "dns.provider",
-                "dns.provider: must be store or rfc2136",
+                "dns.provider: must be store, rfc2136 or route53",
             ));
         }
     }
+    let provider = d.provider.as_deref().or(cluster.dns_provider.as_deref());
     for (field, v) in [
         ("dns.name", &d.name),
         ("dns.zone", &d.zone),
         ("dns.key_name", &d.key_name),
     ] {
-        if let Some(v) = v {
-            dns_name(field, v)?;
+        match v {
+            // Route 53 names its zones by id and its keys by access key id.
+            Some(v) if provider == Some("route53") && field != "dns.name" => {
+                shared::validate::server_name(field, v)?
+            }
+            Some(v) => dns_name(field, v)?,
+            None => {}
         }
     }
     if let Some(t) = d.ttl {
@@ -112,7 +120,12 @@ async fn check_dns(
             ));
         }
     }
-    let provider = d.provider.as_deref().or(cluster.dns_provider.as_deref());
+    if provider == Some("route53") && d.zone.is_none() && cluster.dns_zone.is_none() {
+        return Err(ApiError::bad(
+            "dns.zone",
+            "dns.zone: the route53 provider needs the hosted zone id",
+        ));
+    }
     if provider == Some("rfc2136") {
         for (field, given, kept) in [
             ("dns.zone", &d.zone, &cluster.dns_zone),

@@ -17,7 +17,7 @@ pub struct Cluster {
     pub dns_ttl: i32,
     /// Whether a dead master must be fenced before its replacement takes writes.
     pub fence: Fence,
-    /// Its own DNS provider (`store`, `rfc2136`), else the workers' `SA_DNS_PROVIDER`.
+    /// Its own DNS provider (`store`, `rfc2136`, `route53`), else the workers' `SA_DNS_PROVIDER`.
     pub dns_provider: Option<String>,
     pub dns_zone: Option<String>,
     /// `rfc2136`: the authoritative server, `host:port`.
@@ -31,7 +31,7 @@ pub struct Cluster {
 #[derive(Clone, Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DnsSettings {
-    /// `store` (the record kept here, served by the API) or `rfc2136`.
+    /// `store` (the record kept here, served by the API), `rfc2136` or `route53`.
     pub provider: Option<String>,
     /// The master record's name (in `zone` for `rfc2136`).
     pub name: Option<String>,

@@ -19,7 +19,7 @@ use secrecy::ExposeSecret;
 
 use crate::{
     ctx::{ActionError, Ctx, Done},
-    mycnf,
+    dns, mycnf,
     mysql::{column, Db},
 };
 
@@ -249,25 +249,26 @@ pub async fn point_dns(
         ttl: cluster.dns_ttl.max(0) as u32,
     };
     let provider = match cluster.dns_provider.as_deref() {
-        Some("rfc2136") => {
-            let swapped = rfc2136(ctx, cluster, &record).await?;
-            clusters::set_dns(&ctx.worker.pool, &cluster.name, &record.address).await?;
-            ctx.log
-                .system(format!(
-                    "(RFC 2136 update accepted by {} after {} ms, answered after {} ms)",
-                    cluster.dns_server.as_deref().unwrap_or_default(),
-                    swapped.submitted.as_millis(),
-                    swapped.visible.as_millis()
-                ))
-                .await;
-            "rfc2136"
-        }
         Some("store") => {
             let store = shared::dns::Postgres(ctx.worker.pool.clone());
             shared::dns::DnsProvider::publish(&store, &cluster.name, &record).await?;
             "store"
         }
-        _ => {
+        Some(other) => {
+            let p = own_provider(ctx, cluster, other).await?;
+            let swapped = swap(&p, cluster, &record).await?;
+            clusters::set_dns(&ctx.worker.pool, &cluster.name, &record.address).await?;
+            ctx.log
+                .system(format!(
+                    "({} change accepted after {} ms, visible after {} ms)",
+                    p.name(),
+                    swapped.submitted.as_millis(),
+                    swapped.visible.as_millis()
+                ))
+                .await;
+            p.name()
+        }
+        None => {
             ctx.worker.dns.publish(&cluster.name, &record).await?;
             ctx.worker.dns.name()
         }
@@ -287,45 +288,86 @@ pub async fn point_dns(
     Ok(())
 }
 
-/// The RFC 2136 change of `record`, with the cluster's server, zone and TSIG key.
-async fn rfc2136(
+fn dns_failure(cluster: &Cluster, provider: &str, why: impl std::fmt::Display) -> ActionError {
+    ActionError::Failed(format!(
+        "DNS provider {provider} (cluster {}): {why}",
+        cluster.name
+    ))
+}
+
+/// The cluster's own provider from its settings, its key opened from the secret store.
+async fn own_provider(
     ctx: &Ctx<'_>,
     cluster: &Cluster,
+    name: &str,
+) -> Result<dns::Provider, ActionError> {
+    let fail = |why: String| dns_failure(cluster, name, why);
+    let secret = match cluster.dns_key_ref.as_deref() {
+        Some(r) => Some(
+            crate::mysql::open_secret(ctx.worker, r)
+                .await
+                .map_err(|e| fail(format!("key: {e}")))?,
+        ),
+        None => None,
+    };
+    match name {
+        "rfc2136" => {
+            let (Some(server), Some(zone), Some(key_name), Some(secret)) = (
+                cluster.dns_server.as_deref(),
+                cluster.dns_zone.as_deref(),
+                cluster.dns_key_name.as_deref(),
+                secret,
+            ) else {
+                return Err(fail(
+                    "server, zone, key_name and key_ref must all be set".into(),
+                ));
+            };
+            let server = server
+                .parse()
+                .map_err(|_| fail(format!("server {server:?} is not IP:port")))?;
+            let key = base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                secret.expose_secret().trim(),
+            )
+            .map_err(|_| fail("the key secret is not a base64 TSIG key".into()))?;
+            Ok(dns::Provider::Rfc2136(dns::rfc2136::Target {
+                server,
+                zone: zone.to_string(),
+                key_name: key_name.to_string(),
+                key,
+            }))
+        }
+        "route53" => {
+            let Some(zone_id) = cluster.dns_zone.as_deref() else {
+                return Err(fail("zone (the hosted zone id) must be set".into()));
+            };
+            let credentials = match (cluster.dns_key_name.clone(), secret) {
+                (Some(id), Some(s)) => Some((id, s.expose_secret().to_string())),
+                _ => None,
+            };
+            let cfg = &ctx.worker.cfg;
+            Ok(dns::Provider::Route53(
+                dns::route53::Target::new(
+                    cfg.route53_endpoint.as_deref(),
+                    &cfg.s3_region,
+                    credentials,
+                    zone_id,
+                )
+                .await,
+            ))
+        }
+        other => Err(fail(format!("unknown provider {other:?}"))),
+    }
+}
+
+/// Change `record` from the address the cluster last published (none: from what the provider
+/// holds, taking the name over).
+async fn swap(
+    p: &dns::Provider,
+    cluster: &Cluster,
     record: &shared::dns::Record,
-) -> Result<crate::rfc2136::Swapped, ActionError> {
-    let fail = |why: String| {
-        ActionError::Failed(format!(
-            "DNS provider rfc2136 (cluster {}): {why}",
-            cluster.name
-        ))
-    };
-    let (Some(server), Some(zone), Some(key_name), Some(key_ref)) = (
-        cluster.dns_server.as_deref(),
-        cluster.dns_zone.as_deref(),
-        cluster.dns_key_name.as_deref(),
-        cluster.dns_key_ref.as_deref(),
-    ) else {
-        return Err(fail(
-            "dns server, zone, key_name and key_ref must all be set".into(),
-        ));
-    };
-    let server = server
-        .parse()
-        .map_err(|_| fail(format!("dns server {server:?} is not IP:port")))?;
-    let secret = crate::mysql::open_secret(ctx.worker, key_ref)
-        .await
-        .map_err(|e| fail(format!("TSIG key: {e}")))?;
-    let key = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        secret.expose_secret().trim(),
-    )
-    .map_err(|_| fail(format!("the secret {key_ref:?} is not a base64 TSIG key")))?;
-    let target = crate::rfc2136::Target {
-        server,
-        zone: zone.to_string(),
-        key_name: key_name.to_string(),
-        key,
-    };
+) -> Result<dns::Swapped, ActionError> {
+    let fail = |why: String| dns_failure(cluster, p.name(), why);
     let new: std::net::Ipv4Addr = record
         .address
         .parse()
@@ -335,19 +377,18 @@ async fn rfc2136(
             a.parse()
                 .map_err(|_| fail(format!("recorded address {a} is not IPv4")))?,
         ),
-        None => target
+        None => p
             .current(&record.name)
             .await
             .map_err(|e| fail(e.to_string()))?,
     };
     if expected == Some(new) {
-        return Ok(crate::rfc2136::Swapped {
+        return Ok(dns::Swapped {
             submitted: std::time::Duration::ZERO,
             visible: std::time::Duration::ZERO,
         });
     }
-    target
-        .swap(&record.name, expected, new, record.ttl)
+    p.swap(&record.name, expected, new, record.ttl)
         .await
         .map_err(|e| fail(e.to_string()))
 }

@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::{Swapped, UpdateError};
 use hickory_net::{
     client::{Client, ClientHandle},
     proto::{
@@ -28,25 +29,6 @@ pub struct Target {
     pub key_name: String,
     /// The key's raw bytes (its base64 decoded).
     pub key: Vec<u8>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum UpdateError {
-    /// The record no longer holds the address this change expected: someone else moved it.
-    #[error("{name} no longer points at {expected} (it points at {found}): a newer change won; not overwritten")]
-    Stale {
-        name: String,
-        expected: String,
-        found: String,
-    },
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// How long the change took: accepted by the server, then answered by it.
-pub struct Swapped {
-    pub submitted: Duration,
-    pub visible: Duration,
 }
 
 impl Target {
