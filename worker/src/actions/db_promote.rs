@@ -102,7 +102,10 @@ pub async fn run(ctx: &Ctx<'_>, p: &PromoteParams) -> Result<Done, ActionError> 
         None => None,
     };
     if let (None, Some(o)) = (&mdb, &old) {
-        evidence(ctx, o, &mut members, read_at, p.force).await?;
+        if let Err(e) = evidence(ctx, o, &mut members, read_at, p.force).await {
+            close(None, members).await;
+            return Err(e);
+        }
     }
 
     let candidates: Vec<Candidate<'_>> = members
