@@ -24,6 +24,14 @@ pub struct Target {
     zone_id: String,
 }
 
+fn stale(name: &str, expected: Option<Ipv4Addr>, found: String) -> UpdateError {
+    UpdateError::Stale {
+        name: fqdn(name),
+        expected: expected.map_or("nothing".into(), |a| a.to_string()),
+        found,
+    }
+}
+
 fn failed(what: &str, e: impl std::fmt::Display) -> UpdateError {
     UpdateError::Failed(format!("route53 {what}: {e}"))
 }
@@ -108,11 +116,8 @@ impl Target {
         let started = Instant::now();
         let found = self.current(name).await?;
         if found != expected {
-            return Err(UpdateError::Stale {
-                name: fqdn(name),
-                expected: expected.map_or("nothing".into(), |a| a.to_string()),
-                found: found.map_or("nothing".into(), |a| a.to_string()),
-            });
+            let found = found.map_or("nothing".into(), |a| a.to_string());
+            return Err(stale(name, expected, found));
         }
         let set = |a: Ipv4Addr| {
             let record = ResourceRecord::builder()
@@ -154,11 +159,11 @@ impl Target {
                     .as_service_error()
                     .is_some_and(|s| s.is_invalid_change_batch());
                 if invalid {
-                    UpdateError::Stale {
-                        name: fqdn(name),
-                        expected: expected.map_or("nothing".into(), |a| a.to_string()),
-                        found: "another value (Route 53 refused the batch)".into(),
-                    }
+                    stale(
+                        name,
+                        expected,
+                        "another value (Route 53 refused the batch)".into(),
+                    )
                 } else {
                     failed(
                         "ChangeResourceRecordSets",
