@@ -147,6 +147,15 @@ impl Client {
         )
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        Ok(
+            Self::check(self.http.put(self.url(path)).json(body).send().await?)
+                .await?
+                .json()
+                .await?,
+        )
+    }
+
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         Self::check(self.http.delete(self.url(path)).send().await?).await?;
         Ok(())

@@ -21,6 +21,7 @@ pub enum ActionKind {
     DbConfigureMaster,
     DbConfigureSlave,
     DbPromote,
+    DbFailover,
     DbChecksum,
     DbBackup,
     DbRestore,
@@ -34,6 +35,7 @@ impl ActionKind {
         ActionKind::DbConfigureMaster,
         ActionKind::DbConfigureSlave,
         ActionKind::DbPromote,
+        ActionKind::DbFailover,
         ActionKind::DbChecksum,
         ActionKind::DbBackup,
         ActionKind::DbRestore,
@@ -47,6 +49,7 @@ impl ActionKind {
             ActionKind::DbConfigureMaster => "db_configure_master",
             ActionKind::DbConfigureSlave => "db_configure_slave",
             ActionKind::DbPromote => "db_promote",
+            ActionKind::DbFailover => "db_failover",
             ActionKind::DbChecksum => "db_checksum",
             ActionKind::DbBackup => "db_backup",
             ActionKind::DbRestore => "db_restore",
@@ -60,7 +63,9 @@ impl ActionKind {
         match self {
             ActionKind::RunScript => HOUR,
             ActionKind::DbStatus => 120,
-            ActionKind::DbConfigureMaster | ActionKind::DbPromote => 15 * 60,
+            ActionKind::DbConfigureMaster | ActionKind::DbPromote | ActionKind::DbFailover => {
+                15 * 60
+            }
             ActionKind::DbChecksum => 4 * HOUR,
             // They copy whole databases.
             ActionKind::DbConfigureSlave
@@ -85,7 +90,8 @@ impl ActionKind {
             ActionKind::DbRestore => false,
             ActionKind::DbConfigureMaster
             | ActionKind::DbConfigureSlave
-            | ActionKind::DbPromote => false,
+            | ActionKind::DbPromote
+            | ActionKind::DbFailover => false,
         }
     }
 
@@ -97,6 +103,7 @@ impl ActionKind {
             ActionKind::DbConfigureMaster => "DB configure master",
             ActionKind::DbConfigureSlave => "DB configure slave",
             ActionKind::DbPromote => "DB promote to master",
+            ActionKind::DbFailover => "DB failover: promote slave to master",
             ActionKind::DbChecksum => "DB checksum master vs slaves",
             ActionKind::DbBackup => "DB backup to S3",
             ActionKind::DbRestore => "DB restore from S3 backup",

@@ -82,6 +82,7 @@ impl ActionKind {
             ActionKind::DbConfigureMaster
             | ActionKind::DbConfigureSlave
             | ActionKind::DbPromote
+            | ActionKind::DbFailover
             | ActionKind::DbRestore
             | ActionKind::DbVerifyBackup => Role::Dba,
         }

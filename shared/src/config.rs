@@ -101,6 +101,16 @@ pub struct Config {
     /// Route 53's endpoint for clusters whose DNS provider is `route53` (an emulator; default
     /// AWS's own). Its region is `SA_S3_REGION`'s.
     pub route53_endpoint: Option<String>,
+    /// How often the watcher of a cluster with `auto_failover` probes its master and slaves.
+    pub probe_s: f64,
+    /// Consecutive failed probes of the master (with no slave connected to it) that make the
+    /// watcher declare it dead.
+    pub dead_after: u32,
+    /// How long a cluster's watch lease lasts without renewal: another worker takes over
+    /// within this when its watcher dies.
+    pub watch_lease_s: f64,
+    /// A slave whose heartbeat lag exceeds this is reported as lagging.
+    pub lag_warn_s: f64,
 }
 
 impl Default for Config {
@@ -148,6 +158,10 @@ impl Default for Config {
             dead_master_s: 2.0,
             slave_net_timeout_s: 4,
             route53_endpoint: None,
+            probe_s: 1.0,
+            dead_after: 2,
+            watch_lease_s: 5.0,
+            lag_warn_s: 30.0,
         }
     }
 }
@@ -244,6 +258,37 @@ impl Config {
         env.set("SA_DEAD_MASTER_S", &mut self.dead_master_s)?;
         env.set("SA_SLAVE_NET_TIMEOUT_S", &mut self.slave_net_timeout_s)?;
         env.set_opt("SA_ROUTE53_ENDPOINT", &mut self.route53_endpoint)?;
+        env.set("SA_PROBE_S", &mut self.probe_s)?;
+        env.set("SA_DEAD_AFTER", &mut self.dead_after)?;
+        env.set("SA_WATCH_LEASE_S", &mut self.watch_lease_s)?;
+        env.set("SA_LAG_WARN_S", &mut self.lag_warn_s)?;
+        for (var, v, range) in [
+            ("SA_PROBE_S", self.probe_s, 0.1..=60.0),
+            ("SA_WATCH_LEASE_S", self.watch_lease_s, 1.0..=600.0),
+            ("SA_LAG_WARN_S", self.lag_warn_s, 0.0..=86_400.0),
+        ] {
+            if !range.contains(&v) {
+                return Err(ConfigError::Invalid {
+                    var,
+                    value: v.to_string(),
+                    reason: format!("must be {} to {} (seconds)", range.start(), range.end()),
+                });
+            }
+        }
+        if !(1..=100).contains(&self.dead_after) {
+            return Err(ConfigError::Invalid {
+                var: "SA_DEAD_AFTER",
+                value: self.dead_after.to_string(),
+                reason: "must be 1 to 100 (probes)".into(),
+            });
+        }
+        if self.watch_lease_s <= self.probe_s {
+            return Err(ConfigError::Invalid {
+                var: "SA_WATCH_LEASE_S",
+                value: self.watch_lease_s.to_string(),
+                reason: "must be longer than SA_PROBE_S (the lease is renewed every probe)".into(),
+            });
+        }
         if !(0.0..=600.0).contains(&self.dead_master_s) {
             return Err(ConfigError::Invalid {
                 var: "SA_DEAD_MASTER_S",

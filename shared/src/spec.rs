@@ -23,6 +23,7 @@ pub enum ActionSpec {
     DbConfigureMaster(ConfigureMasterParams),
     DbConfigureSlave(ConfigureSlaveParams),
     DbPromote(PromoteParams),
+    DbFailover(FailoverParams),
     DbChecksum(ChecksumParams),
     DbBackup(BackupParams),
     DbRestore(RestoreParams),
@@ -72,6 +73,7 @@ impl ActionSpec {
             ActionSpec::DbConfigureMaster(_) => ActionKind::DbConfigureMaster,
             ActionSpec::DbConfigureSlave(_) => ActionKind::DbConfigureSlave,
             ActionSpec::DbPromote(_) => ActionKind::DbPromote,
+            ActionSpec::DbFailover(_) => ActionKind::DbFailover,
             ActionSpec::DbChecksum(_) => ActionKind::DbChecksum,
             ActionSpec::DbBackup(_) => ActionKind::DbBackup,
             ActionSpec::DbRestore(_) => ActionKind::DbRestore,
@@ -97,6 +99,7 @@ impl ActionSpec {
             ActionSpec::DbPromote(PromoteParams {
                 cluster: Some(c), ..
             }) => Some((c, false)),
+            ActionSpec::DbFailover(p) => Some((&p.cluster, false)),
             _ => None,
         }
     }
@@ -109,6 +112,7 @@ impl ActionSpec {
             ActionSpec::DbConfigureSlave(p) => Some(&p.cluster),
             ActionSpec::DbRestore(p) => Some(&p.cluster),
             ActionSpec::DbPromote(p) => p.cluster.as_deref().or(server_cluster),
+            ActionSpec::DbFailover(p) => Some(&p.cluster),
             _ => None,
         }
     }
@@ -168,6 +172,17 @@ impl ActionSpec {
                 }
             }
             ActionSpec::DbConfigureSlave(p) => cluster_name(&p.cluster),
+            ActionSpec::DbFailover(p) => {
+                cluster_name(&p.cluster)?;
+                validate::server_name("params.replaces", &p.replaces)?;
+                match &p.evidence {
+                    Some(e) if e.len() > 4000 || e.contains('\0') => Err(FieldError::new(
+                        "params.evidence",
+                        "params.evidence: at most 4000 characters, no NUL",
+                    )),
+                    _ => Ok(()),
+                }
+            }
             ActionSpec::DbChecksum(p) => cluster_name(&p.cluster),
             ActionSpec::DbBackup(p) => p.validate(),
             ActionSpec::DbRestore(p) => p.validate(),
@@ -339,6 +354,21 @@ pub struct PromoteParams {
     /// two promotes submitted against one master make one change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
+}
+
+/// `db_failover`: what the watcher submits when a cluster's master is dead (an operator may
+/// too): the cluster-level promote of its most advanced slave, never forced, then the cluster's
+/// spare (a server tagged `spare_for: <cluster>`) is configured as a slave from the latest
+/// backup.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverParams {
+    pub cluster: String,
+    /// The dead master: refused if the cluster's master has changed since.
+    pub replaces: String,
+    /// What the watcher saw, for the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
 }
 
 /// `db_checksum`.

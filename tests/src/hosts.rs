@@ -459,6 +459,23 @@ impl TestHost {
         }
     }
 
+    /// Freeze this host's mariadbd for `d` (SIGSTOP, then SIGCONT): a master that is merely
+    /// slow. Its connections stay open.
+    pub fn pause_mariadb(&self, d: std::time::Duration) {
+        let pid = self
+            .mariadbd
+            .as_ref()
+            .map(|c| c.id())
+            .or_else(|| self.restarted_mariadbd())
+            .expect("mariadbd runs");
+        let signal = |s: &str| {
+            let _ = Command::new("kill").args([s, &pid.to_string()]).output();
+        };
+        signal("-STOP");
+        std::thread::sleep(d);
+        signal("-CONT");
+    }
+
     /// Start this host's mariadbd again after a kill (`ctl start`, as the login user).
     pub fn start_mariadb(&self) -> anyhow::Result<()> {
         let (uid, gid) = Self::login_ids()?;

@@ -60,6 +60,15 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
             cfg.ssh_command_timeout_s.to_string(),
         ),
         ("SA_INSECURE_NO_AUTH", cfg.insecure_no_auth.to_string()),
+        ("SA_DEAD_MASTER_S", cfg.dead_master_s.to_string()),
+        (
+            "SA_SLAVE_NET_TIMEOUT_S",
+            cfg.slave_net_timeout_s.to_string(),
+        ),
+        ("SA_PROBE_S", cfg.probe_s.to_string()),
+        ("SA_DEAD_AFTER", cfg.dead_after.to_string()),
+        ("SA_WATCH_LEASE_S", cfg.watch_lease_s.to_string()),
+        ("SA_LAG_WARN_S", cfg.lag_warn_s.to_string()),
         ("SA_MYSQL_USER", cfg.mysql_user.clone()),
         (
             "SA_MYSQL_PASSWORD",
@@ -81,6 +90,7 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
             cfg.allowed_hosts.as_ref().map(|h| h.join(",")),
         ),
         ("SA_S3_ENDPOINT", cfg.s3_endpoint.clone()),
+        ("SA_ROUTE53_ENDPOINT", cfg.route53_endpoint.clone()),
         ("SA_S3_BUCKET", cfg.s3_bucket.clone()),
         ("SA_S3_ACCESS_KEY_ID", cfg.s3_access_key_id.clone()),
         (

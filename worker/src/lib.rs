@@ -18,6 +18,7 @@ pub use shared::s3;
 pub mod ssh;
 pub use shared::trailer;
 pub mod transfer;
+pub mod watcher;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -161,6 +162,7 @@ impl Worker {
         tracker.spawn(heartbeat::sweeper(self.clone(), shutdown.clone()));
         tracker.spawn(heartbeat::archiver(self.clone(), shutdown.clone()));
         tracker.spawn(fencer::run(self.clone(), shutdown.clone()));
+        tracker.spawn(watcher::run(self.clone(), shutdown.clone()));
         tracker.spawn(heartbeat::cancel_listener(self.clone(), shutdown.clone()));
         consumer::consume(
             self.clone(),

@@ -13,7 +13,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::{
     action::ActionKind,
-    db::clusters::{self, ClusterView, DnsSettings, Fence},
+    db::{
+        clusters::{self, ClusterView, DnsSettings, Fence},
+        watch::{self, FailoverState, GlobalSwitch},
+    },
     http::ActionRequest,
 };
 
@@ -51,6 +54,11 @@ pub struct ClusterPatch {
     /// hosted zone id, "key_name"?: access key id, "key_ref"?: its secret key}` or
     /// `{"provider": "store"}`.
     dns: Option<DnsSettings>,
+    /// Watch the cluster and fail it over automatically when its master is dead.
+    auto_failover: Option<bool>,
+    /// After an automatic failover, no second one for this long (seconds, 0 to 604800)
+    /// unless acknowledged (`POST /v1/clusters/{name}/ack`).
+    failover_block_s: Option<u32>,
 }
 
 /// A DNS name as the settings take it (a trailing dot allowed).
@@ -167,6 +175,18 @@ pub async fn patch(
         check_dns(&state, &cluster, d).await?;
         clusters::set_dns_settings(&state.pool, &name, d).await?;
     }
+    if let Some(b) = p.failover_block_s.filter(|b| *b > 604_800) {
+        return Err(ApiError::bad(
+            "failover_block_s",
+            format!("failover_block_s: {b} is more than 604800 seconds (a week)"),
+        ));
+    }
+    if p.auto_failover.is_some() || p.failover_block_s.is_some() {
+        let block = p.failover_block_s.map(|b| b as i32);
+        if !watch::configure(&state.pool, &name, p.auto_failover, block).await? {
+            return Err(ApiError::not_found(format!("no cluster named {name:?}")));
+        }
+    }
     if let Some(f) = p.fence {
         if !clusters::set_fence(&state.pool, &name, f).await? {
             return Err(ApiError::not_found(format!("no cluster named {name:?}")));
@@ -231,4 +251,117 @@ pub async fn promote(
     };
     let new = super::actions::validate_request(request, &caller)?;
     super::actions::accept(&state, &caller, audit, new).await
+}
+
+#[utoipa::path(post, path = "/v1/clusters/{name}/ack", tag = "clusters", params(("name" = String, Path)), responses(
+    (status = 200, description = "the last automatic failover is acknowledged: the block is lifted", body = FailoverState),
+    (status = 404, description = "not found", body = ErrorBody)))]
+/// Acknowledge the cluster's last automatic failover: a second one may happen at once.
+pub async fn ack(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    audit: Audit,
+    Path(name): Path<String>,
+) -> ApiResult<Json<FailoverState>> {
+    super::named("cluster", &name)?;
+    audit.target(format!("cluster:{name}"));
+    caller.require(
+        ActionKind::DbFailover.required_role(),
+        "acknowledging a failover",
+    )?;
+    caller.reach_cluster(&name)?;
+    if !watch::ack(&state.pool, &name, &caller.origin()).await? {
+        return Err(ApiError::not_found(format!("no cluster named {name:?}")));
+    }
+    audit
+        .commit(state.pool.begin().await?, StatusCode::OK, None)
+        .await?;
+    failover_state(&state, &name).await.map(Json)
+}
+
+async fn failover_state(state: &AppState, name: &str) -> ApiResult<FailoverState> {
+    watch::state(&state.pool, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no cluster named {name:?}")))
+}
+
+#[utoipa::path(get, path = "/v1/clusters/{name}/failover-plan", tag = "clusters", params(("name" = String, Path)), responses(
+    (status = 200, description = "what a failover would do now, as the cluster's watcher last saw it (`plan`), with its analysis", body = FailoverState),
+    (status = 404, description = "not found", body = ErrorBody),
+    (status = 409, description = "no watcher has looked at the cluster yet (auto_failover is off)", body = ErrorBody)))]
+/// The dry run: the candidate, the GTID differences, the fence step, the spare and what would
+/// be lost, from the watcher's last probe (the api never connects to a server).
+pub async fn failover_plan(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<FailoverState>> {
+    super::named("cluster", &name)?;
+    caller.reach_cluster(&name)?;
+    let f = failover_state(&state, &name).await?;
+    if f.plan.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            if f.auto_failover {
+                format!(
+                    "cluster {name:?} has not been probed yet: its watcher starts within seconds"
+                )
+            } else {
+                format!("cluster {name:?} is not watched: turn auto_failover on (PATCH /v1/clusters/{name}) to get its plan")
+            },
+        ));
+    }
+    Ok(Json(f))
+}
+
+#[utoipa::path(get, path = "/v1/auto-failover", tag = "clusters", responses(
+    (status = 200, description = "the global switch of automatic failover", body = GlobalSwitch)))]
+pub async fn global(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+) -> ApiResult<Json<GlobalSwitch>> {
+    Ok(Json(watch::global(&state.pool).await?))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalSwitchRequest {
+    /// `false`: no automatic failover on any cluster (maintenance); watchers keep watching.
+    enabled: bool,
+    reason: Option<String>,
+}
+
+#[utoipa::path(put, path = "/v1/auto-failover", tag = "clusters", request_body = GlobalSwitchRequest, responses(
+    (status = 200, description = "the global switch, changed", body = GlobalSwitch),
+    (status = 400, description = "a bad field, named", body = ErrorBody)))]
+pub async fn set_global(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    audit: Audit,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult<Json<GlobalSwitch>> {
+    audit.target("auto-failover".to_string());
+    caller.require(shared::auth::Role::Admin, "switching automatic failover")?;
+    let Json(body) = body?;
+    let changes = body.clone();
+    let r: GlobalSwitchRequest = from_value(body)?;
+    if let Some(reason) = r.reason.as_deref() {
+        if reason.len() > 500 || reason.chars().any(char::is_control) {
+            return Err(ApiError::bad(
+                "reason",
+                "reason: at most 500 characters on one line",
+            ));
+        }
+    }
+    watch::set_global(
+        &state.pool,
+        r.enabled,
+        r.reason.as_deref(),
+        &caller.origin(),
+    )
+    .await?;
+    audit
+        .commit(state.pool.begin().await?, StatusCode::OK, Some(changes))
+        .await?;
+    Ok(Json(watch::global(&state.pool).await?))
 }

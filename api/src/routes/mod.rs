@@ -36,6 +36,15 @@ pub fn router() -> Router<Arc<AppState>> {
             get(clusters::show).patch(clusters::patch),
         )
         .route("/v1/clusters/{name}/promote", post(clusters::promote))
+        .route("/v1/clusters/{name}/ack", post(clusters::ack))
+        .route(
+            "/v1/clusters/{name}/failover-plan",
+            get(clusters::failover_plan),
+        )
+        .route(
+            "/v1/auto-failover",
+            get(clusters::global).put(clusters::set_global),
+        )
         .route("/v1/backups", get(backups::list))
         .route(
             "/v1/schedules",

@@ -94,6 +94,14 @@ enum Cmd {
     /// A DB cluster: its master, slaves and master DNS record.
     #[command(subcommand)]
     Clusters(ClustersCmd),
+    /// Automatic failover of every cluster: `sactl auto-failover off --reason maintenance`,
+    /// `on`, `show`.
+    AutoFailover {
+        #[arg(value_parser = ["on", "off", "show"])]
+        switch: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Schedules: `sactl schedules add nightly --cluster shop --role master --kind db_backup --cron '0 30 3 * * *'`.
     #[command(subcommand)]
     Schedules(SchedulesCmd),
@@ -173,6 +181,8 @@ enum BackupsCmd {
 }
 
 #[derive(Subcommand)]
+// Parsed once per run: the size of `Set` does not matter.
+#[allow(clippy::large_enum_variant)]
 enum ClustersCmd {
     /// Master, members with their replication state, DNS record, lock and timeline.
     Show { name: String },
@@ -194,7 +204,7 @@ enum ClustersCmd {
         name: String,
         #[arg(long, value_parser = ["required", "optional"])]
         fence: Option<String>,
-        #[arg(long, value_parser = ["store", "rfc2136"])]
+        #[arg(long, value_parser = ["store", "rfc2136", "route53"])]
         dns_provider: Option<String>,
         /// The master record's name.
         #[arg(long)]
@@ -211,7 +221,18 @@ enum ClustersCmd {
         /// A stored secret (`sactl secrets set`) holding the TSIG key, base64.
         #[arg(long)]
         dns_key_ref: Option<String>,
+        /// Watch the cluster and fail it over automatically when its master is dead.
+        #[arg(long, value_parser = ["on", "off"])]
+        auto_failover: Option<String>,
+        /// No second automatic failover for this long after one, unless acknowledged.
+        #[arg(long)]
+        failover_block_s: Option<u32>,
     },
+    /// Acknowledge the last automatic failover: lifts the block on a second one.
+    Ack { name: String },
+    /// What a failover would do now (candidate, fence, spare, what would be lost), and the
+    /// watcher's analysis.
+    Plan { name: String },
 }
 
 #[derive(Subcommand)]
@@ -575,6 +596,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
+        Cmd::Clusters(ClustersCmd::Ack { name }) => {
+            let v = client
+                .post(
+                    &format!("/v1/clusters/{}/ack", urlencode(&name)),
+                    &json!({}),
+                )
+                .await?
+                .1;
+            println!(
+                "{name}: last automatic failover acknowledged; blocked until: {}",
+                v["blocked_until"].as_str().unwrap_or("not blocked")
+            );
+        }
+        Cmd::Clusters(ClustersCmd::Plan { name }) => {
+            let v = client
+                .get(&format!("/v1/clusters/{}/failover-plan", urlencode(&name)))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Cmd::AutoFailover { switch, reason } => {
+            let v = if switch == "show" {
+                client.get("/v1/auto-failover").await?
+            } else {
+                client
+                    .put(
+                        "/v1/auto-failover",
+                        &json!({"enabled": switch == "on", "reason": reason}),
+                    )
+                    .await?
+            };
+            println!(
+                "automatic failover: {}{}",
+                if v["enabled"] == true { "on" } else { "off" },
+                v["reason"]
+                    .as_str()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            );
+        }
         Cmd::Clusters(ClustersCmd::Promote { name, force, wait }) => {
             let a = client.promote_cluster(&urlencode(&name), force).await?;
             return submitted(&client, &a, wait, " (db_promote)").await;
@@ -589,8 +649,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dns_server,
             dns_key_name,
             dns_key_ref,
+            auto_failover,
+            failover_block_s,
         }) => {
             let mut body = json!({});
+            if let Some(a) = auto_failover {
+                body["auto_failover"] = json!(a == "on");
+            }
+            if let Some(b) = failover_block_s {
+                body["failover_block_s"] = json!(b);
+            }
             if let Some(f) = fence {
                 body["fence"] = json!(f);
             }
@@ -614,14 +682,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 body["dns"] = Value::Object(dns);
             }
             if body.as_object().is_some_and(|b| b.is_empty()) {
-                bail!("nothing to change: give --fence or a --dns-* option");
+                bail!("nothing to change: give --fence, --auto-failover, --failover-block-s or a --dns-* option");
             }
             let v = client
                 .patch(&format!("/v1/clusters/{}", urlencode(&name)), &body)
                 .await?;
             println!(
-                "{name}: fence {}, DNS {} {} (TTL {} s)",
+                "{name}: fence {}, auto_failover {}, DNS {} {} (TTL {} s)",
                 v["fence"].as_str().unwrap_or_default(),
+                v["failover"]["auto_failover"],
                 v["dns"]["provider"].as_str().unwrap_or_default(),
                 v["dns"]["name"].as_str().unwrap_or_default(),
                 v["dns"]["ttl"]

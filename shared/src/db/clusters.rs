@@ -101,6 +101,9 @@ pub struct ClusterView {
     /// `{"name", "address", "ttl", "provider", "zone", "server", "key_name", "key_ref"}`.
     #[schema(value_type = Object)]
     pub dns: Value,
+    /// Automatic failover: on or off, the block after the last one, the watcher and its last
+    /// analysis.
+    pub failover: Option<super::watch::FailoverState>,
 }
 
 pub async fn get(pool: &PgPool, name: &str) -> sqlx::Result<Option<Cluster>> {
@@ -318,6 +321,18 @@ pub async fn slaves(pool: &PgPool, name: &str) -> sqlx::Result<Vec<String>> {
     .await
 }
 
+/// The topology action holding the cluster lock, if one does.
+pub async fn locked_by(pool: &PgPool, name: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "SELECT c.action_id FROM cluster_leases c
+         JOIN server_leases l ON l.server = c.server AND l.generation = c.server_generation
+         WHERE c.cluster = $1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await
+}
+
 pub async fn view(pool: &PgPool, name: &str) -> sqlx::Result<Option<ClusterView>> {
     let Some(c) = get(pool, name).await? else {
         return Ok(None);
@@ -331,14 +346,7 @@ pub async fn view(pool: &PgPool, name: &str) -> sqlx::Result<Option<ClusterView>
     .bind(name)
     .fetch_all(pool)
     .await?;
-    let locked_by = sqlx::query_scalar(
-        "SELECT c.action_id FROM cluster_leases c
-         JOIN server_leases l ON l.server = c.server AND l.generation = c.server_generation
-         WHERE c.cluster = $1",
-    )
-    .bind(name)
-    .fetch_optional(pool)
-    .await?;
+    let locked_by = locked_by(pool, name).await?;
     let events = sqlx::query_as(
         "SELECT at, action_id, message FROM cluster_events WHERE cluster = $1
          ORDER BY id DESC LIMIT 50",
@@ -354,6 +362,7 @@ pub async fn view(pool: &PgPool, name: &str) -> sqlx::Result<Option<ClusterView>
         fence: c.fence,
         locked_by,
         events,
+        failover: super::watch::state(pool, name).await?,
         dns: json!({"name": c.dns_name, "address": c.dns_address, "ttl": c.dns_ttl,
                     "provider": c.dns_provider.as_deref().unwrap_or("default"), "zone": c.dns_zone,
                     "server": c.dns_server, "key_name": c.dns_key_name, "key_ref": c.dns_key_ref}),

@@ -11,6 +11,7 @@ pub mod schedules;
 pub mod secrets;
 pub mod servers;
 pub mod tokens;
+pub mod watch;
 
 use std::{str::FromStr, time::Duration};
 

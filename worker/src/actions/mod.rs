@@ -6,6 +6,7 @@ mod db_backup;
 mod db_checksum;
 mod db_configure_master;
 mod db_configure_slave;
+mod db_failover;
 mod db_promote;
 mod db_restore;
 mod db_status;
@@ -39,6 +40,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
         // A promote runs to its end once started (it undoes itself on failure): stopping it
         // half-way would leave two writable servers or none.
         ActionSpec::DbPromote(p) => Box::pin(db_promote::run(ctx, p)).await,
+        ActionSpec::DbFailover(p) => Box::pin(db_failover::run(ctx, p)).await,
     }
 }
 
