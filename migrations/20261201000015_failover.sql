@@ -36,3 +36,8 @@ CREATE TABLE settings (
     updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_by  TEXT NOT NULL
 );
+
+-- Semi-synchronous replication: the master acknowledges a commit only once a slave has it
+-- (MariaDB's built-in rpl_semi_sync_*, wait point AFTER_SYNC), so a failover loses no write
+-- the master acknowledged. Set by every promote and kept by the cluster's watcher.
+ALTER TABLE clusters ADD COLUMN semi_sync BOOLEAN NOT NULL DEFAULT false;

@@ -13,5 +13,6 @@ pub mod scheduler;
 pub mod startup;
 pub mod tails;
 pub mod ui;
+pub mod webhooks;
 
 pub use startup::Application;

@@ -25,6 +25,7 @@ use crate::{
     error::ErrorBody,
     routes::{
         actions, audit, backups, clusters, health, logs, schedules, secrets, servers, tokens,
+        webhooks,
     },
 };
 
@@ -55,6 +56,10 @@ use crate::{
         clusters::failover_plan,
         clusters::global,
         clusters::set_global,
+        webhooks::create,
+        webhooks::list,
+        webhooks::delete,
+        webhooks::deliveries,
         backups::list,
         backups::show,
         schedules::create,
@@ -111,6 +116,11 @@ use crate::{
         clusters::GlobalSwitchRequest,
         shared::db::watch::FailoverState,
         shared::db::watch::GlobalSwitch,
+        webhooks::WebhookRequest,
+        webhooks::WebhookList,
+        webhooks::DeliveryList,
+        shared::db::webhooks::Webhook,
+        shared::db::webhooks::Delivery,
         ActionList,
         ServerList,
         ActionRequest,

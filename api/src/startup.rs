@@ -113,6 +113,11 @@ impl Application {
             Duration::from_millis(100),
             shutdown.clone(),
         ));
+        tracker.spawn(crate::webhooks::deliver(
+            self.state.clone(),
+            Duration::from_millis(500),
+            shutdown.clone(),
+        ));
         tracker.spawn(outbox::mark(
             self.state.clone(),
             self.confirmed,

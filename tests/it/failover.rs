@@ -96,6 +96,15 @@ async fn a_dead_master_fails_over_on_its_own_and_a_second_death_waits_for_an_ack
     let mut s = spare.db_server_json("dbs");
     s["tags"] = json!({"spare_for": "shop"});
     app.client.post("/v1/servers", &s).await.unwrap();
+    let (hook, got) = crate::webhooks::receiver(0).await;
+    app.client
+        .post(
+            "/v1/webhooks",
+            &json!({"url": format!("http://{hook}/hook"), "secret": crate::webhooks::SECRET,
+                    "events": ["failover.started", "failover.finished"]}),
+        )
+        .await
+        .unwrap();
     watch(&app).await;
 
     // The plan names a candidate and the fence step.
@@ -159,6 +168,16 @@ async fn a_dead_master_fails_over_on_its_own_and_a_second_death_waits_for_an_ack
         "{events}"
     );
     assert!(events.contains("Failover finished"), "{events}");
+
+    // Both failover events arrived, signed (the receiver checks the signature).
+    let both = eventually(Duration::from_secs(10), async || {
+        got.lock().unwrap().len() >= 2
+    })
+    .await;
+    let events: Vec<String> = got.lock().unwrap().iter().map(|g| g.0.clone()).collect();
+    assert!(both, "{events:?}");
+    assert_eq!(events, ["failover.started", "failover.finished"]);
+    assert_eq!(got.lock().unwrap()[1].3["data"]["master"], json!(master));
 
     // The spare becomes a slave of the new master.
     let spare_action = f.result.as_ref().unwrap()["spare"]["action"]

@@ -22,6 +22,7 @@ mod shutdown;
 mod ssh_failures;
 mod topology;
 mod viewer;
+mod webhooks;
 
 use std::time::Duration;
 

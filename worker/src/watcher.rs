@@ -206,7 +206,7 @@ async fn probe(worker: &Worker, w: &Watch, probes: &mut Probes) -> sqlx::Result<
     }
 
     let limit = Duration::from_secs_f64((worker.cfg.probe_s * 1.5).max(0.5));
-    let master_probe = probe_master(worker, &master, probes, limit).await;
+    let master_probe = probe_master(worker, &cluster, &master, probes, limit).await;
     match &master_probe {
         Ok(_) => probes.failures = 0,
         Err(e) => {
@@ -218,7 +218,13 @@ async fn probe(worker: &Worker, w: &Watch, probes: &mut Probes) -> sqlx::Result<
     for s in slaves {
         let state = probes
             .with(worker, &s, limit, async |db: &mut Db| {
-                let state = SlaveState::read(db).await.map_err(|e| e.to_string())?;
+                let e = |e: crate::ctx::ActionError| e.to_string();
+                if topology::semi_sync(db, &cluster, false).await.map_err(e)? {
+                    // Counts from the IO thread's next start.
+                    db.exec("STOP SLAVE IO_THREAD").await.map_err(|x| x.to_string())?;
+                    db.exec("START SLAVE IO_THREAD").await.map_err(|x| x.to_string())?;
+                }
+                let state = SlaveState::read(db).await.map_err(e)?;
                 let lag: Option<Option<i64>> = db
                     .conn
                     .query_first(
@@ -299,6 +305,7 @@ async fn probe(worker: &Worker, w: &Watch, probes: &mut Probes) -> sqlx::Result<
 /// position, if it could be read.
 async fn probe_master(
     worker: &Worker,
+    cluster: &Cluster,
     master: &Server,
     probes: &mut Probes,
     limit: Duration,
@@ -333,6 +340,9 @@ async fn probe_master(
                 ))
                 .await
                 .map_err(e)?;
+                topology::semi_sync(db, cluster, true)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             Ok((read_only == 0, Position::parse(&pos).ok()))
         })

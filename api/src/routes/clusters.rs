@@ -59,6 +59,10 @@ pub struct ClusterPatch {
     /// After an automatic failover, no second one for this long (seconds, 0 to 604800)
     /// unless acknowledged (`POST /v1/clusters/{name}/ack`).
     failover_block_s: Option<u32>,
+    /// Semi-synchronous replication (MariaDB's built-in, wait point AFTER_SYNC): the master
+    /// acknowledges a commit once a slave has it, so a failover loses no acknowledged write.
+    /// Set by every promote and by the cluster's watcher within a probe.
+    semi_sync: Option<bool>,
 }
 
 /// A DNS name as the settings take it (a trailing dot allowed).
@@ -181,9 +185,9 @@ pub async fn patch(
             format!("failover_block_s: {b} is more than 604800 seconds (a week)"),
         ));
     }
-    if p.auto_failover.is_some() || p.failover_block_s.is_some() {
+    if p.auto_failover.is_some() || p.failover_block_s.is_some() || p.semi_sync.is_some() {
         let block = p.failover_block_s.map(|b| b as i32);
-        if !watch::configure(&state.pool, &name, p.auto_failover, block).await? {
+        if !watch::configure(&state.pool, &name, p.auto_failover, block, p.semi_sync).await? {
             return Err(ApiError::not_found(format!("no cluster named {name:?}")));
         }
     }

@@ -10,6 +10,7 @@ pub(crate) mod schedules;
 pub(crate) mod secrets;
 pub(crate) mod servers;
 pub(crate) mod tokens;
+pub(crate) mod webhooks;
 
 use std::sync::Arc;
 
@@ -66,6 +67,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/audit", get(audit::list))
         .route("/v1/secrets", post(secrets::put).get(secrets::list))
         .route("/v1/secrets/{name}", axum::routing::delete(secrets::delete))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/v1/webhooks/{id}", axum::routing::delete(webhooks::delete))
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/openapi.json", get(crate::openapi::document))
         .fallback(|| async { crate::error::ApiError::not_found("no such route") })
 }

@@ -25,6 +25,8 @@ pub struct Cluster {
     pub dns_key_name: Option<String>,
     /// The stored secret holding the TSIG key (base64).
     pub dns_key_ref: Option<String>,
+    /// Semi-synchronous replication: set by every promote, kept by the watcher.
+    pub semi_sync: bool,
 }
 
 /// A cluster's DNS settings as `PATCH /v1/clusters/{name}` takes them.
@@ -109,7 +111,7 @@ pub struct ClusterView {
 pub async fn get(pool: &PgPool, name: &str) -> sqlx::Result<Option<Cluster>> {
     sqlx::query_as(
         "SELECT name, master, repl_user, repl_password, dns_name, dns_address, dns_ttl, fence,
-                dns_provider, dns_zone, dns_server, dns_key_name, dns_key_ref
+                dns_provider, dns_zone, dns_server, dns_key_name, dns_key_ref, semi_sync
          FROM clusters WHERE name = $1",
     )
     .bind(name)
@@ -124,7 +126,7 @@ pub async fn ensure(pool: &PgPool, name: &str, dns_name: Option<&str>) -> sqlx::
         "INSERT INTO clusters (name, dns_name) VALUES ($1, COALESCE($2, $1 || '-master'))
          ON CONFLICT (name) DO UPDATE SET dns_name = COALESCE($2, clusters.dns_name)
          RETURNING name, master, repl_user, repl_password, dns_name, dns_address, dns_ttl, fence,
-                dns_provider, dns_zone, dns_server, dns_key_name, dns_key_ref",
+                dns_provider, dns_zone, dns_server, dns_key_name, dns_key_ref, semi_sync",
     )
     .bind(name)
     .bind(dns_name)

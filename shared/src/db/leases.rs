@@ -389,6 +389,16 @@ pub async fn finish(
     if released != 1 {
         return Ok(Finished::LeaseLost);
     }
+    if out.retry_in.is_none() {
+        let data = serde_json::json!({
+            "action": action_id, "server": server, "status": out.status.as_str(),
+            "exit_code": out.exit_code, "error": out.error,
+        });
+        super::webhooks::emit(&mut tx, "action.finished", &data).await?;
+        if !matches!(out.status, Status::Succeeded | Status::Cancelled) {
+            super::webhooks::emit(&mut tx, "action.failed", &data).await?;
+        }
+    }
     let ready = st.head_ready != Some(false) && out.keep_locked.is_none();
     let (next, kick) = match (st.head_id, hand_off) {
         (Some(id), Some(taker)) if ready => {

@@ -12,6 +12,7 @@ pub mod secrets;
 pub mod servers;
 pub mod tokens;
 pub mod watch;
+pub mod webhooks;
 
 use std::{str::FromStr, time::Duration};
 

@@ -119,6 +119,9 @@ pub async fn record(
             .bind(format!("Analysis: {} ({})", analysis.code, analysis.detail))
             .execute(&mut *tx)
             .await?;
+        let data =
+            json!({"cluster": watch.cluster, "analysis": analysis.code, "detail": analysis.detail});
+        super::webhooks::emit(&mut tx, "cluster.analysis", &data).await?;
     }
     tx.commit().await?;
     Ok(true)
@@ -177,6 +180,7 @@ pub async fn set_global(
 #[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct FailoverState {
     pub auto_failover: bool,
+    pub semi_sync: bool,
     pub failover_block_s: i32,
     pub last_failover_at: Option<DateTime<Utc>>,
     pub failover_acked_at: Option<DateTime<Utc>>,
@@ -198,7 +202,7 @@ pub struct FailoverState {
 
 pub async fn state(pool: &PgPool, cluster: &str) -> sqlx::Result<Option<FailoverState>> {
     sqlx::query_as(
-        "SELECT c.auto_failover, c.failover_block_s, c.last_failover_at, c.failover_acked_at,
+        "SELECT c.auto_failover, c.semi_sync, c.failover_block_s, c.last_failover_at, c.failover_acked_at,
                 c.failover_acked_by,
                 CASE WHEN c.last_failover_at IS NOT NULL
                       AND c.last_failover_at + make_interval(secs => c.failover_block_s) > now()
@@ -215,21 +219,25 @@ pub async fn state(pool: &PgPool, cluster: &str) -> sqlx::Result<Option<Failover
     .await
 }
 
-/// Turn automatic failover on or off for a cluster, or change its block period.
+/// Turn automatic failover or semi-synchronous replication on or off for a cluster, or
+/// change its block period.
 pub async fn configure(
     pool: &PgPool,
     cluster: &str,
     auto_failover: Option<bool>,
     block_s: Option<i32>,
+    semi_sync: Option<bool>,
 ) -> sqlx::Result<bool> {
     let r = sqlx::query(
         "UPDATE clusters SET auto_failover = COALESCE($2, auto_failover),
-                failover_block_s = COALESCE($3, failover_block_s)
+                failover_block_s = COALESCE($3, failover_block_s),
+                semi_sync = COALESCE($4, semi_sync)
          WHERE name = $1",
     )
     .bind(cluster)
     .bind(auto_failover)
     .bind(block_s)
+    .bind(semi_sync)
     .execute(pool)
     .await?;
     Ok(r.rows_affected() == 1)
@@ -383,6 +391,9 @@ pub async fn submit_failover(
         ))
         .execute(&mut *tx)
         .await?;
+    let data = json!({"cluster": watch.cluster, "master": master, "action": action.id,
+                      "evidence": evidence, "watcher": worker});
+    super::webhooks::emit(&mut tx, "failover.started", &data).await?;
     tx.commit().await?;
     Ok(action)
 }

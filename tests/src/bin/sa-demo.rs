@@ -2,8 +2,8 @@
 //! sshd each), `sa-api` and two `sa-worker` processes, registers the hosts, submits a few script
 //! actions and prints their logs. Then the story we come from, on three MariaDB test hosts and an
 //! S3 emulator: master and slave configured, a backup of the slave to S3, the master dies, the
-//! slave is promoted and the cluster's record moved to it, and a fresh slave is seeded from the
-//! backup (`--no-db` skips it). Prints the URLs to look at; `--keep` leaves it all running until
+//! cluster's watcher fails it over on its own (the master record on a loopback Knot moves, shown
+//! before and after), and the spare is seeded from the backup (`--no-db` skips it). Prints the URLs to look at; `--keep` leaves it all running until
 //! Ctrl-C. Run it through `scripts/demo.sh`, which builds the binaries first.
 
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use shared::Config;
 use testbed::{
     hosts::{client_key, TestHost},
     procs::{create_token, Proc},
-    services::Moto,
+    services::{Knot, Moto},
 };
 
 const TOKEN_FILE: &str = "/tmp/sa-demo.token";
@@ -148,8 +148,8 @@ async fn main() -> anyhow::Result<()> {
     }
     // Held to the end: `--keep` leaves the database hosts up too.
     let _db_hosts = match &moto {
-        Some(_) => db_scene(&client).await?,
-        None => Vec::new(),
+        Some(_) => Some(db_scene(&client).await?),
+        None => None,
     };
     let base = &cfg.api_url;
     println!("Look at (every /v1 request and the viewer need the demo's token):");
@@ -178,8 +178,10 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The incident of the 2007 logs, replayed: a master dies and the slave takes over.
-async fn db_scene(client: &Client) -> anyhow::Result<Vec<TestHost>> {
+/// The incident of the 2007 logs, replayed without a person: a master dies, the watcher fails
+/// the cluster over on its own, the master record on a DNS server (Knot on loopback) moves, and
+/// the spare becomes a slave from the backup.
+async fn db_scene(client: &Client) -> anyhow::Result<(Vec<TestHost>, Knot)> {
     let cluster = format!("shop{}", chrono::Utc::now().format("%H%M%S"));
     println!("── The incident: cluster {cluster} on MariaDB test hosts db1 (master), db2 (slave), db3 (spare) ──");
     let mut db = Vec::new();
@@ -189,7 +191,11 @@ async fn db_scene(client: &Client) -> anyhow::Result<Vec<TestHost>> {
         if client.get(&format!("/v1/servers/{name}")).await.is_ok() {
             client.delete(&format!("/v1/servers/{name}")).await?;
         }
-        client.add_server(&h.db_server_json(&name)).await?;
+        let mut server = h.db_server_json(&name);
+        if i == 3 {
+            server["tags"] = json!({"spare_for": cluster});
+        }
+        client.add_server(&server).await?;
         println!("test host {name}: sshd and mariadbd on {}", h.address);
         db.push(h);
     }
@@ -216,6 +222,38 @@ async fn db_scene(client: &Client) -> anyhow::Result<Vec<TestHost>> {
         false,
     )
     .await?;
+    // The master record on a real DNS server, changed by signed RFC 2136 updates; automatic
+    // failover on.
+    let knot = Knot::start("shop.test")?;
+    knot.set("db", &db[0].address.to_string())?;
+    client
+        .post(
+            "/v1/secrets",
+            &json!({"name": format!("{cluster}-tsig"), "value": knot.key}),
+        )
+        .await?;
+    client
+        .patch(
+            &format!("/v1/clusters/{cluster}"),
+            &json!({"auto_failover": true, "failover_block_s": 600,
+                    "dns": {"provider": "rfc2136", "zone": "shop.test", "server": knot.addr.to_string(),
+                            "key_name": knot.key_name, "key_ref": format!("{cluster}-tsig"),
+                            "name": "db", "ttl": 1}}),
+        )
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(&format!("/v1/clusters/{cluster}")).await?["failover"]["analysis"] != "ok" {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the watcher never saw {cluster} healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "{cluster} is watched (auto_failover on; spare db3). Knot at {} answers db.shop.test A {}",
+        knot.addr,
+        knot.address("db")
+    );
     db[0]
         .sql("INSERT INTO shop.orders (item) SELECT 'after the backup' FROM mysql.seq_1_to_500")?;
     let pos = db[0].sql("SELECT @@gtid_binlog_pos")?;
@@ -224,18 +262,76 @@ async fn db_scene(client: &Client) -> anyhow::Result<Vec<TestHost>> {
         "db1 has {} orders; now it dies (mariadbd and sshd killed).\n",
         db[0].sql("SELECT COUNT(*) FROM shop.orders")?
     );
+    let killed = Instant::now();
     db[0].kill();
-    act(client, "db2", "db_promote", &json!({}), true).await?;
+    let failover = loop {
+        let v = client
+            .get("/v1/actions?kind=db_failover&server=db1&limit=1")
+            .await?;
+        if let Some(id) = v["actions"][0]["id"].as_i64() {
+            break id;
+        }
+        anyhow::ensure!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no automatic failover within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "the watcher declared db1 dead and submitted failover action {failover} {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    let a = client.wait(failover, Duration::from_secs(180)).await?;
+    println!(
+        "── action {} db_failover on db1 (by {}) — {} ──",
+        a.id, a.submitted_by, a.status
+    );
+    print!("{}", client.log(a.id, 0).await?.text);
+    anyhow::ensure!(
+        a.status == shared::Status::Succeeded,
+        "the failover did not succeed"
+    );
+    println!(
+        "\nKnot at {} now answers db.shop.test A {} ({:.1} s after the kill)\n",
+        knot.addr,
+        knot.address("db"),
+        killed.elapsed().as_secs_f64()
+    );
     let record = client.get(&format!("/v1/clusters/{cluster}")).await?;
-    println!("GET /v1/clusters/{cluster}: {record}\n");
-    act(
-        client,
-        "db3",
-        "db_configure_slave",
-        &json!({"cluster": cluster, "from": "backup", "default_schedules": false}),
-        true,
-    )
-    .await?;
+    println!(
+        "GET /v1/clusters/{cluster}: master {}, slaves {}, timeline:",
+        record["master"], record["slaves"]
+    );
+    for e in record["events"].as_array().into_iter().flatten().rev() {
+        println!(
+            "  {} {}",
+            e["at"].as_str().unwrap_or_default(),
+            e["message"].as_str().unwrap_or_default()
+        );
+    }
+    let spare = a.result.as_ref().map(|r| r["spare"]["action"].clone());
+    let spare = spare
+        .and_then(|s| s.as_i64())
+        .ok_or_else(|| anyhow::anyhow!("no spare action"))?;
+    let s = client.wait(spare, Duration::from_secs(180)).await?;
+    println!(
+        "\n── action {} db_configure_slave on db3 (the spare, by {}) — {} ──",
+        s.id, s.submitted_by, s.status
+    );
+    print!("{}", client.log(s.id, 0).await?.text);
+    anyhow::ensure!(
+        s.status == shared::Status::Succeeded,
+        "the spare was not configured"
+    );
+    // The demo's hosts are gone when it ends: no schedules for them.
+    let schedules = client.get("/v1/schedules").await?;
+    for sc in schedules["schedules"].as_array().into_iter().flatten() {
+        if sc["target"]["cluster"] == json!(cluster) {
+            if let Some(n) = sc["name"].as_str() {
+                client.delete(&format!("/v1/schedules/{n}")).await?;
+            }
+        }
+    }
     db[1].sql("INSERT INTO shop.orders (item) VALUES ('written on the new master')")?;
     let pos = db[1].sql("SELECT @@gtid_binlog_pos")?;
     db[2].sql(&format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"))?;
@@ -244,7 +340,7 @@ async fn db_scene(client: &Client) -> anyhow::Result<Vec<TestHost>> {
         db[1].sql("SELECT COUNT(*) FROM shop.orders")?,
         db[2].sql("SELECT COUNT(*) FROM shop.orders")?
     );
-    Ok(db)
+    Ok((db, knot))
 }
 
 /// Submit `kind` on `server`, wait, and print its log (whole, or its status line).

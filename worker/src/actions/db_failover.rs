@@ -50,6 +50,7 @@ pub async fn run(ctx: &Ctx<'_>, p: &FailoverParams) -> Result<Done, ActionError>
                 &format!("Failover failed: {e}"),
             )
             .await;
+            finished(ctx, p, json!({"succeeded": false, "error": e.to_string()})).await;
             return Err(e);
         }
     };
@@ -68,6 +69,9 @@ pub async fn run(ctx: &Ctx<'_>, p: &FailoverParams) -> Result<Done, ActionError>
     );
     let _ = clusters::add_event(pool, &p.cluster, Some(ctx.action.id), &event).await;
     log.system(event).await;
+    let mut data = result.clone();
+    data["succeeded"] = json!(true);
+    finished(ctx, p, data).await;
     Ok(Done {
         exit_code: 0,
         result: Some(result),
@@ -142,5 +146,23 @@ async fn spare(ctx: &Ctx<'_>, cluster: &str) -> Value {
                 .await;
             json!({"note": format!("spare {server} not queued: {e}")})
         }
+    }
+}
+
+/// The `failover.finished` webhook event.
+async fn finished(ctx: &Ctx<'_>, p: &FailoverParams, mut data: Value) {
+    data["cluster"] = json!(p.cluster);
+    data["old_master"] = json!(p.replaces);
+    data["action"] = json!(ctx.action.id);
+    let emitted = match ctx.worker.pool.acquire().await {
+        Ok(mut conn) => shared::db::webhooks::emit(&mut conn, "failover.finished", &data).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = emitted {
+        ctx.log
+            .system(format!(
+                "Warning: the failover.finished event was not queued: {e}"
+            ))
+            .await;
     }
 }

@@ -397,6 +397,10 @@ async fn take_writes(
         log.system("granting rep rights...").await;
         replication::replication_account(sdb, cluster).await?;
         log.system("done with rights...").await;
+        if topology::semi_sync(sdb, cluster, true).await? {
+            log.system("Semi-synchronous replication set as the master.")
+                .await;
+        }
         sdb.exec("SET GLOBAL read_only = 0").await?;
         Ok::<_, ActionError>(())
     };
@@ -593,6 +597,7 @@ async fn demote(
         topology::change_master(ctx, cluster, master)
     ))
     .await?;
+    topology::semi_sync(m, cluster, false).await?;
     m.exec("START SLAVE").await?;
     Ok(clients.len())
 }

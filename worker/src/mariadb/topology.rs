@@ -383,6 +383,42 @@ pub async fn slave_timeouts(ctx: &Ctx<'_>, db: &mut Db) -> Result<(), ActionErro
     Ok(())
 }
 
+/// Semi-synchronous replication on `db` as its cluster wants it, as the master (`master`)
+/// or a slave: the other side off. A slave's change counts from its IO thread's next start;
+/// the master acknowledges a commit once a slave has it (wait point AFTER_SYNC), or after
+/// [`SEMI_SYNC_TIMEOUT_MS`] without one, asynchronously. `true`: something changed.
+pub async fn semi_sync(db: &mut Db, cluster: &Cluster, master: bool) -> Result<bool, ActionError> {
+    let want = (cluster.semi_sync && master, cluster.semi_sync && !master);
+    let row = db
+        .query_first_row(
+            "SELECT @@rpl_semi_sync_master_enabled AS m, @@rpl_semi_sync_slave_enabled AS s",
+        )
+        .await?
+        .ok_or_else(|| ActionError::Failed("no answer from mysqld".into()))?;
+    let on = |k: &str| column(&row, k).as_i64() == Some(1);
+    if (on("m"), on("s")) == want {
+        return Ok(false);
+    }
+    if want.0 {
+        db.exec(&format!(
+            "SET GLOBAL rpl_semi_sync_master_timeout = {SEMI_SYNC_TIMEOUT_MS}, \
+             rpl_semi_sync_master_wait_point = AFTER_SYNC"
+        ))
+        .await?;
+    }
+    db.exec(&format!(
+        "SET GLOBAL rpl_semi_sync_master_enabled = {}, rpl_semi_sync_slave_enabled = {}",
+        u8::from(want.0),
+        u8::from(want.1)
+    ))
+    .await?;
+    Ok(true)
+}
+
+/// How long a semi-synchronous master waits for a slave's acknowledgement before it goes on
+/// asynchronously (no slave answers).
+pub const SEMI_SYNC_TIMEOUT_MS: u32 = 10_000;
+
 /// Move a slave to `master` at its own position and check both threads run (10 s).
 pub async fn repoint(
     ctx: &Ctx<'_>,
@@ -398,6 +434,7 @@ pub async fn repoint(
         db.exec("STOP SLAVE").await?;
         slave_timeouts(ctx, db).await?;
         db.exec(&change).await?;
+        semi_sync(db, cluster, false).await?;
         db.exec("START SLAVE").await?;
         Ok::<_, ActionError>(())
     };
