@@ -369,6 +369,11 @@ pub struct FailoverParams {
     /// What the watcher saw, for the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
+    /// Since when the watcher has seen the master unreachable with no slave connected to it:
+    /// that much of the `SA_DEAD_MASTER_S` window is not waited again (every slave is still
+    /// read afresh first). A time in the future counts as none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_since: Option<DateTime<Utc>>,
 }
 
 /// `db_checksum`.

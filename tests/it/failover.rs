@@ -398,3 +398,71 @@ async fn nothing_that_did_not_die_makes_a_failover() {
         w.stop(Duration::from_secs(5));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_semi_sync_no_acknowledged_write_is_lost_by_a_failover() {
+    use mysql_async::prelude::Queryable;
+    let mut app = TestApp::spawn().await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let (mut a, slaves) = app.mariadb_cluster(2).await.unwrap();
+    app.client
+        .patch("/v1/clusters/shop", &json!({"semi_sync": true}))
+        .await
+        .unwrap();
+    watch(&app).await;
+    // The watcher sets it on the master and both slaves.
+    let on = eventually(Duration::from_secs(20), async || {
+        a.sql("SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'")
+            .is_ok_and(|s| s.ends_with('2'))
+    })
+    .await;
+    assert!(on, "semi-sync never reached both slaves");
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(a.address.to_string())
+        .tcp_port(3306)
+        .user(Some("root"))
+        .prefer_socket(false);
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    let writer = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for id in 1000..100_000 {
+            let sql = format!("INSERT INTO shop.orders (id, v) VALUES ({id}, 'w')");
+            match tokio::time::timeout(Duration::from_secs(2), conn.query_drop(sql)).await {
+                Ok(Ok(())) => acked.push(id),
+                _ => break,
+            }
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    a.kill();
+    let acked = writer.await.unwrap();
+    assert!(
+        acked.len() > 10,
+        "only {} writes before the kill",
+        acked.len()
+    );
+    let (f, log) = nth_failover(&app, 1).await;
+    assert_eq!(f.status, Status::Succeeded, "{log}");
+    assert!(
+        log.contains("Semi-synchronous replication set as the master."),
+        "{log}"
+    );
+    let master = app.client.get("/v1/clusters/shop").await.unwrap()["master"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let new = &slaves[if master == "dbb" { 0 } else { 1 }];
+    let have: std::collections::BTreeSet<i64> = new
+        .sql("SELECT id FROM shop.orders WHERE id >= 1000")
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let lost: Vec<&i64> = acked.iter().filter(|id| !have.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost: {lost:?}",
+        lost.len()
+    );
+}

@@ -74,6 +74,8 @@ struct Probes {
     heartbeat_ready: std::collections::HashSet<String>,
     failures: u32,
     last_error: String,
+    /// Since when the master has been unreachable with slaves answering and none connected.
+    dead_since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Probes {
@@ -271,8 +273,18 @@ async fn probe(worker: &Worker, w: &Watch, probes: &mut Probes) -> sqlx::Result<
         &read,
     )
     .await;
+    // Counted from the first probe that saw it so: a failover does not wait it out again.
+    match analysis.code {
+        "master_unreachable" | "dead_master" => {
+            probes.dead_since.get_or_insert_with(chrono::Utc::now);
+        }
+        _ => probes.dead_since = None,
+    }
     if dead {
-        match watch::submit_failover(pool, w, &worker.name, &master.name, &analysis.detail).await {
+        let since = probes.dead_since;
+        match watch::submit_failover(pool, w, &worker.name, &master.name, &analysis.detail, since)
+            .await
+        {
             Ok(a) => {
                 tracing::warn!(cluster = %cluster.name, action = a.id, "dead master: failover submitted");
                 if worker.publisher.publish(a.id).await.is_ok() {

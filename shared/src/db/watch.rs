@@ -299,6 +299,7 @@ pub async fn submit_failover(
     worker: &str,
     master: &str,
     evidence: &str,
+    dead_since: Option<DateTime<Utc>>,
 ) -> Result<crate::Action, NotSubmitted> {
     let mut tx = pool.begin().await?;
     let cluster: Option<(Option<String>, bool)> =
@@ -361,6 +362,7 @@ pub async fn submit_failover(
             cluster: watch.cluster.clone(),
             replaces: master.to_string(),
             evidence: Some(evidence.chars().take(4000).collect()),
+            dead_since,
         }),
         timeout_s: None,
         urgent: true,

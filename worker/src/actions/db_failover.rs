@@ -38,6 +38,8 @@ pub async fn run(ctx: &Ctx<'_>, p: &FailoverParams) -> Result<Done, ActionError>
             cluster: Some(p.cluster.clone()),
             replaces: Some(p.replaces.clone()),
         },
+        p.dead_since
+            .map(|t| (chrono::Utc::now() - t).to_std().unwrap_or_default()),
     )
     .await;
     let done = match promoted {

@@ -7,5 +7,5 @@ use super::{ActionError, Ctx, Done};
 use crate::mariadb::promote;
 
 pub async fn run(ctx: &Ctx<'_>, p: &PromoteParams) -> Result<Done, ActionError> {
-    promote::run(ctx, p).await
+    promote::run(ctx, p, None).await
 }

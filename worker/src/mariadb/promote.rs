@@ -32,7 +32,14 @@ use crate::{
     mysql::{column, Db},
 };
 
-pub async fn run(ctx: &Ctx<'_>, p: &PromoteParams) -> Result<Done, ActionError> {
+/// `seen_dead_for`: how long the cluster's watcher has already seen the master unreachable
+/// with no slave connected to it (a failover's evidence): the window still to wait is
+/// `SA_DEAD_MASTER_S` less that, and at least one fresh read of every slave.
+pub async fn run(
+    ctx: &Ctx<'_>,
+    p: &PromoteParams,
+    seen_dead_for: Option<Duration>,
+) -> Result<Done, ActionError> {
     let (log, pool) = (&ctx.log, &ctx.worker.pool);
     let started = Instant::now();
     let named = match &p.cluster {
@@ -102,7 +109,7 @@ pub async fn run(ctx: &Ctx<'_>, p: &PromoteParams) -> Result<Done, ActionError> 
         None => None,
     };
     if let (None, Some(o)) = (&mdb, &old) {
-        if let Err(e) = evidence(ctx, o, &mut members, read_at, p.force).await {
+        if let Err(e) = evidence(ctx, o, &mut members, read_at, p.force, seen_dead_for).await {
             close(None, members).await;
             return Err(e);
         }
@@ -208,17 +215,25 @@ async fn evidence(
     members: &mut [Member],
     read_at: Instant,
     force: bool,
+    seen_dead_for: Option<Duration>,
 ) -> Result<(), ActionError> {
     let cfg = &ctx.worker.cfg;
-    let need = Duration::from_secs_f64(cfg.dead_master_s);
+    let window = Duration::from_secs_f64(cfg.dead_master_s);
+    let seen = seen_dead_for.unwrap_or_default().min(window);
+    let need = window - seen;
     let grace = Duration::from_secs(u64::from(cfg.slave_net_timeout_s) + 1);
     match topology::dead_master_evidence(old, members, read_at, need, grace).await {
         Ok(_) => {
             ctx.log
                 .system(format!(
-                    "Evidence that {} is dead: the worker cannot reach it (SSH and MySQL, 2 tries), and no slave has been connected to it for {:.1} s: {}.",
+                    "Evidence that {} is dead: the worker cannot reach it (SSH and MySQL, 2 tries), and no slave has been connected to it for {:.1} s{}: {}.",
                     old.name,
-                    need.as_secs_f64(),
+                    window.as_secs_f64(),
+                    if seen.is_zero() {
+                        String::new()
+                    } else {
+                        format!(" ({:.1} s of it seen by the cluster's watcher)", seen.as_secs_f64())
+                    },
                     members.iter().map(Member::describe).collect::<Vec<_>>().join("; ")
                 ))
                 .await;
