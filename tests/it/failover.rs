@@ -75,21 +75,7 @@ async fn a_dead_master_fails_over_on_its_own_and_a_second_death_waits_for_an_ack
     let mut app = TestApp::spawn().await.unwrap();
     app.spawn_worker().await.unwrap();
     let (mut a, slaves) = app.mariadb_cluster(2).await.unwrap();
-    app.client
-        .post(
-            "/v1/secrets",
-            &json!({"name": "shop-tsig", "value": knot.key}),
-        )
-        .await
-        .unwrap();
-    app.client
-        .patch(
-            "/v1/clusters/shop",
-            &json!({"dns": {"provider": "rfc2136", "zone": "shop.test", "server": knot.addr.to_string(),
-                            "key_name": knot.key_name, "key_ref": "shop-tsig", "name": "db", "ttl": 1}}),
-        )
-        .await
-        .unwrap();
+    app.use_knot("shop", &knot, "db").await.unwrap();
     knot.set("db", &a.address.to_string()).unwrap();
     // A spare, tagged for the cluster.
     let spare = TestHost::start().unwrap().with_mariadb().unwrap();
@@ -97,7 +83,8 @@ async fn a_dead_master_fails_over_on_its_own_and_a_second_death_waits_for_an_ack
     s["tags"] = json!({"spare_for": "shop"});
     app.client.post("/v1/servers", &s).await.unwrap();
     let (hook, got) = crate::webhooks::receiver(0).await;
-    app.client
+    let (_, webhook) = app
+        .client
         .post(
             "/v1/webhooks",
             &json!({"url": format!("http://{hook}/hook"), "secret": crate::webhooks::SECRET,
@@ -125,8 +112,26 @@ async fn a_dead_master_fails_over_on_its_own_and_a_second_death_waits_for_an_ack
 
     let before = knot.address("db");
     assert_eq!(before, a.address.to_string());
+    // Killed under a write loop (to the master directly; it stops at the first failed write).
+    let mut conn = testbed::hosts::mysql_root(&a.address.to_string())
+        .await
+        .unwrap();
+    let writer = tokio::spawn(async move {
+        use mysql_async::prelude::Queryable;
+        let mut n = 0;
+        for id in 1000..100_000 {
+            let sql = format!("INSERT INTO shop.orders (id, v) VALUES ({id}, 'w')");
+            match tokio::time::timeout(Duration::from_secs(2), conn.query_drop(sql)).await {
+                Ok(Ok(())) => n += 1,
+                _ => break,
+            }
+        }
+        n
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let killed = Instant::now();
     a.kill();
+    assert!(writer.await.unwrap() > 10, "the write loop did not run");
     let (f, log) = nth_failover(&app, 1).await;
     assert_eq!(f.status, Status::Succeeded, "{log}");
     assert_eq!(f.submitted_by, "system:monitor");
@@ -178,6 +183,20 @@ async fn a_dead_master_fails_over_on_its_own_and_a_second_death_waits_for_an_ack
     assert!(both, "{events:?}");
     assert_eq!(events, ["failover.started", "failover.finished"]);
     assert_eq!(got.lock().unwrap()[1].3["data"]["master"], json!(master));
+    // The receiver answers 401 to a bad signature: both were delivered at the first attempt.
+    let d = app
+        .client
+        .get(&format!("/v1/webhooks/{}/deliveries", webhook["id"]))
+        .await
+        .unwrap();
+    assert!(
+        d["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["status"] == "delivered" && x["attempts"] == 1 && x["last_status"] == 200),
+        "{d}"
+    );
 
     // The spare becomes a slave of the new master.
     let spare_action = f.result.as_ref().unwrap()["spare"]["action"]
@@ -417,12 +436,9 @@ async fn with_semi_sync_no_acknowledged_write_is_lost_by_a_failover() {
     })
     .await;
     assert!(on, "semi-sync never reached both slaves");
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname(a.address.to_string())
-        .tcp_port(3306)
-        .user(Some("root"))
-        .prefer_socket(false);
-    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    let mut conn = testbed::hosts::mysql_root(&a.address.to_string())
+        .await
+        .unwrap();
     let writer = tokio::spawn(async move {
         let mut acked = Vec::new();
         for id in 1000..100_000 {

@@ -331,6 +331,32 @@ impl TestApp {
         Ok((a, all))
     }
 
+    /// Publish `cluster`'s master record as `record` in `knot`'s zone (RFC 2136, TTL 1 s), its
+    /// TSIG key stored as the secret `<cluster>-tsig`.
+    pub async fn use_knot(
+        &self,
+        cluster: &str,
+        knot: &crate::services::Knot,
+        record: &str,
+    ) -> anyhow::Result<Value> {
+        let key_ref = format!("{cluster}-tsig");
+        self.client
+            .post(
+                "/v1/secrets",
+                &serde_json::json!({"name": key_ref, "value": knot.key}),
+            )
+            .await?;
+        Ok(self
+            .client
+            .patch(
+                &format!("/v1/clusters/{cluster}"),
+                &serde_json::json!({"dns": {"provider": "rfc2136", "zone": knot.zone,
+                    "server": knot.addr.to_string(), "key_name": knot.key_name,
+                    "key_ref": key_ref, "name": record, "ttl": 1}}),
+            )
+            .await?)
+    }
+
     /// Submit `kind` on `server` with `params` and wait (3 min) for its end: the action and
     /// its log.
     pub async fn act(

@@ -34,6 +34,17 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
 }
 
 /// The login user's home (its `~/.serveractions` holds the actions' pid and option files).
+/// A connection to the mariadbd of the test host at `address`, as root over TCP (as a client
+/// of the database would connect).
+pub async fn mysql_root(address: &str) -> anyhow::Result<mysql_async::Conn> {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(address.to_string())
+        .tcp_port(3306)
+        .user(Some("root"))
+        .prefer_socket(false);
+    Ok(mysql_async::Conn::new(opts).await?)
+}
+
 pub fn login_home() -> PathBuf {
     let out = Command::new("sh")
         .arg("-c")

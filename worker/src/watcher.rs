@@ -381,17 +381,7 @@ fn analyze(
     lag_warn_s: f64,
 ) -> (Analysis, bool) {
     let describe = |p: &SlaveProbe| match &p.state {
-        Ok(Some(s)) => format!(
-            "{} (IO {}{}, SQL {})",
-            p.server.name,
-            s.io,
-            if s.io_errno != 0 {
-                format!(" error {}", s.io_errno)
-            } else {
-                String::new()
-            },
-            s.sql
-        ),
+        Ok(Some(s)) => format!("{} ({})", p.server.name, s.threads()),
         Ok(None) => format!("{} (not replicating)", p.server.name),
         Err(e) => format!("{} (unreachable: {e})", p.server.name),
     };

@@ -379,6 +379,20 @@ async function clusterPage(name) {
     el("dd", { id: "dns", text: c.dns.name + " → " + (c.dns.address || "unset") + " (TTL " + c.dns.ttl + " s)" }),
     el("dt", { text: "Fencing" }), el("dd", { id: "fence", text: c.fence }),
     el("dt", { text: "Locked by" }), el("dd", {}, c.locked_by ? link("/ui/actions/" + c.locked_by, "action " + c.locked_by) : "nobody"));
+  const f = c.failover;
+  if (f) {
+    const auto = !f.auto_failover ? "off" : f.blocked_until ? "on, blocked until " + when(f.blocked_until) + " (ack to lift)" : "on";
+    facts.append(el("dt", { text: "Automatic failover" }), el("dd", { id: "auto-failover", text: auto + (f.semi_sync ? "; semi-sync" : "") }));
+    if (f.analysis) {
+      facts.append(el("dt", { text: "Watcher" }),
+        el("dd", { id: "analysis", text: f.analysis + ": " + (f.detail || "") + " (" + (f.watcher || "?") + ", " + when(f.observed_at) + ")" }));
+    }
+    if (f.plan && f.plan.candidate !== undefined) {
+      facts.append(el("dt", { text: "Failover plan" }), el("dd", { id: "plan",
+        text: f.plan.candidate ? "promote " + f.plan.candidate + "; " + f.plan.fence + (f.plan.spare ? "; spare " + f.plan.spare : "")
+          : "refused: " + (f.plan.refused || []).join("; ") }));
+    }
+  }
   const recent = el("table", { id: "recent" }, el("tr", {}, ...["ID", "Server", "Kind", "Status", "Created"].map((h) => el("th", { text: h }))));
   for (const n of [c.master, ...c.slaves].filter(Boolean)) {
     for (const a of (await api("/v1/actions?limit=10&server=" + encodeURIComponent(n))).actions) {
@@ -395,7 +409,7 @@ async function clusterPage(name) {
     const state = m.fenced_pending ? "fenced pending: " + m.fenced_pending : m.detached ? "detached: " + m.detached : "in service";
     members.append(el("tr", {}, el("td", {}, server(m.name)), el("td", { text: m.role || "-" }),
       el("td", { text: r.io_running || "" }), el("td", { text: r.sql_running || "" }),
-      el("td", { text: r.seconds_behind_master == null ? "" : String(r.seconds_behind_master) }),
+      el("td", { text: r.heartbeat_lag_s != null ? r.heartbeat_lag_s.toFixed(2) : r.seconds_behind_master == null ? "" : String(r.seconds_behind_master) }),
       el("td", { text: r.received || "" }), el("td", { text: r.applied || "" }),
       el("td", { text: m.repl_state_at ? when(m.repl_state_at) : "" }), el("td", { text: state })));
   }

@@ -770,12 +770,7 @@ async fn probe(app: &TestApp, cluster: &str, stop: &AtomicBool) -> anyhow::Resul
 }
 
 async fn connect(address: &str) -> anyhow::Result<mysql_async::Conn> {
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname(address.to_string())
-        .tcp_port(3306)
-        .user(Some("root"))
-        .prefer_socket(false);
-    Ok(mysql_async::Conn::new(opts).await?)
+    testbed::hosts::mysql_root(address).await
 }
 
 /// (i) db_checksum and pt-table-checksum on the same pair: clean, then one row changed on the

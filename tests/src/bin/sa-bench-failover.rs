@@ -57,9 +57,6 @@ async fn main() -> anyhow::Result<()> {
         let knot = Knot::start("shop.test")?;
         let mut app = TestApp::spawn().await?;
         app.spawn_worker().await?;
-        app.client
-            .post("/v1/secrets", &json!({"name": "tsig", "value": knot.key}))
-            .await?;
         println!("round  semi_sync  detection_s  writable_s  dns_s  client_rto_s  acked  lost");
         for r in 0..args.rounds + args.semi_sync_rounds {
             let semi = r >= args.rounds;
@@ -164,13 +161,7 @@ async fn round(app: &TestApp, knot: &Knot, r: usize, semi: bool) -> anyhow::Resu
         )
         .await?;
     ensure!(x.status == Status::Succeeded, "{log}");
-    app.client
-        .patch(
-            &format!("/v1/clusters/{cluster}"),
-            &json!({"dns": {"provider": "rfc2136", "zone": knot.zone, "server": knot.addr.to_string(),
-                            "key_name": knot.key_name, "key_ref": "tsig", "name": record, "ttl": 1}}),
-        )
-        .await?;
+    app.use_knot(&cluster, knot, &record).await?;
     for n in &names[1..] {
         let (x, log) = app
             .act(n, "db_configure_slave", json!({"cluster": cluster}))
@@ -362,12 +353,7 @@ async fn resolve(dns: std::net::SocketAddr, name: &str) -> String {
 }
 
 async fn connect(address: &str) -> anyhow::Result<mysql_async::Conn> {
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname(address.to_string())
-        .tcp_port(3306)
-        .user(Some("root"))
-        .prefer_socket(false);
-    Ok(mysql_async::Conn::new(opts).await?)
+    testbed::hosts::mysql_root(address).await
 }
 
 /// Glitches that kill nothing, mixed, on one watched cluster: the failovers they caused.

@@ -94,6 +94,16 @@ impl SlaveState {
         None
     }
 
+    /// Its threads for a log line: `IO Connecting error 2003, SQL Yes`.
+    pub fn threads(&self) -> String {
+        let error = if self.io_errno != 0 {
+            format!(" error {}", self.io_errno)
+        } else {
+            String::new()
+        };
+        format!("IO {}{error}, SQL {}", self.io, self.sql)
+    }
+
     /// Transactions written on the slave itself (in its binary log, not from replication).
     pub fn errant(&self) -> Vec<gtid::Gtid> {
         self.binlog.beyond(&self.applied)
@@ -168,15 +178,9 @@ impl Member {
     pub fn describe(&self) -> String {
         match (&self.state, &self.error) {
             (Some(s), _) => format!(
-                "{} (IO {}{}, SQL {}, received {}, applied {})",
+                "{} ({}, received {}, applied {})",
                 self.server.name,
-                s.io,
-                if s.io_errno != 0 {
-                    format!(" error {}", s.io_errno)
-                } else {
-                    String::new()
-                },
-                s.sql,
+                s.threads(),
                 s.received,
                 s.applied
             ),
