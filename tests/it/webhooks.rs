@@ -180,3 +180,76 @@ async fn action_events_arrive_signed_and_a_failed_attempt_is_retried() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sactl_manages_webhooks_and_names_a_bad_field() {
+    use std::io::Write;
+    let app = TestApp::spawn().await.unwrap();
+    let sactl = |args: &[&str], stdin: &str| {
+        let mut child = std::process::Command::new(testbed::procs::bin_dir().join("sactl"))
+            .env("SA_API_URL", &app.api_url)
+            .env("SA_TOKEN", &app.token)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sactl runs (cargo build --bins first)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = sactl(
+        &[
+            "webhooks",
+            "add",
+            "http://127.0.0.1:9/x",
+            "--event",
+            "action.exploded",
+        ],
+        &format!("{SECRET}\n"),
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("events"), "{out}");
+    let (code, out) = sactl(
+        &[
+            "webhooks",
+            "add",
+            "http://127.0.0.1:9/x",
+            "--event",
+            "failover.started",
+        ],
+        &format!("{SECRET}\n"),
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = sactl(&["webhooks", "list"], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("http://127.0.0.1:9/x") && out.contains("failover.started"),
+        "{out}"
+    );
+    assert!(!out.contains(SECRET), "{out}");
+    let id = out
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let (code, out) = sactl(&["webhooks", "deliveries", &id], "");
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = sactl(&["webhooks", "rm", &id], "");
+    assert_eq!(code, 0, "{out}");
+    let (code, _) = sactl(&["webhooks", "rm", &id], "");
+    assert_ne!(code, 0);
+}

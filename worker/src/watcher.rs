@@ -78,9 +78,39 @@ struct Probes {
     dead_since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// Run `f` on the connection in `slot` (made first if there is none) within `limit`; a
+/// failure empties the slot (the connection is closed in the background: a stopped mysqld must
+/// not hold the watcher).
+async fn on_db<T>(
+    worker: &Worker,
+    server: &Server,
+    slot: &mut Option<Db>,
+    limit: Duration,
+    f: impl AsyncFnOnce(&mut Db) -> Result<T, String>,
+) -> Result<T, String> {
+    let r = tokio::time::timeout(limit, async {
+        if slot.is_none() {
+            let db = Db::connect(worker, server)
+                .await
+                .map_err(|e| e.to_string())?;
+            *slot = Some(db);
+        }
+        f(slot.as_mut().expect("connected above")).await
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("no answer within {:.1} s", limit.as_secs_f64())));
+    if r.is_err() {
+        if let Some(db) = slot.take() {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), db.close()).await;
+            });
+        }
+    }
+    r
+}
+
 impl Probes {
-    /// Run `f` on `server`'s connection (made first if needed) within `limit`; a failure
-    /// drops the connection (closed in the background: a stopped mysqld must not hold us).
+    /// Run `f` on `server`'s connection (see [`on_db`]).
     async fn with<T>(
         &mut self,
         worker: &Worker,
@@ -88,22 +118,22 @@ impl Probes {
         limit: Duration,
         f: impl AsyncFnOnce(&mut Db) -> Result<T, String>,
     ) -> Result<T, String> {
-        let r = tokio::time::timeout(limit, async {
-            if !self.dbs.contains_key(&server.name) {
-                let db = Db::connect(worker, server)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.dbs.insert(server.name.clone(), db);
-            }
-            let db = self.dbs.get_mut(&server.name).expect("inserted above");
-            f(db).await
-        })
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {:.1} s", limit.as_secs_f64())));
-        if r.is_err() {
-            self.drop_db(&server.name);
-        }
+        let mut slot = self.dbs.remove(&server.name);
+        let r = on_db(worker, server, &mut slot, limit, f).await;
+        self.put(&server.name, slot);
         r
+    }
+
+    /// Keep `name`'s connection, or forget that it had one.
+    fn put(&mut self, name: &str, slot: Option<Db>) {
+        match slot {
+            Some(db) => {
+                self.dbs.insert(name.to_string(), db);
+            }
+            None => {
+                self.heartbeat_ready.remove(name);
+            }
+        }
     }
 
     fn drop_db(&mut self, name: &str) {
@@ -216,28 +246,19 @@ async fn probe(worker: &Worker, w: &Watch, probes: &mut Probes) -> sqlx::Result<
             probes.last_error = e.clone();
         }
     }
+    // Every slave at once: one that hangs does not delay the others.
+    let mut slots: Vec<Option<Db>> = slaves.iter().map(|s| probes.dbs.remove(&s.name)).collect();
+    let states = futures::future::join_all(slaves.iter().zip(slots.iter_mut()).map(|(s, slot)| {
+        on_db(worker, s, slot, limit, async |db: &mut Db| {
+            probe_slave(db, &cluster).await
+        })
+    }))
+    .await;
+    for (s, slot) in slaves.iter().zip(slots) {
+        probes.put(&s.name, slot);
+    }
     let mut read = Vec::new();
-    for s in slaves {
-        let state = probes
-            .with(worker, &s, limit, async |db: &mut Db| {
-                let e = |e: crate::ctx::ActionError| e.to_string();
-                if topology::semi_sync(db, &cluster, false).await.map_err(e)? {
-                    // Counts from the IO thread's next start.
-                    db.exec("STOP SLAVE IO_THREAD").await.map_err(|x| x.to_string())?;
-                    db.exec("START SLAVE IO_THREAD").await.map_err(|x| x.to_string())?;
-                }
-                let state = SlaveState::read(db).await.map_err(e)?;
-                let lag: Option<Option<i64>> = db
-                    .conn
-                    .query_first(
-                        "SELECT TIMESTAMPDIFF(MICROSECOND, ts, NOW(6)) FROM serveractions.heartbeat WHERE id = 1",
-                    )
-                    .await
-                    .ok()
-                    .flatten();
-                Ok((state, lag.flatten().map(|us| us as f64 / 1e6)))
-            })
-            .await;
+    for (s, state) in slaves.into_iter().zip(states) {
         let (state, lag_s) = match state {
             Ok((st, lag)) => (Ok(st), lag),
             Err(e) => (Err(e), None),
@@ -311,6 +332,33 @@ async fn probe(worker: &Worker, w: &Watch, probes: &mut Probes) -> sqlx::Result<
     }
     watch::record(pool, w, &analysis, &plan).await?;
     Ok(())
+}
+
+/// A slave's replication state and heartbeat lag (semi-sync set first as the cluster wants).
+async fn probe_slave(
+    db: &mut Db,
+    cluster: &Cluster,
+) -> Result<(Option<SlaveState>, Option<f64>), String> {
+    let e = |e: crate::ctx::ActionError| e.to_string();
+    if topology::semi_sync(db, cluster, false).await.map_err(e)? {
+        // Counts from the IO thread's next start.
+        db.exec("STOP SLAVE IO_THREAD")
+            .await
+            .map_err(|x| x.to_string())?;
+        db.exec("START SLAVE IO_THREAD")
+            .await
+            .map_err(|x| x.to_string())?;
+    }
+    let state = SlaveState::read(db).await.map_err(e)?;
+    let lag: Option<Option<i64>> = db
+        .conn
+        .query_first(
+            "SELECT TIMESTAMPDIFF(MICROSECOND, ts, NOW(6)) FROM serveractions.heartbeat WHERE id = 1",
+        )
+        .await
+        .ok()
+        .flatten();
+    Ok((state, lag.flatten().map(|us| us as f64 / 1e6)))
 }
 
 /// The master answers (and its heartbeat row is updated when it is writable): its binary log

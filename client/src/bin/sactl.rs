@@ -94,6 +94,10 @@ enum Cmd {
     /// A DB cluster: its master, slaves and master DNS record.
     #[command(subcommand)]
     Clusters(ClustersCmd),
+    /// Webhooks (admin): `sactl webhooks add URL --event failover.started < secret`, list, rm,
+    /// deliveries.
+    #[command(subcommand)]
+    Webhooks(WebhooksCmd),
     /// Automatic failover of every cluster: `sactl auto-failover off --reason maintenance`,
     /// `on`, `show`.
     AutoFailover {
@@ -132,6 +136,27 @@ enum Cmd {
         id: i64,
         #[arg(short, long)]
         follow: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCmd {
+    /// Post these events to URL, signed with a secret read from stdin (one line, never from
+    /// the command line): `sactl webhooks add https://hooks.example/sa --event failover.started
+    /// --event failover.finished < secret`.
+    Add {
+        url: String,
+        /// action.finished, action.failed, failover.started, failover.finished, cluster.analysis
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+    },
+    List,
+    Rm {
+        id: i64,
+    },
+    /// A webhook's newest deliveries with their attempts and last outcome.
+    Deliveries {
+        id: i64,
     },
 }
 
@@ -615,6 +640,62 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
+        Cmd::Webhooks(w) => match w {
+            WebhooksCmd::Add { url, events } => {
+                let mut secret = String::new();
+                std::io::stdin().read_line(&mut secret)?;
+                secret.truncate(secret.trim_end_matches(['\n', '\r']).len());
+                let (_, v) = client
+                    .post(
+                        "/v1/webhooks",
+                        &json!({"url": url, "events": events, "secret": secret}),
+                    )
+                    .await?;
+                println!(
+                    "webhook {} → {}",
+                    v["id"],
+                    v["url"].as_str().unwrap_or_default()
+                );
+            }
+            WebhooksCmd::List => {
+                let v = client.get("/v1/webhooks").await?;
+                println!("{:<6} {:<50} EVENTS", "ID", "URL");
+                for w in v["webhooks"].as_array().cloned().unwrap_or_default() {
+                    let events: Vec<&str> = w["events"]
+                        .as_array()
+                        .map(|e| e.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    println!(
+                        "{:<6} {:<50} {}",
+                        w["id"],
+                        w["url"].as_str().unwrap_or_default(),
+                        events.join(",")
+                    );
+                }
+            }
+            WebhooksCmd::Rm { id } => {
+                client.delete(&format!("/v1/webhooks/{id}")).await?;
+                println!("deleted webhook {id}");
+            }
+            WebhooksCmd::Deliveries { id } => {
+                let v = client.get(&format!("/v1/webhooks/{id}/deliveries")).await?;
+                println!(
+                    "{:<8} {:<18} {:<10} {:<8} {:<6} ERROR",
+                    "ID", "EVENT", "STATUS", "ATTEMPTS", "HTTP"
+                );
+                for d in v["deliveries"].as_array().cloned().unwrap_or_default() {
+                    println!(
+                        "{:<8} {:<18} {:<10} {:<8} {:<6} {}",
+                        d["id"],
+                        d["event"].as_str().unwrap_or_default(),
+                        d["status"].as_str().unwrap_or_default(),
+                        d["attempts"],
+                        d["last_status"],
+                        d["last_error"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+        },
         Cmd::AutoFailover { switch, reason } => {
             let v = if switch == "show" {
                 client.get("/v1/auto-failover").await?
