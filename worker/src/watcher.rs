@@ -176,6 +176,7 @@ async fn watch_cluster(worker: Arc<Worker>, mut w: Watch, shutdown: Cancellation
                 if renewed.generation != w.generation {
                     // The lease lapsed (the store was unreachable): start counting afresh.
                     probes.failures = 0;
+                    probes.dead_since = None;
                     w = renewed;
                 }
             }

@@ -68,7 +68,7 @@ pub(crate) fn validate_request(r: ActionRequest, caller: &Caller) -> ApiResult<N
         spec,
         timeout_s: Some(r.timeout_s.unwrap_or_else(|| kind.default_timeout_s()) as i32),
         // A promote is what brings a site back: it never waits behind other work.
-        urgent: r.urgent || kind == ActionKind::DbPromote,
+        urgent: r.urgent || matches!(kind, ActionKind::DbPromote | ActionKind::DbFailover),
         idempotency_key: r.idempotency_key,
         retry: r.retry.or_else(|| RetryPolicy::default_for(kind)),
         submitted_by: caller.origin(),
