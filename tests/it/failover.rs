@@ -482,3 +482,34 @@ async fn with_semi_sync_no_acknowledged_write_is_lost_by_a_failover() {
         lost.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_master_leaves_its_name_untouched_for_the_next_server() {
+    let mut app = TestApp::spawn().await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let (a, _b) = app.mariadb_pair().await.unwrap();
+    watch(&app).await;
+    drop(a);
+    app.client.delete("/v1/servers/dba").await.unwrap();
+    let c = app.client.get("/v1/clusters/shop").await.unwrap();
+    assert!(c["master"].is_null(), "{c}");
+    assert!(
+        c["events"]
+            .to_string()
+            .contains("Master server dba deleted"),
+        "{c}"
+    );
+    // Another server registered under the old master's name is not written to by the watcher.
+    let fresh = TestHost::start().unwrap().with_mariadb().unwrap();
+    app.add_db_host("dba", &fresh).await.unwrap();
+    let before = fresh.sql("SELECT @@gtid_binlog_pos").unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(fresh.sql("SELECT @@gtid_binlog_pos").unwrap(), before);
+    assert_eq!(
+        fresh
+            .sql("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = 'serveractions'")
+            .unwrap(),
+        "0"
+    );
+    assert!(failovers(&app).await.is_empty());
+}

@@ -65,13 +65,13 @@ pub async fn run(worker: Arc<Worker>, shutdown: CancellationToken) {
     }
 }
 
-/// The connections a watcher keeps open, by server name, and its count of failed master
-/// probes in a row.
+/// The connections a watcher keeps open, by server id (a server deleted and registered again
+/// under its name is another server), and its count of failed master probes in a row.
 #[derive(Default)]
 struct Probes {
-    dbs: HashMap<String, Db>,
+    dbs: HashMap<i64, Db>,
     /// Servers whose `serveractions.heartbeat` table this watcher has created.
-    heartbeat_ready: std::collections::HashSet<String>,
+    heartbeat_ready: std::collections::HashSet<i64>,
     failures: u32,
     last_error: String,
     /// Since when the master has been unreachable with slaves answering and none connected.
@@ -118,27 +118,27 @@ impl Probes {
         limit: Duration,
         f: impl AsyncFnOnce(&mut Db) -> Result<T, String>,
     ) -> Result<T, String> {
-        let mut slot = self.dbs.remove(&server.name);
+        let mut slot = self.dbs.remove(&server.id);
         let r = on_db(worker, server, &mut slot, limit, f).await;
-        self.put(&server.name, slot);
+        self.put(server.id, slot);
         r
     }
 
-    /// Keep `name`'s connection, or forget that it had one.
-    fn put(&mut self, name: &str, slot: Option<Db>) {
+    /// Keep server `id`'s connection, or forget that it had one.
+    fn put(&mut self, id: i64, slot: Option<Db>) {
         match slot {
             Some(db) => {
-                self.dbs.insert(name.to_string(), db);
+                self.dbs.insert(id, db);
             }
             None => {
-                self.heartbeat_ready.remove(name);
+                self.heartbeat_ready.remove(&id);
             }
         }
     }
 
-    fn drop_db(&mut self, name: &str) {
-        self.heartbeat_ready.remove(name);
-        if let Some(db) = self.dbs.remove(name) {
+    fn drop_db(&mut self, id: i64) {
+        self.heartbeat_ready.remove(&id);
+        if let Some(db) = self.dbs.remove(&id) {
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(5), db.close()).await;
             });
@@ -146,9 +146,9 @@ impl Probes {
     }
 
     fn close_all(&mut self) {
-        let names: Vec<String> = self.dbs.keys().cloned().collect();
-        for n in names {
-            self.drop_db(&n);
+        let ids: Vec<i64> = self.dbs.keys().copied().collect();
+        for id in ids {
+            self.drop_db(id);
         }
     }
 }
@@ -213,10 +213,23 @@ async fn probe(worker: &Worker, w: &Watch, probes: &mut Probes) -> sqlx::Result<
         watch::record(pool, w, &a, &json!(null)).await?;
         return Ok(());
     }
-    let Some(master) = (match &cluster.master {
+    let master = match &cluster.master {
         Some(m) => servers::get(pool, m).await?,
         None => None,
-    }) else {
+    };
+    // The record names a server that is this cluster's master, or nothing is probed (nor
+    // written to: a server registered again under an old master's name is not it).
+    let Some(master) = master.filter(|m| m.cluster.as_deref() == Some(cluster.name.as_str()))
+    else {
+        probes.close_all();
+        let a = Analysis {
+            code: "no_master",
+            detail: format!(
+                "the cluster's master record names {}, which is not its master",
+                cluster.master.as_deref().unwrap_or("no server")
+            ),
+        };
+        watch::record(pool, w, &a, &json!(null)).await?;
         return Ok(());
     };
     let mut slaves = Vec::new();
@@ -225,17 +238,17 @@ async fn probe(worker: &Worker, w: &Watch, probes: &mut Probes) -> sqlx::Result<
             slaves.push(s);
         }
     }
-    let keep: Vec<&str> = std::iter::once(master.name.as_str())
-        .chain(slaves.iter().map(|s| s.name.as_str()))
+    let keep: Vec<i64> = std::iter::once(master.id)
+        .chain(slaves.iter().map(|s| s.id))
         .collect();
-    let gone: Vec<String> = probes
+    let gone: Vec<i64> = probes
         .dbs
         .keys()
-        .filter(|k| !keep.contains(&k.as_str()))
-        .cloned()
+        .filter(|k| !keep.contains(k))
+        .copied()
         .collect();
     for g in gone {
-        probes.drop_db(&g);
+        probes.drop_db(g);
     }
 
     let limit = Duration::from_secs_f64((worker.cfg.probe_s * 1.5).max(0.5));
@@ -248,7 +261,7 @@ async fn probe(worker: &Worker, w: &Watch, probes: &mut Probes) -> sqlx::Result<
         }
     }
     // Every slave at once: one that hangs does not delay the others.
-    let mut slots: Vec<Option<Db>> = slaves.iter().map(|s| probes.dbs.remove(&s.name)).collect();
+    let mut slots: Vec<Option<Db>> = slaves.iter().map(|s| probes.dbs.remove(&s.id)).collect();
     let states = futures::future::join_all(slaves.iter().zip(slots.iter_mut()).map(|(s, slot)| {
         on_db(worker, s, slot, limit, async |db: &mut Db| {
             probe_slave(db, &cluster).await
@@ -256,7 +269,7 @@ async fn probe(worker: &Worker, w: &Watch, probes: &mut Probes) -> sqlx::Result<
     }))
     .await;
     for (s, slot) in slaves.iter().zip(slots) {
-        probes.put(&s.name, slot);
+        probes.put(s.id, slot);
     }
     let mut read = Vec::new();
     for (s, state) in slaves.into_iter().zip(states) {
@@ -371,7 +384,7 @@ async fn probe_master(
     probes: &mut Probes,
     limit: Duration,
 ) -> Result<Option<Position>, String> {
-    let ready = probes.heartbeat_ready.contains(&master.name);
+    let ready = probes.heartbeat_ready.contains(&master.id);
     let name = master.name.clone();
     let r = probes
         .with(worker, master, limit, async |db: &mut Db| {
@@ -411,7 +424,7 @@ async fn probe_master(
     match r {
         Ok((wrote, pos)) => {
             if wrote {
-                probes.heartbeat_ready.insert(master.name.clone());
+                probes.heartbeat_ready.insert(master.id);
             }
             Ok(pos)
         }

@@ -233,6 +233,16 @@ pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<bool, ServerE
         .bind(name)
         .execute(&mut *tx)
         .await?;
+    // A cluster it was the master of has none now: nothing is watched, probed or written to
+    // through the name, which another server may take.
+    sqlx::query(
+        "WITH c AS (UPDATE clusters SET master = NULL WHERE master = $1 RETURNING name)
+         INSERT INTO cluster_events (cluster, message)
+         SELECT name, 'Master server ' || $1 || ' deleted: the cluster has no master' FROM c",
+    )
+    .bind(name)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(true)
 }
