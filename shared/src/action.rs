@@ -26,6 +26,10 @@ pub enum ActionKind {
     DbBackup,
     DbRestore,
     DbVerifyBackup,
+    ServerLaunch,
+    ServerTerminate,
+    DbLaunchSlave,
+    DbLaunchMaster,
 }
 
 impl ActionKind {
@@ -40,6 +44,10 @@ impl ActionKind {
         ActionKind::DbBackup,
         ActionKind::DbRestore,
         ActionKind::DbVerifyBackup,
+        ActionKind::ServerLaunch,
+        ActionKind::ServerTerminate,
+        ActionKind::DbLaunchSlave,
+        ActionKind::DbLaunchMaster,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +62,10 @@ impl ActionKind {
             ActionKind::DbBackup => "db_backup",
             ActionKind::DbRestore => "db_restore",
             ActionKind::DbVerifyBackup => "db_verify_backup",
+            ActionKind::ServerLaunch => "server_launch",
+            ActionKind::ServerTerminate => "server_terminate",
+            ActionKind::DbLaunchSlave => "db_launch_slave",
+            ActionKind::DbLaunchMaster => "db_launch_master",
         }
     }
 
@@ -71,7 +83,11 @@ impl ActionKind {
             ActionKind::DbConfigureSlave
             | ActionKind::DbBackup
             | ActionKind::DbRestore
-            | ActionKind::DbVerifyBackup => 24 * HOUR,
+            | ActionKind::DbVerifyBackup
+            | ActionKind::DbLaunchSlave
+            | ActionKind::DbLaunchMaster => 24 * HOUR,
+            ActionKind::ServerLaunch => 30 * 60,
+            ActionKind::ServerTerminate => 10 * 60,
         }
     }
 
@@ -88,6 +104,11 @@ impl ActionKind {
             // Scratch mysqld only.
             ActionKind::DbVerifyBackup => true,
             ActionKind::DbRestore => false,
+            // An instance is looked up by the action's tag before one is made; terminating
+            // twice is terminating once.
+            ActionKind::ServerLaunch | ActionKind::ServerTerminate => true,
+            // The seeding is not.
+            ActionKind::DbLaunchSlave | ActionKind::DbLaunchMaster => false,
             ActionKind::DbConfigureMaster
             | ActionKind::DbConfigureSlave
             | ActionKind::DbPromote
@@ -108,6 +129,10 @@ impl ActionKind {
             ActionKind::DbBackup => "DB backup to S3",
             ActionKind::DbRestore => "DB restore from S3 backup",
             ActionKind::DbVerifyBackup => "DB verify backup by restoring it",
+            ActionKind::ServerLaunch => "launch server instance",
+            ActionKind::ServerTerminate => "terminate server instance",
+            ActionKind::DbLaunchSlave => "DB launch slave instance",
+            ActionKind::DbLaunchMaster => "DB launch master instance from S3 backup",
         }
     }
 }

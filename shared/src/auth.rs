@@ -84,7 +84,12 @@ impl ActionKind {
             | ActionKind::DbPromote
             | ActionKind::DbFailover
             | ActionKind::DbRestore
-            | ActionKind::DbVerifyBackup => Role::Dba,
+            | ActionKind::DbVerifyBackup
+            | ActionKind::DbLaunchSlave
+            | ActionKind::DbLaunchMaster => Role::Dba,
+            ActionKind::ServerLaunch => Role::Operator,
+            // It destroys the machine.
+            ActionKind::ServerTerminate => Role::Admin,
         }
     }
 }

@@ -101,6 +101,15 @@ pub struct Config {
     /// Route 53's endpoint for clusters whose DNS provider is `route53` (an emulator; default
     /// AWS's own). Its region is `SA_S3_REGION`'s.
     pub route53_endpoint: Option<String>,
+    /// EC2's endpoint for launched servers (an emulator; default AWS's own).
+    pub ec2_endpoint: Option<String>,
+    pub ec2_region: String,
+    /// EC2 credentials (default: the AWS default chain).
+    pub ec2_access_key_id: Option<String>,
+    /// Never printed (`Debug` shows it redacted).
+    pub ec2_secret_access_key: Option<SecretString>,
+    /// Seconds a launch waits for its instance to run and answer SSH with its pinned key.
+    pub launch_timeout_s: u64,
     /// How often the watcher of a cluster with `auto_failover` probes its master and slaves.
     pub probe_s: f64,
     /// Consecutive failed probes of the master (with no slave connected to it) that make the
@@ -158,6 +167,11 @@ impl Default for Config {
             dead_master_s: 2.0,
             slave_net_timeout_s: 4,
             route53_endpoint: None,
+            ec2_endpoint: None,
+            ec2_region: "us-east-1".into(),
+            ec2_access_key_id: None,
+            ec2_secret_access_key: None,
+            launch_timeout_s: 600,
             probe_s: 1.0,
             dead_after: 2,
             watch_lease_s: 5.0,
@@ -258,6 +272,13 @@ impl Config {
         env.set("SA_DEAD_MASTER_S", &mut self.dead_master_s)?;
         env.set("SA_SLAVE_NET_TIMEOUT_S", &mut self.slave_net_timeout_s)?;
         env.set_opt("SA_ROUTE53_ENDPOINT", &mut self.route53_endpoint)?;
+        env.set_opt("SA_EC2_ENDPOINT", &mut self.ec2_endpoint)?;
+        env.set("SA_EC2_REGION", &mut self.ec2_region)?;
+        env.set_opt("SA_EC2_ACCESS_KEY_ID", &mut self.ec2_access_key_id)?;
+        if let Some(v) = get("SA_EC2_SECRET_ACCESS_KEY") {
+            self.ec2_secret_access_key = (!v.is_empty()).then(|| v.into());
+        }
+        env.set("SA_LAUNCH_TIMEOUT_S", &mut self.launch_timeout_s)?;
         env.set("SA_PROBE_S", &mut self.probe_s)?;
         env.set("SA_DEAD_AFTER", &mut self.dead_after)?;
         env.set("SA_WATCH_LEASE_S", &mut self.watch_lease_s)?;

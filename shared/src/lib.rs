@@ -11,6 +11,7 @@ pub mod db;
 pub mod dns;
 pub mod errors;
 pub mod http;
+pub mod launch;
 pub mod log;
 #[cfg(feature = "s3")]
 pub mod log_archive;

@@ -28,6 +28,10 @@ pub enum ActionSpec {
     DbBackup(BackupParams),
     DbRestore(RestoreParams),
     DbVerifyBackup(VerifyParams),
+    ServerLaunch(LaunchParams),
+    ServerTerminate(NoParams),
+    DbLaunchSlave(LaunchSlaveParams),
+    DbLaunchMaster(LaunchMasterParams),
 }
 
 impl ActionSpec {
@@ -78,6 +82,10 @@ impl ActionSpec {
             ActionSpec::DbBackup(_) => ActionKind::DbBackup,
             ActionSpec::DbRestore(_) => ActionKind::DbRestore,
             ActionSpec::DbVerifyBackup(_) => ActionKind::DbVerifyBackup,
+            ActionSpec::ServerLaunch(_) => ActionKind::ServerLaunch,
+            ActionSpec::ServerTerminate(_) => ActionKind::ServerTerminate,
+            ActionSpec::DbLaunchSlave(_) => ActionKind::DbLaunchSlave,
+            ActionSpec::DbLaunchMaster(_) => ActionKind::DbLaunchMaster,
         }
     }
 
@@ -100,6 +108,8 @@ impl ActionSpec {
                 cluster: Some(c), ..
             }) => Some((c, false)),
             ActionSpec::DbFailover(p) => Some((&p.cluster, false)),
+            ActionSpec::DbLaunchSlave(p) => Some((&p.cluster, true)),
+            ActionSpec::DbLaunchMaster(p) => Some((&p.cluster, true)),
             _ => None,
         }
     }
@@ -113,6 +123,8 @@ impl ActionSpec {
             ActionSpec::DbRestore(p) => Some(&p.cluster),
             ActionSpec::DbPromote(p) => p.cluster.as_deref().or(server_cluster),
             ActionSpec::DbFailover(p) => Some(&p.cluster),
+            ActionSpec::DbLaunchSlave(p) => Some(&p.cluster),
+            ActionSpec::DbLaunchMaster(p) => Some(&p.cluster),
             _ => None,
         }
     }
@@ -187,6 +199,23 @@ impl ActionSpec {
             ActionSpec::DbBackup(p) => p.validate(),
             ActionSpec::DbRestore(p) => p.validate(),
             ActionSpec::DbVerifyBackup(p) => p.validate(),
+            ActionSpec::ServerLaunch(p) => validate::server_name("params.profile", &p.profile),
+            ActionSpec::ServerTerminate(_) => Ok(()),
+            ActionSpec::DbLaunchSlave(p) => {
+                cluster_name(&p.cluster)?;
+                validate::server_name("params.profile", &p.profile)
+            }
+            ActionSpec::DbLaunchMaster(p) => {
+                cluster_name(&p.cluster)?;
+                validate::server_name("params.profile", &p.profile)?;
+                if matches!(p.backup, BackupRef::Object { .. }) {
+                    return Err(FieldError::new(
+                        "params.backup",
+                        "a backup id or \"latest\"",
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -374,6 +403,38 @@ pub struct FailoverParams {
     /// read afresh first). A time in the future counts as none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_since: Option<DateTime<Utc>>,
+}
+
+/// `server_launch`: an EC2 instance made from a launch profile, its host key pinned before
+/// anything connects. Submitted by `POST /v1/servers/launch`, which registers the server.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchParams {
+    pub profile: String,
+}
+
+/// `db_launch_slave`: launch an instance, make sure mysqld runs there, seed it from the
+/// cluster's latest backup (from its master when there is none) and make it a slave.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchSlaveParams {
+    pub cluster: String,
+    pub profile: String,
+}
+
+/// `db_launch_master`: launch an instance and restore a backup there as the cluster's master
+/// (a cluster rebuilt from its backups alone).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchMasterParams {
+    pub cluster: String,
+    pub profile: String,
+    #[serde(default = "latest")]
+    pub backup: BackupRef,
+}
+
+fn latest() -> BackupRef {
+    BackupRef::LATEST
 }
 
 /// `db_checksum`.

@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod db;
 mod dns;
+mod ec2;
 mod failover;
 mod faults;
 mod logs;

@@ -108,13 +108,26 @@ pub struct TestHost {
     mariadbd: Option<Child>,
     /// The btrfs file system holding the datadir (mounted here), if any.
     btrfs: Option<PathBuf>,
+    /// Its mariadbd's server_id, when not the one from its address.
+    server_id: Option<u32>,
 }
 
 impl TestHost {
     /// Start a host on a free loopback address.
     pub fn start() -> anyhow::Result<Self> {
+        Self::boot(free_address()?, None, None, None)
+    }
+
+    /// Boot a host on `address` (an instance the EC2 harness plays): with this private host
+    /// key (else a new one), these authorized keys (else the test bed's client key) and the
+    /// mariadbd `server_id` it will get (else one from the address).
+    pub fn boot(
+        address: Ipv4Addr,
+        host_key: Option<&str>,
+        authorized_keys: Option<&str>,
+        server_id: Option<u32>,
+    ) -> anyhow::Result<Self> {
         client_key()?;
-        let address = free_address()?;
         let root = tempfile::Builder::new()
             .prefix("sa-host-")
             .tempdir_in("/tmp")?;
@@ -125,9 +138,28 @@ impl TestHost {
             .arg(format!("{LOGIN_USER}:"))
             .arg(&dir))?;
         let key = root.path().join("host_key");
-        run(Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
-            .arg(&key))?;
+        match host_key {
+            Some(private) => {
+                fs::write(&key, private)?;
+                fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?;
+                let public = run(Command::new("ssh-keygen").arg("-y").arg("-f").arg(&key))?;
+                fs::write(key.with_extension("pub"), public)?;
+            }
+            None => {
+                run(Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
+                    .arg(&key))?;
+            }
+        }
+        let authorized = match authorized_keys {
+            Some(keys) => {
+                let file = root.path().join("authorized_keys");
+                fs::write(&file, keys)?;
+                fs::set_permissions(&file, fs::Permissions::from_mode(0o644))?;
+                file
+            }
+            None => Path::new(BED).join("authorized_keys"),
+        };
         let config = root.path().join("sshd_config");
         fs::write(
             &config,
@@ -135,7 +167,7 @@ impl TestHost {
                 "ListenAddress {address}:22\n\
                  HostKey {key}\n\
                  PidFile {pid}\n\
-                 AuthorizedKeysFile {BED}/authorized_keys\n\
+                 AuthorizedKeysFile {authorized}\n\
                  AllowUsers {LOGIN_USER}\n\
                  StrictModes no\n\
                  UsePAM no\n\
@@ -147,6 +179,7 @@ impl TestHost {
                  SetEnv SA_HOST_DIR={dir} PATH={bin}:/usr/local/bin:/usr/bin:/bin:/usr/games\n\
                  LogLevel ERROR\n",
                 key = key.display(),
+                authorized = authorized.display(),
                 pid = root.path().join("sshd.pid").display(),
                 dir = dir.display(),
                 bin = root.path().join("bin").display(),
@@ -163,9 +196,27 @@ impl TestHost {
             sshd: None,
             mariadbd: None,
             btrfs: None,
+            server_id,
         };
         host.start_sshd()?;
         Ok(host)
+    }
+
+    /// The same address answering with another host key: sshd restarted with a new one.
+    pub fn rekey(&mut self) -> anyhow::Result<()> {
+        self.kill_sshd();
+        let key = self.root.path().join("host_key");
+        fs::remove_file(&key)?;
+        fs::remove_file(key.with_extension("pub"))?;
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
+            .arg(&key))?;
+        self.start_sshd()
+    }
+
+    /// The host's root directory (its sshd config, keys, `home/`, `mysql/`).
+    pub fn root(&self) -> &Path {
+        self.root.path()
     }
 
     /// Start the host's sshd (again, after `kill_sshd`), logging to `sshd.log`.
@@ -252,6 +303,9 @@ impl TestHost {
     /// at once share one (the worker's own choice, for a server without one, is the whole
     /// address as a number: another range).
     pub fn server_id(&self) -> u32 {
+        if let Some(id) = self.server_id {
+            return id;
+        }
         let [_, _, x, y] = self.address.octets();
         1 + u32::from(x) * 256 + u32::from(y)
     }

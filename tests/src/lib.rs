@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod browser;
+pub mod ec2;
 pub mod hosts;
 pub mod procs;
 pub mod services;

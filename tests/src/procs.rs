@@ -91,6 +91,14 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ),
         ("SA_S3_ENDPOINT", cfg.s3_endpoint.clone()),
         ("SA_ROUTE53_ENDPOINT", cfg.route53_endpoint.clone()),
+        ("SA_EC2_ENDPOINT", cfg.ec2_endpoint.clone()),
+        ("SA_EC2_ACCESS_KEY_ID", cfg.ec2_access_key_id.clone()),
+        (
+            "SA_EC2_SECRET_ACCESS_KEY",
+            cfg.ec2_secret_access_key
+                .as_ref()
+                .map(|s| s.expose_secret().to_string()),
+        ),
         ("SA_S3_BUCKET", cfg.s3_bucket.clone()),
         ("SA_S3_ACCESS_KEY_ID", cfg.s3_access_key_id.clone()),
         (

@@ -175,6 +175,15 @@ async fn reap(worker: &Worker, lease: &leases::Lease) {
     };
     // (what happened, whether the server must stay locked)
     let (killed, stuck) = match servers::get(&worker.pool, &lease.server).await {
+        // A launch that had no address yet ran nothing there; a terminated one is gone.
+        Ok(Some(server)) if server.address.is_empty() => (
+            "nothing ran on it: it had no address yet".to_string(),
+            false,
+        ),
+        Ok(Some(server)) if server.state == servers::ServerState::Terminated => (
+            "nothing to kill: its instance is terminated".to_string(),
+            false,
+        ),
         Ok(Some(server)) => {
             let kill = crate::ssh::kill_action_command(&server, lease.action_id, false);
             match tokio::time::timeout(Duration::from_secs(20), worker.ssh.exec(&server, &kill))

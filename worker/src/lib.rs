@@ -6,8 +6,10 @@ pub mod actions;
 pub mod consumer;
 pub mod ctx;
 pub mod dns;
+pub mod ec2;
 pub mod fencer;
 pub mod heartbeat;
+pub mod launch;
 pub mod logwriter;
 pub mod mariadb;
 pub mod metrics;
@@ -45,6 +47,8 @@ pub struct Worker {
     pub dns: Arc<dyn shared::dns::DnsProvider>,
     /// Where backups go (`None` without `SA_S3_BUCKET`).
     pub s3: Option<s3::Bucket>,
+    /// Where servers are launched (`SA_EC2_*`).
+    pub ec2: ec2::Ec2,
     /// Opens secret values (`SA_SECRET_KEY_FILE`; `None`: the file is missing, and an action
     /// with secrets fails saying so).
     pub keys: Option<shared::secrets::Keyring>,
@@ -78,6 +82,7 @@ impl Worker {
             .unwrap_or_else(|| PathBuf::from(format!("/tmp/sa-ssh-{}", std::process::id())));
         let dns = shared::dns::provider(&cfg, pool.clone())?;
         let s3 = s3::Bucket::from_config(&cfg).await;
+        let ec2 = ec2::Ec2::new(&cfg).await;
         let metrics = WorkerMetrics::new();
         let ssh = SshPool::new(&cfg, control_dir, metrics.ssh_connect.clone())
             .context("preparing the SSH control directory")?;
@@ -107,6 +112,7 @@ impl Worker {
             metrics,
             dns,
             s3,
+            ec2,
             shutdown_grace: Duration::from_secs(cfg_grace),
             running: Default::default(),
             draining: CancellationToken::new(),

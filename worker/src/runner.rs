@@ -178,6 +178,9 @@ async fn execute(
         if let Some(fault) = worker.fault.get() {
             fault(action);
         }
+        if let Some(why) = crate::launch::refusal(action, server) {
+            return Err(ActionError::Failed(why));
+        }
         // The server's place in its cluster as it is now (the api checked it at submit).
         let master = server.db_role == Some(shared::db::servers::DbRole::Master);
         if let Some(why) = action

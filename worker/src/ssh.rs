@@ -136,7 +136,9 @@ impl SshPool {
         let target = Target::of(server);
         let mut conn = host.conn.lock().await;
         if let Some((t, s)) = conn.as_ref() {
-            if *t == target {
+            // A master that died (the host rebooted, its sshd restarted) is replaced, not
+            // handed out: the check asks the local master process, not the server.
+            if *t == target && s.check().await.is_ok() {
                 return Ok(Slot {
                     session: s.clone(),
                     _permit: permit,
@@ -300,6 +302,15 @@ impl SshPool {
             }
         }
         let _ = std::fs::remove_dir_all(&self.control_dir);
+    }
+
+    /// Close the connection to a server that is gone (terminated).
+    pub async fn forget(&self, name: &str) {
+        let host = self.host(name);
+        if let Some((_, s)) = host.conn.lock().await.take() {
+            close_quietly(s).await;
+        }
+        self.hosts.lock().expect("poisoned").remove(name);
     }
 
     pub fn control_dir(&self) -> &Path {

@@ -583,6 +583,9 @@ async fn plan(
     let choice = topology::choose(&candidates, None, true, false);
     let fence = match (&master.db_fence_command, cluster.fence) {
         (Some(_), _) => format!("run {}'s db_fence_command (it must succeed)", master.name),
+        (None, _) if master.instance_id.is_some() => {
+            format!("stop {}'s instance {} (ec2_stop)", master.name, master.instance_id.as_deref().unwrap_or(""))
+        }
         (None, Fence::Optional) => format!(
             "{} has no db_fence_command; the cluster's fence is optional: it goes on unfenced",
             master.name

@@ -209,6 +209,19 @@ pub async fn submit(
         None => caller.require(Role::Operator, "submitting an action")?,
     }
     let new = validate_request(from_value(body)?, &caller)?;
+    let route = match new.spec.kind() {
+        ActionKind::ServerLaunch | ActionKind::DbLaunchSlave | ActionKind::DbLaunchMaster => {
+            Some("POST /v1/servers/launch (which registers the server)")
+        }
+        ActionKind::ServerTerminate => Some("POST /v1/servers/{name}/terminate"),
+        _ => None,
+    };
+    if let Some(route) = route {
+        return Err(ApiError::bad(
+            "kind",
+            format!("kind: {} is submitted through {route}", new.spec.kind()),
+        ));
+    }
     accept(&state, &caller, audit, new).await
 }
 

@@ -63,6 +63,9 @@ pub struct ClusterPatch {
     /// acknowledges a commit once a slave has it, so a failover loses no acknowledged write.
     /// Set by every promote and by the cluster's watcher within a probe.
     semi_sync: Option<bool>,
+    /// The launch profile new members are made from (`POST /v1/servers/launch` with
+    /// `cluster`); `""` clears it.
+    launch_profile: Option<String>,
 }
 
 /// A DNS name as the settings take it (a trailing dot allowed).
@@ -188,6 +191,21 @@ pub async fn patch(
     if p.auto_failover.is_some() || p.failover_block_s.is_some() || p.semi_sync.is_some() {
         let block = p.failover_block_s.map(|b| b as i32);
         if !watch::configure(&state.pool, &name, p.auto_failover, block, p.semi_sync).await? {
+            return Err(ApiError::not_found(format!("no cluster named {name:?}")));
+        }
+    }
+    if let Some(lp) = &p.launch_profile {
+        let lp = (!lp.is_empty()).then_some(lp.as_str());
+        if let Some(n) = lp {
+            shared::validate::server_name("launch_profile", n)?;
+            if shared::db::profiles::get(&state.pool, n).await?.is_none() {
+                return Err(ApiError::bad(
+                    "launch_profile",
+                    format!("launch_profile: no launch profile named {n:?}"),
+                ));
+            }
+        }
+        if !clusters::set_launch_profile(&state.pool, &name, lp).await? {
             return Err(ApiError::not_found(format!("no cluster named {name:?}")));
         }
     }

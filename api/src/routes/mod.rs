@@ -5,6 +5,7 @@ pub(crate) mod audit;
 pub(crate) mod backups;
 pub(crate) mod clusters;
 pub(crate) mod health;
+pub(crate) mod launch;
 pub(crate) mod logs;
 pub(crate) mod schedules;
 pub(crate) mod secrets;
@@ -31,6 +32,18 @@ pub fn router() -> Router<Arc<AppState>> {
             get(servers::show).delete(servers::delete),
         )
         .route("/v1/servers/{name}/unlock", post(servers::unlock))
+        .route("/v1/servers/launch", post(launch::launch))
+        .route("/v1/servers/{name}/terminate", post(launch::terminate))
+        .route(
+            "/v1/launch-profiles",
+            post(launch::create_profile).get(launch::list_profiles),
+        )
+        .route(
+            "/v1/launch-profiles/{name}",
+            get(launch::show_profile)
+                .patch(launch::patch_profile)
+                .delete(launch::delete_profile),
+        )
         .route("/v1/actions", post(actions::submit).get(actions::list))
         .route(
             "/v1/clusters/{name}",

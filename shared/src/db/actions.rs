@@ -182,3 +182,13 @@ pub async fn counts(pool: &PgPool, live: bool) -> sqlx::Result<Vec<(String, Stri
     .fetch_all(pool)
     .await
 }
+
+/// Whether `server` has a queued, waiting or running action.
+pub async fn unfinished(pool: &sqlx::PgPool, server: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM actions WHERE server = $1 AND status IN ('queued','waiting','running'))",
+    )
+    .bind(server)
+    .fetch_one(pool)
+    .await
+}

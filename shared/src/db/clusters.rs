@@ -108,6 +108,28 @@ pub struct ClusterView {
     pub failover: Option<super::watch::FailoverState>,
 }
 
+/// The launch profile a cluster's new members are made from: `None`, no such cluster.
+pub async fn launch_profile(pool: &PgPool, name: &str) -> sqlx::Result<Option<Option<String>>> {
+    sqlx::query_scalar("SELECT launch_profile FROM clusters WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+}
+
+/// `Ok(false)`: no such cluster.
+pub async fn set_launch_profile(
+    pool: &PgPool,
+    name: &str,
+    profile: Option<&str>,
+) -> sqlx::Result<bool> {
+    let r = sqlx::query("UPDATE clusters SET launch_profile = $2 WHERE name = $1")
+        .bind(name)
+        .bind(profile)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 pub async fn get(pool: &PgPool, name: &str) -> sqlx::Result<Option<Cluster>> {
     sqlx::query_as(
         "SELECT name, master, repl_user, repl_password, dns_name, dns_address, dns_ttl, fence,

@@ -7,6 +7,7 @@ pub mod backups;
 pub mod clusters;
 pub mod leases;
 pub mod logs;
+pub mod profiles;
 pub mod schedules;
 pub mod secrets;
 pub mod servers;

@@ -65,6 +65,49 @@ pub struct Server {
     pub repl_state: Option<Json<serde_json::Value>>,
     #[serde(default)]
     pub repl_state_at: Option<DateTime<Utc>>,
+    /// `registered` (added by hand) or where a launched one is in its life.
+    #[serde(default)]
+    pub state: ServerState,
+    /// The EC2 instance, for a launched server.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// The launch profile it was made from.
+    #[serde(default)]
+    pub launch_profile: Option<String>,
+}
+
+/// A server's lifecycle (see the migration `ec2`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    #[default]
+    Registered,
+    Launching,
+    Running,
+    LaunchFailed,
+    Stopped,
+    Terminated,
+}
+
+impl ServerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::Registered => "registered",
+            ServerState::Launching => "launching",
+            ServerState::Running => "running",
+            ServerState::LaunchFailed => "launch_failed",
+            ServerState::Stopped => "stopped",
+            ServerState::Terminated => "terminated",
+        }
+    }
+
+    /// Whether actions can reach it over SSH.
+    pub fn reachable(self) -> bool {
+        matches!(self, ServerState::Registered | ServerState::Running)
+    }
 }
 
 impl Server {
@@ -195,6 +238,88 @@ pub async fn insert(conn: &mut PgConnection, s: &NewServer) -> Result<Server, Se
         }
         e => e.into(),
     })
+}
+
+/// Register a server to be launched from `profile`: state `launching`, no address yet.
+pub async fn insert_launching(
+    conn: &mut PgConnection,
+    name: &str,
+    profile: &str,
+    ssh_user: &str,
+    ssh_port: u16,
+    tags: &serde_json::Value,
+) -> Result<Server, ServerError> {
+    sqlx::query_as(
+        "INSERT INTO servers (name, address, ssh_user, ssh_port, tags, state, launch_profile)
+         VALUES ($1, '', $2, $3, $4, 'launching', $5) RETURNING *",
+    )
+    .bind(name)
+    .bind(ssh_user)
+    .bind(i32::from(ssh_port))
+    .bind(Json(tags))
+    .bind(profile)
+    .fetch_one(conn)
+    .await
+    .map_err(|e| match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => ServerError::Duplicate(name.into()),
+        e => e.into(),
+    })
+}
+
+/// The instance a launch made (recorded as soon as it exists).
+pub async fn set_instance(pool: &PgPool, name: &str, instance_id: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE servers SET instance_id = $2 WHERE name = $1")
+        .bind(name)
+        .bind(instance_id)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+/// Where a launched instance is and the host key it must answer with; its DB settings from
+/// its profile (`DB_FIELDS` with their values).
+pub async fn set_launched(
+    pool: &PgPool,
+    name: &str,
+    address: &str,
+    host_key: &str,
+    db_port: Option<u16>,
+    db: &[(&'static str, Option<String>)],
+) -> sqlx::Result<Server> {
+    let get = |field: &str| {
+        db.iter()
+            .find(|(f, _)| *f == field)
+            .and_then(|(_, v)| v.clone())
+    };
+    sqlx::query_as(
+        "UPDATE servers SET address = $2, host_key = $3, db_port = COALESCE($4, db_port),
+                db_host = $5, db_config_file = $6, db_datadir = $7, db_restart_command = $8,
+                db_stop_command = $9, db_start_command = $10, db_user = $11, db_password_ref = $12
+         WHERE name = $1 RETURNING *",
+    )
+    .bind(name)
+    .bind(address)
+    .bind(host_key)
+    .bind(db_port.map(i32::from))
+    .bind(get("db_host"))
+    .bind(get("db_config_file"))
+    .bind(get("db_datadir"))
+    .bind(get("db_restart_command"))
+    .bind(get("db_stop_command"))
+    .bind(get("db_start_command"))
+    .bind(get("db_user"))
+    .bind(get("db_password_ref"))
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn set_state(pool: &PgPool, name: &str, state: ServerState) -> sqlx::Result<()> {
+    sqlx::query("UPDATE servers SET state = $2 WHERE name = $1")
+        .bind(name)
+        .bind(state)
+        .execute(pool)
+        .await
+        .map(drop)
 }
 
 pub async fn get(pool: &PgPool, name: &str) -> sqlx::Result<Option<Server>> {

@@ -7,11 +7,15 @@ mod db_checksum;
 mod db_configure_master;
 mod db_configure_slave;
 mod db_failover;
+mod db_launch_master;
+mod db_launch_slave;
 mod db_promote;
 mod db_restore;
 mod db_status;
 mod db_verify_backup;
 mod run_script;
+mod server_launch;
+mod server_terminate;
 
 use shared::ActionSpec;
 
@@ -41,6 +45,13 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
         // half-way would leave two writable servers or none.
         ActionSpec::DbPromote(p) => Box::pin(db_promote::run(ctx, p)).await,
         ActionSpec::DbFailover(p) => Box::pin(db_failover::run(ctx, p)).await,
+        ActionSpec::ServerLaunch(p) => stoppable(ctx, Box::pin(server_launch::run(ctx, p))).await,
+        ActionSpec::ServerTerminate(_) => {
+            stoppable(ctx, Box::pin(server_terminate::run(ctx))).await
+        }
+        // Like a restore: once seeding has begun, stopping half-way leaves mysqld stopped.
+        ActionSpec::DbLaunchSlave(p) => Box::pin(db_launch_slave::run(ctx, p)).await,
+        ActionSpec::DbLaunchMaster(p) => Box::pin(db_launch_master::run(ctx, p)).await,
     }
 }
 

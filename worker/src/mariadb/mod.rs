@@ -10,4 +10,6 @@ pub mod gtid;
 pub mod promote;
 pub mod replication;
 pub mod restore;
+pub mod seed;
+pub mod server;
 pub mod topology;

@@ -295,8 +295,8 @@ async fn promote(
         (Some(o), None) => {
             drain(ctx, sdb, &name, force).await?;
             match topology::fence(ctx, o).await {
-                Ok(()) => {
-                    log.system(format!("Fenced {}: its db_fence_command succeeded.", o.name))
+                Ok(how) => {
+                    log.system(format!("Fenced {}: {how}.", o.name))
                         .await
                 }
                 Err(e) if cluster.fence == Fence::Optional || force => {

@@ -470,9 +470,21 @@ pub async fn repoint(
 }
 
 /// Fence a dead master: its `db_fence_command`, run from the worker (`$SA_SERVER`,
-/// `$SA_ADDRESS` name it), must exit 0 within 60 s. Its output goes to the log.
-pub async fn fence(ctx: &Ctx<'_>, old: &Server) -> Result<(), String> {
+/// `$SA_ADDRESS` name it), must exit 0 within 60 s; its output goes to the log. A launched
+/// server without one is stopped through EC2 (`ec2_stop`: `StopInstances` with `Force`).
+pub async fn fence(ctx: &Ctx<'_>, old: &Server) -> Result<&'static str, String> {
     let Some(cmd) = old.db_fence_command.as_deref() else {
+        if old.instance_id.is_some() {
+            ctx.log
+                .system(format!(
+                    "Fencing {}: stopping its instance (ec2_stop)...",
+                    old.name
+                ))
+                .await;
+            let done = crate::launch::fence(ctx.worker, old).await?;
+            ctx.log.system(format!("  fence: {done}")).await;
+            return Ok("its instance is stopped");
+        }
         return Err(format!("{} has no db_fence_command", old.name));
     };
     ctx.log
@@ -502,7 +514,7 @@ pub async fn fence(ctx: &Ctx<'_>, old: &Server) -> Result<(), String> {
         ctx.log.system(format!("  fence: {line}")).await;
     }
     if out.status.success() {
-        Ok(())
+        Ok("its db_fence_command succeeded")
     } else {
         Err(format!("db_fence_command failed ({})", out.status))
     }
