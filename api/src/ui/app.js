@@ -336,10 +336,11 @@ async function events(path, onEvent) {
 // ---- /ui/servers and /ui/servers/{name} -----------------------------------------------------
 async function serversPage() {
   const r = await api("/v1/servers");
-  const table = el("table", { id: "servers" }, el("tr", {}, ...["Name", "Address", "User"].map((h) => el("th", { text: h }))));
+  const table = el("table", { id: "servers" }, el("tr", {}, ...["Name", "Address", "User", "State"].map((h) => el("th", { text: h }))));
   for (const s of r.servers)
     table.append(el("tr", {}, el("td", {}, link("/ui/servers/" + encodeURIComponent(s.name), s.name)),
-      el("td", { text: s.address + ":" + s.ssh_port }), el("td", { text: s.ssh_user })));
+      el("td", { text: s.address ? s.address + ":" + s.ssh_port : "(not yet)" }), el("td", { text: s.ssh_user }),
+      el("td", { text: s.state })));
   app().replaceChildren(el("h1", { text: "Servers" }), table);
 }
 
@@ -350,6 +351,10 @@ async function serverPage(name) {
     : "free";
   const facts = el("dl", { class: "facts" }, el("dt", { text: "Address" }), el("dd", { text: s.address + ":" + s.ssh_port }),
     el("dt", { text: "User" }), el("dd", { text: s.ssh_user }), el("dt", { text: "Lock" }), el("dd", { id: "lock" }, lock));
+  facts.append(el("dt", { text: "State" }), el("dd", { id: "state" }, s.state));
+  if (s.instance_id)
+    facts.append(el("dt", { text: "Instance" }), el("dd", { id: "instance" },
+      s.instance_id + (s.launch_profile ? " (profile " + s.launch_profile + ")" : "")));
   if (s.cluster)
     facts.append(el("dt", { text: "Cluster" }), el("dd", { id: "role" }, (s.db_role || "member") + " of ",
       link("/ui/clusters/" + encodeURIComponent(s.cluster), s.cluster)));

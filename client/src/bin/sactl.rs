@@ -85,6 +85,9 @@ enum Cmd {
         #[arg(long)]
         urgent: bool,
     },
+    /// Launch profiles (admin): what EC2 instances are made from.
+    #[command(subcommand)]
+    Profiles(ProfilesCmd),
     /// List and show actions.
     #[command(subcommand)]
     Actions(ActionsCmd),
@@ -252,6 +255,9 @@ enum ClustersCmd {
         /// No second automatic failover for this long after one, unless acknowledged.
         #[arg(long)]
         failover_block_s: Option<u32>,
+        /// The launch profile its new members are made from (`""` clears it).
+        #[arg(long)]
+        launch_profile: Option<String>,
     },
     /// Acknowledge the last automatic failover: lifts the block on a second one.
     Ack { name: String },
@@ -359,6 +365,56 @@ enum ServersCmd {
     },
     /// Release the lock an action that could not be stopped kept (check the server first).
     Unlock {
+        name: String,
+    },
+    /// Launch a server on EC2 from a launch profile: `sactl servers launch web7 --profile web`;
+    /// with `--cluster shop`, a new slave of the cluster (its profile by default), with
+    /// `--master` a new master restored from a backup.
+    Launch {
+        name: String,
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long)]
+        cluster: Option<String>,
+        /// With --cluster: launch its master from a backup (the cluster must have none).
+        #[arg(long)]
+        master: bool,
+        /// With --master: the backup id (default the latest).
+        #[arg(long)]
+        backup: Option<i64>,
+        /// A tag, KEY=VALUE (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Follow the log and exit with the action's exit code.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Terminate a launched server's instance (refused for a cluster's master).
+    Terminate {
+        name: String,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProfilesCmd {
+    /// Create a launch profile from a JSON file (`-`: stdin): `{"image_id", "instance_type",
+    /// "subnet_id", "ssh_user", "security_group_ids"?, "db_server"?: {...}, ...}`.
+    Add {
+        name: String,
+        file: PathBuf,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    /// Change fields of a profile from a JSON object file (`null` removes an optional one).
+    Set {
+        name: String,
+        file: PathBuf,
+    },
+    Rm {
         name: String,
     },
 }
@@ -500,7 +556,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Cmd::Servers(cmd) => servers(&client, cmd).await?,
+        Cmd::Profiles(cmd) => profiles(&client, cmd).await?,
+        Cmd::Servers(cmd) => return servers(&client, cmd).await,
         Cmd::Schedules(cmd) => schedules(&client, cmd).await?,
         Cmd::Run {
             server,
@@ -732,8 +789,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dns_key_ref,
             auto_failover,
             failover_block_s,
+            launch_profile,
         }) => {
             let mut body = json!({});
+            if let Some(p) = launch_profile {
+                body["launch_profile"] = json!(p);
+            }
             if let Some(a) = auto_failover {
                 body["auto_failover"] = json!(a == "on");
             }
@@ -879,8 +940,60 @@ async fn tokens(client: &Client, cmd: TokensCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {
+async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        ServersCmd::Launch {
+            name,
+            profile,
+            cluster,
+            master,
+            backup,
+            tags,
+            wait,
+        } => {
+            let mut body = json!({"name": name});
+            if let Some(p) = profile {
+                body["profile"] = json!(p);
+            }
+            match (cluster, master, backup) {
+                (Some(c), master, backup) => {
+                    body["cluster"] = json!(c);
+                    if master {
+                        body["role"] = json!("master");
+                    }
+                    if let Some(b) = backup {
+                        body["backup"] = json!(b);
+                    }
+                }
+                (None, true, _) | (None, _, Some(_)) => {
+                    bail!("--master and --backup: only with --cluster")
+                }
+                (None, false, None) => {}
+            }
+            let mut t = serde_json::Map::new();
+            for pair in tags {
+                let (k, v) = pair
+                    .split_once('=')
+                    .with_context(|| format!("--tag: {pair:?} is not KEY=VALUE"))?;
+                t.insert(k.into(), json!(v));
+            }
+            if !t.is_empty() {
+                body["tags"] = Value::Object(t);
+            }
+            let (_, v) = client.post("/v1/servers/launch", &body).await?;
+            let a: Action = serde_json::from_value(v["action"].clone())?;
+            return submitted(client, &a, wait, &format!(" ({})", a.kind())).await;
+        }
+        ServersCmd::Terminate { name, wait } => {
+            let (_, v) = client
+                .post(
+                    &format!("/v1/servers/{}/terminate", urlencode(&name)),
+                    &json!({}),
+                )
+                .await?;
+            let a: Action = serde_json::from_value(v)?;
+            return submitted(client, &a, wait, " (server_terminate)").await;
+        }
         ServersCmd::Add(add) => {
             let AddServer {
                 name,
@@ -933,13 +1046,16 @@ async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {
             println!("added {}", s["name"].as_str().unwrap_or_default());
         }
         ServersCmd::List => {
-            println!("{:<20} {:<24} {:<12} HOST KEY", "NAME", "ADDRESS", "USER");
+            println!(
+                "{:<20} {:<24} {:<12} {:<13} HOST KEY",
+                "NAME", "ADDRESS", "USER", "STATE"
+            );
             for s in client.servers().await? {
                 let key = s["host_key"]
                     .as_str()
                     .map_or("(known_hosts)", |k| k.split(' ').next().unwrap_or(""));
                 println!(
-                    "{:<20} {:<24} {:<12} {key}",
+                    "{:<20} {:<24} {:<12} {:<13} {key}",
                     s["name"].as_str().unwrap_or_default(),
                     format!(
                         "{}:{}",
@@ -947,6 +1063,7 @@ async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {
                         s["ssh_port"]
                     ),
                     s["ssh_user"].as_str().unwrap_or_default(),
+                    s["state"].as_str().unwrap_or_default(),
                 );
             }
         }
@@ -968,6 +1085,69 @@ async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<()> {
                 Some(id) => println!("unlocked {name}; action {id} goes next"),
                 None => println!("unlocked {name}"),
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A JSON object from a file, `-` for stdin.
+fn json_file(file: &std::path::Path) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let text = if file == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => bail!("{}: not a JSON object", file.display()),
+    }
+}
+
+async fn profiles(client: &Client, cmd: ProfilesCmd) -> anyhow::Result<()> {
+    let path = |name: &str| format!("/v1/launch-profiles/{}", urlencode(name));
+    match cmd {
+        ProfilesCmd::Add { name, file } => {
+            let mut body = json_file(&file)?;
+            body.insert("name".into(), json!(name));
+            client
+                .post("/v1/launch-profiles", &Value::Object(body))
+                .await?;
+            println!("added launch profile {name}");
+        }
+        ProfilesCmd::List => {
+            let v = client.get("/v1/launch-profiles").await?;
+            println!(
+                "{:<16} {:<16} {:<12} {:<24} DB",
+                "NAME", "IMAGE", "TYPE", "SUBNET"
+            );
+            for p in v["profiles"].as_array().into_iter().flatten() {
+                let spec = &p["spec"];
+                println!(
+                    "{:<16} {:<16} {:<12} {:<24} {}",
+                    p["name"].as_str().unwrap_or_default(),
+                    spec["image_id"].as_str().unwrap_or_default(),
+                    spec["instance_type"].as_str().unwrap_or_default(),
+                    spec["subnet_id"].as_str().unwrap_or_default(),
+                    if spec["db_server"].is_object() {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                );
+            }
+        }
+        ProfilesCmd::Show { name } => {
+            let v = client.get(&path(&name)).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        ProfilesCmd::Set { name, file } => {
+            let body = json_file(&file)?;
+            client.patch(&path(&name), &Value::Object(body)).await?;
+            println!("changed launch profile {name}");
+        }
+        ProfilesCmd::Rm { name } => {
+            client.delete(&path(&name)).await?;
+            println!("removed launch profile {name}");
         }
     }
     Ok(())

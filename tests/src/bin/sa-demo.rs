@@ -13,9 +13,10 @@ use client::Client;
 use serde_json::json;
 use shared::Config;
 use testbed::{
+    ec2::Ec2Bed,
     hosts::{client_key, TestHost},
     procs::{create_token, Proc},
-    services::{Knot, Moto},
+    services::Knot,
 };
 
 const TOKEN_FILE: &str = "/tmp/sa-demo.token";
@@ -35,12 +36,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut cfg = Config::load(None)?;
     cfg.ssh_key = Some(client_key()?);
-    let moto = if args.no_db {
+    // S3 and EC2 on one emulator; the bed boots what is launched there as test hosts.
+    let bed = if args.no_db {
         None
     } else {
-        let moto = Moto::start().await?;
-        moto.configure(&mut cfg);
-        Some(moto)
+        let bed = Ec2Bed::start().await?;
+        bed.configure(&mut cfg);
+        Some(bed)
     };
     let hosts = [TestHost::start()?, TestHost::start()?];
     for (i, h) in hosts.iter().enumerate() {
@@ -147,8 +149,8 @@ async fn main() -> anyhow::Result<()> {
         println!();
     }
     // Held to the end: `--keep` leaves the database hosts up too.
-    let _db_hosts = match &moto {
-        Some(_) => Some(db_scene(&client).await?),
+    let _db_hosts = match &bed {
+        Some(bed) => Some(db_scene(&client, bed).await?),
         None => None,
     };
     let base = &cfg.api_url;
@@ -180,8 +182,9 @@ async fn main() -> anyhow::Result<()> {
 
 /// The incident of the 2007 logs, replayed without a person: a master dies, the watcher fails
 /// the cluster over on its own, the master record on a DNS server (Knot on loopback) moves, and
-/// the spare becomes a slave from the backup.
-async fn db_scene(client: &Client) -> anyhow::Result<(Vec<TestHost>, Knot)> {
+/// the spare becomes a slave from the backup; then a fresh slave is launched through the EC2
+/// API with one request.
+async fn db_scene(client: &Client, bed: &Ec2Bed) -> anyhow::Result<(Vec<TestHost>, Knot)> {
     let cluster = format!("shop{}", chrono::Utc::now().format("%H%M%S"));
     println!("── The incident: cluster {cluster} on MariaDB test hosts db1 (master), db2 (slave), db3 (spare) ──");
     let mut db = Vec::new();
@@ -346,7 +349,60 @@ async fn db_scene(client: &Client) -> anyhow::Result<(Vec<TestHost>, Knot)> {
         db[1].sql("SELECT COUNT(*) FROM shop.orders")?,
         db[2].sql("SELECT COUNT(*) FROM shop.orders")?
     );
+    launch_slave(client, bed, &cluster, &db[1]).await?;
     Ok((db, knot))
+}
+
+/// "We launched a fresh slave with another button press": a launch profile for the bed's
+/// subnet, the cluster launching from it, and one `POST /v1/servers/launch`.
+async fn launch_slave(
+    client: &Client,
+    bed: &Ec2Bed,
+    cluster: &str,
+    master: &TestHost,
+) -> anyhow::Result<()> {
+    let mut profile = bed.profile(true);
+    profile["name"] = json!(format!("{cluster}-db"));
+    client.post("/v1/launch-profiles", &profile).await?;
+    client
+        .patch(
+            &format!("/v1/clusters/{cluster}"),
+            &json!({"launch_profile": format!("{cluster}-db")}),
+        )
+        .await?;
+    if client.get("/v1/servers/db4").await.is_ok() {
+        client.delete("/v1/servers/db4").await?;
+    }
+    let (_, v) = client
+        .post(
+            "/v1/servers/launch",
+            &json!({"name": "db4", "cluster": cluster}),
+        )
+        .await?;
+    let id = v["action"]["id"].as_i64().unwrap_or_default();
+    println!("POST /v1/servers/launch {{\"name\": \"db4\", \"cluster\": \"{cluster}\"}}: db4 is {}, action {id}", v["server"]["state"]);
+    let a = client.wait(id, Duration::from_secs(300)).await?;
+    println!("── action {id} db_launch_slave on db4 — {} ──", a.status);
+    print!("{}", client.log(id, 0).await?.text);
+    anyhow::ensure!(
+        a.status == shared::Status::Succeeded,
+        "the fresh slave was not launched"
+    );
+    let db4 = client.get("/v1/servers/db4").await?;
+    let address = db4["address"].as_str().unwrap_or_default().to_string();
+    let pos = master.sql("SELECT @@gtid_binlog_pos")?;
+    let orders = bed
+        .with_host(&address, |h| {
+            h.sql(&format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"))?;
+            h.sql("SELECT COUNT(*) FROM shop.orders")
+        })
+        .ok_or_else(|| anyhow::anyhow!("nothing runs at db4's address {address}"))??;
+    println!(
+        "db4 is instance {} at {address} (state {}, host key pinned at launch); orders there: {orders}\n",
+        db4["instance_id"].as_str().unwrap_or_default(),
+        db4["state"].as_str().unwrap_or_default()
+    );
+    Ok(())
 }
 
 /// Submit `kind` on `server`, wait, and print its log (whole, or its status line).
