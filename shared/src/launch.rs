@@ -131,17 +131,7 @@ impl LaunchProfile {
         let p: LaunchProfile = serde_path_to_error::deserialize(body).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
-            let named = inner
-                .starts_with("missing field")
-                .then(|| inner.split('`').nth(1))
-                .flatten();
-            let field = match (path.as_str(), named) {
-                (".", Some(n)) => n.to_string(),
-                (".", None) => "body".to_string(),
-                (p, Some(n)) => format!("{p}.{n}"),
-                (p, None) => p.to_string(),
-            };
-            FieldError::new(field, inner)
+            FieldError::new(validate::serde_field(&path, &inner, ""), inner)
         })?;
         p.validate()?;
         Ok(p)

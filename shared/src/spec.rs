@@ -56,16 +56,7 @@ impl ActionSpec {
         serde_path_to_error::deserialize(Value::Object(body)).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
-            // A missing field is reported at its parent: name the field itself.
-            let named = inner
-                .starts_with("missing field")
-                .then(|| inner.split('`').nth(1))
-                .flatten();
-            let field = match (path.as_str(), named) {
-                (".", _) => "params".to_string(),
-                (p, Some(n)) => format!("{p}.{n}"),
-                (p, None) => p.to_string(),
-            };
+            let field = validate::serde_field(&path, &inner, "params");
             FieldError::new(field, format!("{inner} (in {kind} params)"))
         })
     }

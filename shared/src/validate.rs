@@ -19,6 +19,23 @@ impl FieldError {
     }
 }
 
+/// The field a `serde_path_to_error` failure is about: its path, or for a missing field the field
+/// itself (serde reports it at its parent); `root` names the document itself.
+pub fn serde_field(path: &str, inner: &str, root: &str) -> String {
+    let named = inner
+        .starts_with("missing field")
+        .then(|| inner.split('`').nth(1))
+        .flatten();
+    match (path, named) {
+        (".", Some(n)) if root.is_empty() => n.to_string(),
+        (".", None) if root.is_empty() => "body".to_string(),
+        (".", Some(n)) => format!("{root}.{n}"),
+        (".", None) => root.to_string(),
+        (p, Some(n)) => format!("{p}.{n}"),
+        (p, None) => p.to_string(),
+    }
+}
+
 pub fn is_shell_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())

@@ -475,3 +475,124 @@ async fn launch_requests_and_profiles_name_their_bad_field() {
     let list = app.client.get("/v1/launch-profiles").await.unwrap();
     assert_eq!(list["profiles"].as_array().unwrap().len(), 1, "{list}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sactl_makes_a_profile_launches_and_terminates() {
+    let (bed, app) = bed_and_app(1).await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), bed.profile(false).to_string()).unwrap();
+    let path = file.path().to_str().unwrap();
+    let sactl = |args: &[&str]| crate::cli::sactl(&app, args);
+    let (code, out, err) = sactl(&["profiles", "add", "web", path]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = sactl(&["profiles", "list"]);
+    assert!(code == 0 && out.contains(&bed.subnet_id), "{out}");
+    let (code, out, err) = sactl(&[
+        "servers",
+        "launch",
+        "web5",
+        "--profile",
+        "web",
+        "--tag",
+        "role=web",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("SSH answers with the pinned host key"),
+        "{out}"
+    );
+    let (code, out, _) = sactl(&["servers", "list"]);
+    assert!(
+        code == 0
+            && out
+                .lines()
+                .any(|l| l.starts_with("web5") && l.contains("running")),
+        "{out}"
+    );
+    // A bad field is named.
+    let (code, _, err) = sactl(&["servers", "launch", "web6", "--profile", "nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("profile"), "{err}");
+    let (code, out, err) = sactl(&["servers", "terminate", "web5", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("is terminated"), "{out}");
+    let (_, out, _) = sactl(&["servers", "list"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("web5") && l.contains("terminated")),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_launched_master_is_fenced_by_stopping_its_instance() {
+    let (bed, app) = bed_and_app(1).await;
+    // A master launched empty, then a slave launched from it.
+    let mut a = testbed::TestHost::start().unwrap().with_mariadb().unwrap();
+    app.add_db_host("seed", &a).await.unwrap();
+    a.sql(
+        "CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO shop.orders SELECT seq, 'v' FROM mysql.seq_1_to_101",
+    )
+    .unwrap();
+    let (x, log) = app
+        .act("seed", "db_configure_master", json!({"cluster": "shop"}))
+        .await
+        .unwrap();
+    assert_eq!(x.status, Status::Succeeded, "{log}");
+    let (bk, blog) = app
+        .act("seed", "db_backup", json!({"strategy": "mariabackup"}))
+        .await
+        .unwrap();
+    assert_eq!(bk.status, Status::Succeeded, "{blog}");
+    a.kill();
+    app.client.delete("/v1/servers/seed").await.unwrap();
+    app.client
+        .patch("/v1/clusters/shop", &json!({"launch_profile": "db"}))
+        .await
+        .unwrap();
+    let (x, log, m) = launch(
+        &app,
+        json!({"name": "m1", "cluster": "shop", "role": "master"}),
+    )
+    .await;
+    assert_eq!(x.status, Status::Succeeded, "{log}");
+    let (x, log, s) = launch(&app, json!({"name": "s1", "cluster": "shop"})).await;
+    assert_eq!(x.status, Status::Succeeded, "{log}");
+    assert_eq!(
+        rows(&bed, s["address"].as_str().unwrap()).await,
+        "101\t5151"
+    );
+
+    // The master dies (its mariadbd and sshd, not its instance): the promote fences it by
+    // stopping the instance, with no db_fence_command.
+    let master_address = m["address"].as_str().unwrap().to_string();
+    bed.with_host(&master_address, |h| h.kill()).unwrap();
+    let a = app.client.promote_cluster("shop", false).await.unwrap();
+    let a = app
+        .client
+        .wait(a.id, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let log = app.log(a.id).await;
+    assert_eq!(a.status, Status::Succeeded, "{log}");
+    assert!(
+        log.contains("Fencing m1: stopping its instance (ec2_stop)"),
+        "{log}"
+    );
+    assert!(log.contains("Fenced m1: its instance is stopped."), "{log}");
+    let states: Vec<_> = bed.instances().await.unwrap();
+    assert!(
+        states
+            .iter()
+            .any(|(i, st, _)| m["instance_id"] == json!(i) && st == "stopped"),
+        "{states:?}"
+    );
+    let m1 = app.client.get("/v1/servers/m1").await.unwrap();
+    assert_eq!(m1["state"], "stopped", "{m1}");
+    let view = app.client.get("/v1/clusters/shop").await.unwrap();
+    assert_eq!(view["master"], "s1", "{view}");
+    let gone = eventually(Duration::from_secs(10), async || !bed.runs(&master_address)).await;
+    assert!(gone, "the stopped instance's host still runs");
+}

@@ -28,6 +28,18 @@ impl Ctx<'_> {
         })
     }
 
+    /// The same action's context on `server` as it is now (after a launch made it reachable).
+    pub fn on<'s>(&'s self, server: &'s Server) -> Ctx<'s> {
+        Ctx {
+            worker: self.worker,
+            action: self.action,
+            server,
+            log: self.log.clone(),
+            stop: self.stop,
+            cluster_lock: self.cluster_lock.clone(),
+        }
+    }
+
     /// The backup store, or why there is none.
     pub fn s3(&self) -> Result<crate::s3::Bucket, ActionError> {
         self.worker.s3.clone().ok_or(S3Error::NoBucket.into())

@@ -72,6 +72,18 @@ pub struct RunRequest<'a> {
     pub user_data: &'a str,
 }
 
+async fn describe(
+    call: aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesFluentBuilder,
+) -> Result<Vec<Instance>, Ec2Error> {
+    let out = call.send().await.map_err(failed("DescribeInstances"))?;
+    Ok(out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(Instance::of)
+        .collect())
+}
+
 #[derive(Clone)]
 pub struct Ec2 {
     client: Client,
@@ -102,24 +114,13 @@ impl Ec2 {
 
     /// The instance launch `action_id` made, unless it has ended.
     pub async fn launched_by(&self, action_id: i64) -> Result<Option<Instance>, Ec2Error> {
-        let out = self
-            .client
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{LAUNCH_TAG}"))
-                    .values(action_id.to_string())
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(failed("DescribeInstances"))?;
-        Ok(out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .map(Instance::of)
-            .find(|i| !i.ended()))
+        let call = self.client.describe_instances().filters(
+            Filter::builder()
+                .name(format!("tag:{LAUNCH_TAG}"))
+                .values(action_id.to_string())
+                .build(),
+        );
+        Ok(describe(call).await?.into_iter().find(|i| !i.ended()))
     }
 
     pub async fn run(&self, r: &RunRequest<'_>) -> Result<Instance, Ec2Error> {
@@ -176,19 +177,8 @@ impl Ec2 {
     }
 
     pub async fn instance(&self, id: &str) -> Result<Option<Instance>, Ec2Error> {
-        let out = self
-            .client
-            .describe_instances()
-            .instance_ids(id)
-            .send()
-            .await
-            .map_err(failed("DescribeInstances"))?;
-        Ok(out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .map(Instance::of)
-            .next())
+        let call = self.client.describe_instances().instance_ids(id);
+        Ok(describe(call).await?.into_iter().next())
     }
 
     /// The instance's user data, decoded.

@@ -71,11 +71,22 @@ pub struct Timings {
     pub running_s: f64,
     /// Until SSH answers with the pinned host key.
     pub ssh_s: f64,
+    /// A DB launch: until mysqld answers.
+    pub mysqld_s: Option<f64>,
 }
 
 impl Timings {
     pub fn json(&self) -> serde_json::Value {
-        json!({"request_s": round(self.request_s), "running_s": round(self.running_s), "ssh_s": round(self.ssh_s)})
+        let mut t = json!({"request_s": round(self.request_s), "running_s": round(self.running_s), "ssh_s": round(self.ssh_s)});
+        if let Some(m) = self.mysqld_s {
+            t["mysqld_s"] = json!(round(m));
+        }
+        t
+    }
+
+    /// From the request to a reachable server (and mysqld answering, for a DB launch).
+    pub fn total_s(&self) -> f64 {
+        self.request_s + self.running_s + self.ssh_s + self.mysqld_s.unwrap_or(0.0)
     }
 }
 
@@ -179,6 +190,22 @@ pub async fn launch(ctx: &Ctx<'_>, profile: &str) -> Result<(Server, Timings), A
         state: ServerState::Running,
         ..server
     };
+    Ok((server, t))
+}
+
+/// A DB launch: `launch`, then mysqld answering (`mariadb::server::ensure_mysqld`). A launch
+/// that gives up leaves the server `launch_failed`.
+pub async fn launch_db(ctx: &Ctx<'_>, profile: &str) -> Result<(Server, Timings), ActionError> {
+    let (server, mut t) = match launch(ctx, profile).await {
+        Ok(l) => l,
+        Err(e) => {
+            failed(ctx.worker, &ctx.server.name).await;
+            return Err(e);
+        }
+    };
+    let clock = Instant::now();
+    crate::mariadb::server::ensure_mysqld(&ctx.on(&server), profile).await?;
+    t.mysqld_s = Some(clock.elapsed().as_secs_f64());
     Ok((server, t))
 }
 

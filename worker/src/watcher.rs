@@ -595,15 +595,10 @@ async fn plan(
             master.name
         ),
     };
-    let spare: Option<String> = sqlx::query_scalar(
-        "SELECT name FROM servers WHERE tags->>'spare_for' = $1 AND cluster IS DISTINCT FROM $1
-         ORDER BY name LIMIT 1",
-    )
-    .bind(&cluster.name)
-    .fetch_optional(pool)
-    .await
-    .ok()
-    .flatten();
+    let spare = shared::db::clusters::spare(pool, &cluster.name)
+        .await
+        .ok()
+        .flatten();
     match choice {
         Ok(c) => {
             let chosen = candidates.iter().find(|x| x.name == c.name);

@@ -197,7 +197,6 @@ pub struct LaunchRequest {
     cluster: Option<String>,
     role: Option<LaunchRole>,
     /// `db_launch_master`: the backup to restore (default `latest`).
-    #[schema(value_type = Option<Object>)]
     backup: Option<BackupRef>,
     timeout_s: Option<u32>,
 }

@@ -108,6 +108,18 @@ pub struct ClusterView {
     pub failover: Option<super::watch::FailoverState>,
 }
 
+/// The cluster's spare: a server tagged `spare_for: <cluster>` that is not a member yet (the
+/// first by name).
+pub async fn spare(pool: &PgPool, cluster: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT name FROM servers WHERE tags->>'spare_for' = $1 AND cluster IS DISTINCT FROM $1
+         ORDER BY name LIMIT 1",
+    )
+    .bind(cluster)
+    .fetch_optional(pool)
+    .await
+}
+
 /// The launch profile a cluster's new members are made from: `None`, no such cluster.
 pub async fn launch_profile(pool: &PgPool, name: &str) -> sqlx::Result<Option<Option<String>>> {
     sqlx::query_scalar("SELECT launch_profile FROM clusters WHERE name = $1")

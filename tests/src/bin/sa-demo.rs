@@ -332,15 +332,6 @@ async fn db_scene(client: &Client, bed: &Ec2Bed) -> anyhow::Result<(Vec<TestHost
         s.status == shared::Status::Succeeded,
         "the spare was not configured"
     );
-    // The demo's hosts are gone when it ends: no schedules for them.
-    let schedules = client.get("/v1/schedules").await?;
-    for sc in schedules["schedules"].as_array().into_iter().flatten() {
-        if sc["target"]["cluster"] == json!(cluster) {
-            if let Some(n) = sc["name"].as_str() {
-                client.delete(&format!("/v1/schedules/{n}")).await?;
-            }
-        }
-    }
     db[1].sql("INSERT INTO shop.orders (item) VALUES ('written on the new master')")?;
     let pos = db[1].sql("SELECT @@gtid_binlog_pos")?;
     db[2].sql(&format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"))?;
@@ -350,6 +341,15 @@ async fn db_scene(client: &Client, bed: &Ec2Bed) -> anyhow::Result<(Vec<TestHost
         db[2].sql("SELECT COUNT(*) FROM shop.orders")?
     );
     launch_slave(client, bed, &cluster, &db[1]).await?;
+    // The demo's hosts are gone when it ends: no schedules for them.
+    let schedules = client.get("/v1/schedules").await?;
+    for sc in schedules["schedules"].as_array().into_iter().flatten() {
+        if sc["target"]["cluster"] == json!(cluster) {
+            if let Some(n) = sc["name"].as_str() {
+                client.delete(&format!("/v1/schedules/{n}")).await?;
+            }
+        }
+    }
     Ok((db, knot))
 }
 

@@ -84,14 +84,7 @@ pub async fn run(ctx: &Ctx<'_>, p: &FailoverParams) -> Result<Done, ActionError>
 /// or `{"note"}` saying why none was.
 async fn spare(ctx: &Ctx<'_>, cluster: &str) -> Value {
     let (log, pool) = (&ctx.log, &ctx.worker.pool);
-    let server: Option<String> = match sqlx::query_scalar(
-        "SELECT name FROM servers WHERE tags->>'spare_for' = $1 AND cluster IS DISTINCT FROM $1
-         ORDER BY name LIMIT 1",
-    )
-    .bind(cluster)
-    .fetch_optional(pool)
-    .await
-    {
+    let server = match clusters::spare(pool, cluster).await {
         Ok(s) => s,
         Err(e) => return json!({"note": format!("the spare could not be looked up: {e}")}),
     };

@@ -8,28 +8,11 @@ use serde_json::json;
 use shared::{db::backups, spec::LaunchSlaveParams};
 
 use super::{ActionError, Ctx, Done};
-use crate::{
-    launch,
-    mariadb::{seed, server},
-};
+use crate::{launch, mariadb::seed};
 
 pub async fn run(ctx: &Ctx<'_>, p: &LaunchSlaveParams) -> Result<Done, ActionError> {
-    let (new, t) = match launch::launch(ctx, &p.profile).await {
-        Ok(l) => l,
-        Err(e) => {
-            launch::failed(ctx.worker, &ctx.server.name).await;
-            return Err(e);
-        }
-    };
-    let ctx = Ctx {
-        server: &new,
-        log: ctx.log.clone(),
-        cluster_lock: ctx.cluster_lock.clone(),
-        ..*ctx
-    };
-    let clock = Instant::now();
-    server::ensure_mysqld(&ctx, &p.profile).await?;
-    let mysqld_s = clock.elapsed().as_secs_f64();
+    let (new, t) = launch::launch_db(ctx, &p.profile).await?;
+    let ctx = ctx.on(&new);
     let clock = Instant::now();
     let backup = backups::latest(&ctx.worker.pool, &p.cluster, None).await?;
     let done = match &backup {
@@ -58,16 +41,14 @@ pub async fn run(ctx: &Ctx<'_>, p: &LaunchSlaveParams) -> Result<Done, ActionErr
     super::default_schedules(&ctx, &p.cluster).await;
     ctx.log
         .system(format!(
-            "Launched and joined in {:.1} s: instance {:.1} s, SSH {:.1} s, mysqld {:.1} s, seeding and catch-up {:.1} s.",
-            t.request_s + t.running_s + t.ssh_s + mysqld_s + seed_s,
+            "Launched and joined in {:.1} s: instance {:.1} s, SSH {:.1} s, mysqld {:.1} s, seeding and catch-up {seed_s:.1} s.",
+            t.total_s() + seed_s,
             t.request_s + t.running_s,
             t.ssh_s,
-            mysqld_s,
-            seed_s
+            t.mysqld_s.unwrap_or(0.0),
         ))
         .await;
     let mut result = launch::result(&new, &t);
-    result["timings"]["mysqld_s"] = json!(launch::round(mysqld_s));
     result["timings"]["seed_s"] = json!(launch::round(seed_s));
     result["seeded"] = json!(if backup.is_some() { "backup" } else { "master" });
     result["replication"] = done.result.unwrap_or_default();

@@ -77,6 +77,22 @@ async fn configure(
     db.exec("RESET SLAVE ALL").await?;
     match master {
         None => {
+            // Its binary log starts at the backup's position, so that slaves seeded from the
+            // same backup (or from a backup of this one) find where to replicate from.
+            if let Some(gtid) = backup.gtid.as_deref().filter(|g| !g.is_empty()) {
+                crate::mycnf::ensure_binlog(ctx, db, None).await?;
+                db.exec("RESET MASTER").await?;
+                db.exec(&format!(
+                    "SET GLOBAL gtid_binlog_state = '{}'",
+                    gtid.replace('\'', "")
+                ))
+                .await?;
+                ctx.log
+                    .system(format!(
+                        "Its binary log starts at the backup's GTID {gtid}."
+                    ))
+                    .await;
+            }
             let cp = ConfigureMasterParams {
                 cluster: p.cluster.clone(),
                 ..Default::default()
