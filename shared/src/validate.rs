@@ -60,6 +60,18 @@ pub fn server_name(field: &str, s: &str) -> Result<(), FieldError> {
     }
 }
 
+/// A new server's name: a server name that is not a route under `/v1/servers/` (`launch`).
+pub fn new_server_name(s: &str) -> Result<(), FieldError> {
+    server_name("name", s)?;
+    if s == "launch" {
+        return Err(FieldError::new(
+            "name",
+            "name: \"launch\" is taken by POST /v1/servers/launch: choose another",
+        ));
+    }
+    Ok(())
+}
+
 /// An IP address or a DNS host name.
 pub fn address(s: &str) -> Result<(), FieldError> {
     let hostname = !s.is_empty()

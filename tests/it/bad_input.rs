@@ -185,6 +185,7 @@ async fn bad_server_registrations_are_rejected() {
     for (body, field) in [
         (with("name", json!("")), "name"),
         (with("name", json!("a/b")), "name"),
+        (with("name", json!("launch")), "name"),
         (with("address", json!("not an address")), "address"),
         (with("ssh_user", json!("Root;rm")), "ssh_user"),
         (with("ssh_port", json!(70000)), "ssh_port"),

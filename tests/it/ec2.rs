@@ -403,6 +403,7 @@ async fn launch_requests_and_profiles_name_their_bad_field() {
         (json!({"name": "x1"}), 400, "profile"),
         (json!({"name": "x1", "profile": "nope"}), 400, "profile"),
         (json!({"name": "bad name", "profile": "plain"}), 400, "name"),
+        (json!({"name": "launch", "profile": "plain"}), 400, "name"),
         (
             json!({"name": "x1", "profile": "plain", "role": "master"}),
             400,
@@ -595,4 +596,35 @@ async fn a_dead_launched_master_is_fenced_by_stopping_its_instance() {
     assert_eq!(view["master"], "s1", "{view}");
     let gone = eventually(Duration::from_secs(10), async || !bed.runs(&master_address)).await;
     assert!(gone, "the stopped instance's host still runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_image_without_mysqld_gets_it_from_the_profiles_install_command() {
+    let (bed, app) = bed_and_app(1).await;
+    let mut p = bed.installing_profile();
+    p["name"] = json!("bare");
+    let (code, body) = post(&app, "/v1/launch-profiles", &p).await;
+    assert_eq!(code, 201, "{body}");
+    let pair = cluster(&app).await;
+    let (x, log, server) = launch(
+        &app,
+        json!({"name": "dbi", "cluster": "shop", "profile": "bare"}),
+    )
+    .await;
+    assert_eq!(x.status, Status::Succeeded, "{log}\n{:?}", bed.errors());
+    assert!(
+        log.contains("mysqld does not answer")
+            && log.contains("installing it: /tmp/sa-testbed/install-mariadb"),
+        "{log}"
+    );
+    assert!(log.contains("mariadb installed in "), "{log}");
+    let address = server["address"].as_str().unwrap();
+    assert!(bed
+        .with_host(address, |h| h.read("db/my.cnf"))
+        .unwrap()
+        .contains("log-bin"));
+    pair.0
+        .sql("INSERT INTO shop.orders VALUES (101, 'after')")
+        .unwrap();
+    assert_eq!(rows(&bed, address).await, "101\t5151");
 }

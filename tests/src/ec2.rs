@@ -29,6 +29,12 @@ use crate::{hosts::LOGIN_USER, services::Moto, TestHost};
 /// Where each booted instance's root is linked as `<address>`: the profile's DB paths.
 pub const ROOTS: &str = "/tmp/sa-ec2";
 
+/// What the plain image ships to install MariaDB (`installing_profile`'s `install_command`):
+/// `install-mariadb DIR ADDRESS` makes a datadir, an option file (binary log, a server_id from
+/// the address), a `ctl start|stop|restart` and starts mariadbd on ADDRESS:3306, as the login
+/// user.
+const INSTALLER: &str = "/tmp/sa-testbed/install-mariadb";
+
 /// A booted instance.
 struct Booted {
     host: TestHost,
@@ -38,6 +44,12 @@ struct Booted {
 impl Drop for Booted {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.link);
+        // A mariadbd the installer started is not the host's child.
+        if let Ok(pid) = fs::read_to_string(self.host.dir.join("db/mysqld.pid")) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid.trim()])
+                .output();
+        }
     }
 }
 
@@ -70,6 +82,11 @@ impl Ec2Bed {
         let client = client(&moto.endpoint()).await;
         let claim = SubnetClaim::take()?;
         fs::create_dir_all(ROOTS)?;
+        crate::hosts::client_key()?; // makes /tmp/sa-testbed
+        let tmp = format!("{INSTALLER}.{}", std::process::id());
+        fs::write(&tmp, include_str!("testbed-files/install-mariadb.sh"))?;
+        fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        fs::rename(&tmp, INSTALLER)?;
         let vpc = client
             .create_vpc()
             .cidr_block("127.88.0.0/16")
@@ -147,6 +164,23 @@ impl Ec2Bed {
                 "db_start_command": format!("{d}/ctl start"),
             });
         }
+        p
+    }
+
+    /// A DB profile on the plain image, which has no mariadbd: its `install_command` installs
+    /// one (in the host's home, `$SA_HOST_DIR/db`).
+    pub fn installing_profile(&self) -> Value {
+        let mut p = self.profile(false);
+        let d = format!("{ROOTS}/{{address}}/home/db");
+        p["db_server"] = json!({
+            "db_host": "{address}",
+            "db_config_file": format!("{d}/conf.d/99-serveractions.cnf"),
+            "db_datadir": format!("{d}/data"),
+            "db_restart_command": format!("{d}/ctl restart"),
+            "db_stop_command": format!("{d}/ctl stop"),
+            "db_start_command": format!("{d}/ctl start"),
+            "install_command": format!("{INSTALLER} {d} {{address}}"),
+        });
         p
     }
 

@@ -218,7 +218,7 @@ pub async fn launch(
     caller.require(Role::Operator, "launching a server")?;
     let changes = body.clone();
     let r: LaunchRequest = from_value(body)?;
-    validate::server_name("name", &r.name)?;
+    validate::new_server_name(&r.name)?;
     if r.cluster.is_none() && (r.role.is_some() || r.backup.is_some()) {
         let field = if r.role.is_some() { "role" } else { "backup" };
         return Err(ApiError::bad(

@@ -59,7 +59,7 @@ pub struct ServerRequest {
 }
 
 fn validate_request(r: ServerRequest) -> ApiResult<NewServer> {
-    validate::server_name("name", &r.name)?;
+    validate::new_server_name(&r.name)?;
     validate::address(&r.address)?;
     validate::ssh_user(&r.ssh_user)?;
     if let Some(k) = &r.host_key {
