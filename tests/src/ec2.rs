@@ -154,15 +154,7 @@ impl Ec2Bed {
             "tags": {"env": "test"},
         });
         if db {
-            let d = format!("{ROOTS}/{{address}}/mysql");
-            p["db_server"] = json!({
-                "db_host": "{address}",
-                "db_config_file": format!("{d}/conf.d/99-serveractions.cnf"),
-                "db_datadir": format!("{d}/data"),
-                "db_restart_command": format!("{d}/ctl restart"),
-                "db_stop_command": format!("{d}/ctl stop"),
-                "db_start_command": format!("{d}/ctl start"),
-            });
+            p["db_server"] = db_server(&format!("{ROOTS}/{{address}}/mysql"));
         }
         p
     }
@@ -172,15 +164,8 @@ impl Ec2Bed {
     pub fn installing_profile(&self) -> Value {
         let mut p = self.profile(false);
         let d = format!("{ROOTS}/{{address}}/home/db");
-        p["db_server"] = json!({
-            "db_host": "{address}",
-            "db_config_file": format!("{d}/conf.d/99-serveractions.cnf"),
-            "db_datadir": format!("{d}/data"),
-            "db_restart_command": format!("{d}/ctl restart"),
-            "db_stop_command": format!("{d}/ctl stop"),
-            "db_start_command": format!("{d}/ctl start"),
-            "install_command": format!("{INSTALLER} {d} {{address}}"),
-        });
+        p["db_server"] = db_server(&d);
+        p["db_server"]["install_command"] = json!(format!("{INSTALLER} {d} {{address}}"));
         p
     }
 
@@ -277,6 +262,19 @@ impl Drop for Ec2Bed {
         // The hosts die with their TestHost values.
         self.machines.lock().map(|mut m| m.booted.clear()).ok();
     }
+}
+
+/// A profile's `db_server` for a mariadbd kept in `dir` (with `my.cnf`, `conf.d/`, `data/`
+/// and `ctl`) on the instance's address.
+fn db_server(dir: &str) -> Value {
+    json!({
+        "db_host": "{address}",
+        "db_config_file": format!("{dir}/conf.d/99-serveractions.cnf"),
+        "db_datadir": format!("{dir}/data"),
+        "db_restart_command": format!("{dir}/ctl restart"),
+        "db_stop_command": format!("{dir}/ctl stop"),
+        "db_start_command": format!("{dir}/ctl start"),
+    })
 }
 
 async fn client(endpoint: &str) -> Client {
