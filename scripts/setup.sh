@@ -20,6 +20,7 @@ command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
 command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)  # test.sh checks docker-compose.yml
 command -v knotd >/dev/null || need_pkgs+=(knot)                      # RFC 2136 DNS tests (their own knotd)
 command -v kdig >/dev/null && command -v knsupdate >/dev/null || need_pkgs+=(knot-dnsutils)
+command -v sudo >/dev/null || need_pkgs+=(sudo)                      # scripts' packages as the SSH user
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -28,6 +29,20 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   }
 fi
 mkdir -p /run/sshd
+# A stored script's packages are installed by the test hosts' login user through `sudo -n`
+# (apt-get only); the package the tests install (figlet) is fetched here, so the test itself
+# needs no network.
+if [ ! -f /etc/sudoers.d/serveractions-testbed ]; then
+  log "allowing the test hosts' user satest to run apt-get through sudo"
+  echo 'satest ALL=(root) NOPASSWD: /usr/bin/apt-get' > /etc/sudoers.d/serveractions-testbed
+  chmod 0440 /etc/sudoers.d/serveractions-testbed
+fi
+if ! ls /var/cache/apt/archives/figlet_*.deb >/dev/null 2>&1 && ! dpkg -s figlet >/dev/null 2>&1; then
+  log "fetching figlet (the package the scripts tests install)"
+  apt-get install -y -q --download-only figlet >/dev/null 2>&1 || {
+    apt-get update -q >/dev/null && apt-get install -y -q --download-only figlet >/dev/null
+  }
+fi
 
 # S3 on loopback for the backup tests: moto >= 5.2.5 (5.2.1 breaks multipart completion).
 # The tests run it as `python3 -m moto.server`, with the python3 on PATH.

@@ -44,6 +44,15 @@ pub async fn relay(state: Arc<AppState>, every: Duration, shutdown: Cancellation
         for id in ids {
             publish(&state, id).await;
         }
+        // Runs whose actions ended without a worker's finish (cancelled, reaped) move on here.
+        match shared::db::runs::advance_all(&state.pool).await {
+            Ok(ids) => {
+                for id in ids {
+                    publish(&state, id).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot advance runs"),
+        }
     }
 }
 

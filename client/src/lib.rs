@@ -161,6 +161,63 @@ impl Client {
         Ok(())
     }
 
+    /// `DELETE` a route that answers with a body (e.g. a script's new revision).
+    pub async fn delete_json(&self, path: &str) -> Result<Value, ClientError> {
+        Ok(Self::check(self.http.delete(self.url(path)).send().await?)
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// `PUT` a raw body (a script's attachment), `application/octet-stream`. Without the
+    /// client's 2-minute limit: an attachment may be large.
+    pub async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<(u16, Value), ClientError> {
+        let resp = Self::check(
+            self.http
+                .put(self.url(path))
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .timeout(Duration::from_secs(3600))
+                .body(bytes)
+                .send()
+                .await?,
+        )
+        .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await?))
+    }
+
+    /// `GET /v1/scripts/{name}`: its newest revision, or `revision`.
+    pub async fn script(&self, name: &str, revision: Option<i32>) -> Result<Value, ClientError> {
+        let mut path = format!("/v1/scripts/{}", urlencode(name));
+        if let Some(r) = revision {
+            path.push_str(&format!("?revision={r}"));
+        }
+        self.get(&path).await
+    }
+
+    /// `GET /v1/deployments/{name}`: `{name, inputs, servers}`.
+    pub async fn deployment(&self, name: &str) -> Result<Value, ClientError> {
+        self.get(&format!("/v1/deployments/{}", urlencode(name)))
+            .await
+    }
+
+    /// `POST /v1/runs`: one action per server of the target; answers `{"run": Run, "actions":
+    /// [ids]}`.
+    pub async fn create_run(&self, body: &Value) -> Result<Value, ClientError> {
+        Ok(self.post("/v1/runs", body).await?.1)
+    }
+
+    /// `GET /v1/runs/{id}`: the run with its `counts` and `actions`.
+    pub async fn run(&self, id: i64) -> Result<Value, ClientError> {
+        self.get(&format!("/v1/runs/{id}")).await
+    }
+
+    /// `GET /v1/runs`, newest first.
+    pub async fn runs(&self) -> Result<Vec<Value>, ClientError> {
+        let v = self.get("/v1/runs").await?;
+        Ok(v["runs"].as_array().cloned().unwrap_or_default())
+    }
+
     /// `GET /metrics`: the Prometheus text.
     pub async fn metrics(&self) -> Result<String, ClientError> {
         let resp = self.http.get(self.url("/metrics")).send().await?;
@@ -222,6 +279,7 @@ impl Client {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ..Default::default()
         });
         self.submit_action(&ActionRequest::new(server, &spec)).await
     }

@@ -17,6 +17,7 @@ pub const INTERNAL_KEY_PREFIX: &str = "sa:";
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     RunScript,
+    RunBoot,
     DbStatus,
     DbConfigureMaster,
     DbConfigureSlave,
@@ -35,6 +36,7 @@ pub enum ActionKind {
 impl ActionKind {
     pub const ALL: &'static [ActionKind] = &[
         ActionKind::RunScript,
+        ActionKind::RunBoot,
         ActionKind::DbStatus,
         ActionKind::DbConfigureMaster,
         ActionKind::DbConfigureSlave,
@@ -53,6 +55,7 @@ impl ActionKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ActionKind::RunScript => "run_script",
+            ActionKind::RunBoot => "run_boot",
             ActionKind::DbStatus => "db_status",
             ActionKind::DbConfigureMaster => "db_configure_master",
             ActionKind::DbConfigureSlave => "db_configure_slave",
@@ -74,6 +77,7 @@ impl ActionKind {
         const HOUR: u32 = 3600;
         match self {
             ActionKind::RunScript => HOUR,
+            ActionKind::RunBoot => 2 * HOUR,
             ActionKind::DbStatus => 120,
             ActionKind::DbConfigureMaster | ActionKind::DbPromote | ActionKind::DbFailover => {
                 15 * 60
@@ -94,7 +98,7 @@ impl ActionKind {
     /// Whether running it twice is harmless: then an interrupted run is retried by default.
     pub fn retry_safe(self) -> bool {
         match self {
-            ActionKind::RunScript => false,
+            ActionKind::RunScript | ActionKind::RunBoot => false,
             // Read-only.
             ActionKind::DbStatus => true,
             // Rewrites its own checksum table only: running it again starts over.
@@ -120,6 +124,7 @@ impl ActionKind {
     pub fn title(self) -> &'static str {
         match self {
             ActionKind::RunScript => "run script",
+            ActionKind::RunBoot => "run boot scripts",
             ActionKind::DbStatus => "DB status",
             ActionKind::DbConfigureMaster => "DB configure master",
             ActionKind::DbConfigureSlave => "DB configure slave",
@@ -160,6 +165,8 @@ impl FromStr for ActionKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// An action of a run waiting for a free slot of its concurrency (not yet queued).
+    Held,
     Queued,
     Waiting,
     Running,
@@ -172,6 +179,7 @@ pub enum Status {
 
 impl Status {
     pub const ALL: &'static [Status] = &[
+        Status::Held,
         Status::Queued,
         Status::Waiting,
         Status::Running,
@@ -184,6 +192,7 @@ impl Status {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Held => "held",
             Status::Queued => "queued",
             Status::Waiting => "waiting",
             Status::Running => "running",
@@ -196,7 +205,10 @@ impl Status {
     }
 
     pub fn is_terminal(self) -> bool {
-        !matches!(self, Status::Queued | Status::Waiting | Status::Running)
+        !matches!(
+            self,
+            Status::Held | Status::Queued | Status::Waiting | Status::Running
+        )
     }
 }
 

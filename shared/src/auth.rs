@@ -76,6 +76,7 @@ impl ActionKind {
     pub fn required_role(self) -> Role {
         match self {
             ActionKind::RunScript
+            | ActionKind::RunBoot
             | ActionKind::DbStatus
             | ActionKind::DbBackup
             | ActionKind::DbChecksum => Role::Operator,

@@ -35,6 +35,10 @@ pub struct LaunchProfile {
     /// The instance runs mysqld: how the workers manage it there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db_server: Option<DbServerProfile>,
+    /// A server template: the launched server names it, and its boot scripts run (`run_boot`,
+    /// queued once SSH answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -169,6 +173,9 @@ impl LaunchProfile {
                     "tag values are at most 256 characters, no control characters",
                 ));
             }
+        }
+        if let Some(t) = &self.template {
+            validate::server_name("template", t)?;
         }
         validate::ssh_user(&self.ssh_user)?;
         if self.ssh_port == Some(0) {

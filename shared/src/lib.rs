@@ -21,6 +21,7 @@ pub mod retention;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod schedule;
+pub mod scripts;
 #[cfg(feature = "store")]
 pub mod secrets;
 pub mod spec;

@@ -344,6 +344,22 @@ impl Bucket {
         Ok(())
     }
 
+    /// A file as one object (streamed from disk; up to the store's single-PUT limit).
+    pub async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<(), S3Error> {
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| self.err("PutObject", key, chain(&e)))?;
+        self.client
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.err("PutObject", key, chain(&e)))?;
+        Ok(())
+    }
+
     pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), S3Error> {
         self.client
             .put_object()

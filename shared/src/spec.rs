@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::{
     action::ActionKind,
+    scripts::{ResolvedInput, ScriptRef},
     validate::{self, FieldError},
 };
 
@@ -19,6 +20,7 @@ use crate::{
 #[serde(tag = "kind", content = "params", rename_all = "snake_case")]
 pub enum ActionSpec {
     RunScript(RunScriptParams),
+    RunBoot(RunBootParams),
     DbStatus(NoParams),
     DbConfigureMaster(ConfigureMasterParams),
     DbConfigureSlave(ConfigureSlaveParams),
@@ -64,6 +66,7 @@ impl ActionSpec {
     pub fn kind(&self) -> ActionKind {
         match self {
             ActionSpec::RunScript(_) => ActionKind::RunScript,
+            ActionSpec::RunBoot(_) => ActionKind::RunBoot,
             ActionSpec::DbStatus(_) => ActionKind::DbStatus,
             ActionSpec::DbConfigureMaster(_) => ActionKind::DbConfigureMaster,
             ActionSpec::DbConfigureSlave(_) => ActionKind::DbConfigureSlave,
@@ -156,6 +159,7 @@ impl ActionSpec {
     pub fn validate(&self) -> Result<(), FieldError> {
         match self {
             ActionSpec::RunScript(p) => p.validate(),
+            ActionSpec::RunBoot(p) => p.validate(),
             ActionSpec::DbStatus(_) => Ok(()),
             ActionSpec::DbPromote(p) => {
                 if let Some(c) = &p.cluster {
@@ -246,14 +250,67 @@ pub const MAX_SCRIPT_BYTES: usize = 256 * 1024;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunScriptParams {
+    /// The script itself; or, instead, `script_ref`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub script: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// A stored script (its revision pinned at submission: the newest when none is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_ref: Option<ScriptRef>,
+    /// The stored script's input values given by this action (the top of the inheritance).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub inputs: BTreeMap<String, Value>,
+    /// Filled at submission: every input's value and where it came from (secrets masked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<BTreeMap<String, ResolvedInput>>,
     /// Environment that is never shown: a value (stored sealed until the action ends, shown as
     /// `***`) or `{"secret_ref": NAME}` from the secret store. It reaches the script over the
     /// SSH channel, never on a command line, and is masked in the log.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, SecretInput>,
+}
+
+/// `run_boot`: a server template's boot scripts, in order, each a step of the log; the first
+/// failure stops it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunBootParams {
+    /// Default: the server's template (its revision pinned at submission).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<ScriptRef>,
+    /// Input values above the server's (secrets only as `{"secret_ref"}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub inputs: BTreeMap<String, Value>,
+    /// Filled at submission: each boot script's pinned revision and resolved inputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+}
+
+impl RunBootParams {
+    fn validate(&self) -> Result<(), FieldError> {
+        if !self.steps.is_empty() {
+            return Err(FieldError::new(
+                "params.steps",
+                "filled in by ServerActions from the template",
+            ));
+        }
+        if let Some(t) = &self.template {
+            t.validate("params.template")?;
+        }
+        crate::scripts::layer_names("params.inputs", &self.inputs)
+    }
+}
+
+/// One script of a sequence as an action recorded it: the pinned revision and its inputs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub script: String,
+    pub revision: i32,
+    pub inputs: BTreeMap<String, ResolvedInput>,
 }
 
 /// A secret value: given here, or named in the secret store.
@@ -274,6 +331,31 @@ pub struct SecretRef {
 impl RunScriptParams {
     fn validate(&self) -> Result<(), FieldError> {
         let script = |m: &str| Err(FieldError::new("params.script", m));
+        if self.resolved.is_some() {
+            return Err(FieldError::new(
+                "params.resolved",
+                "filled in by ServerActions; give params.inputs",
+            ));
+        }
+        if let Some(r) = &self.script_ref {
+            r.validate("params.script_ref")?;
+            if !self.script.is_empty() {
+                return script("give params.script or params.script_ref, not both");
+            }
+            if !self.env.is_empty() || !self.secrets.is_empty() {
+                return Err(FieldError::new(
+                    "params.inputs",
+                    "a stored script takes its values as inputs (not env or secrets)",
+                ));
+            }
+            return crate::scripts::layer_names("params.inputs", &self.inputs);
+        }
+        if !self.inputs.is_empty() {
+            return Err(FieldError::new(
+                "params.inputs",
+                "only with params.script_ref (a pasted script takes env)",
+            ));
+        }
         if self.script.trim().is_empty() {
             return script("must not be empty");
         }

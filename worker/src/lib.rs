@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod mycnf;
 pub mod mysql;
 pub mod runner;
+pub mod scripts;
 pub use shared::s3;
 pub mod ssh;
 pub use shared::trailer;

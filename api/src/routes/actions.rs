@@ -97,9 +97,30 @@ async fn store(
     Ok((action, created))
 }
 
+/// A stored script's revision pinned and its inputs resolved for `server` (a `run_script` on a
+/// `script_ref`, a `run_boot`); an unknown server is left to the store's own 400.
+pub(crate) async fn prepare(
+    state: &AppState,
+    server: &str,
+    spec: &mut ActionSpec,
+) -> ApiResult<()> {
+    let mut conn = state.pool.acquire().await?;
+    let prepared = match spec {
+        ActionSpec::RunScript(p) if p.script_ref.is_some() => {
+            shared::db::scripts::prepare_run_script(&mut conn, server, p).await
+        }
+        ActionSpec::RunBoot(p) => shared::db::scripts::prepare_run_boot(&mut conn, server, p).await,
+        _ => return Ok(()),
+    };
+    match prepared {
+        Err(shared::db::scripts::StoreError::Field(f)) if f.field == "server" => Ok(()),
+        r => r.map_err(Into::into),
+    }
+}
+
 /// Seal a `run_script`'s inline secret values (its params keep `***` in their place) and check
 /// that the named ones exist.
-async fn seal_secrets(
+pub(crate) async fn seal_secrets(
     state: &AppState,
     spec: &mut ActionSpec,
 ) -> ApiResult<Vec<(String, shared::secrets::Sealed)>> {
@@ -238,6 +259,7 @@ pub(crate) async fn accept(
     super::reach_server(&state, caller, &new.server).await?;
     check_membership(&state, &new).await?;
     expect_master(&state, &mut new).await?;
+    prepare(&state, &new.server.clone(), &mut new.spec).await?;
     let sealed = seal_secrets(&state, &mut new.spec).await?;
     let entry = audit.entry(StatusCode::ACCEPTED);
     let (action, created) = match store(&state, &new, &entry, &sealed).await {

@@ -7,7 +7,9 @@ pub(crate) mod clusters;
 pub(crate) mod health;
 pub(crate) mod launch;
 pub(crate) mod logs;
+pub(crate) mod runs;
 pub(crate) mod schedules;
+pub(crate) mod scripts;
 pub(crate) mod secrets;
 pub(crate) mod servers;
 pub(crate) mod tokens;
@@ -29,7 +31,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/servers", post(servers::create).get(servers::list))
         .route(
             "/v1/servers/{name}",
-            get(servers::show).delete(servers::delete),
+            get(servers::show)
+                .delete(servers::delete)
+                .patch(scripts::place_server),
         )
         .route("/v1/servers/{name}/unlock", post(servers::unlock))
         .route("/v1/servers/launch", post(launch::launch))
@@ -83,6 +87,41 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/v1/webhooks/{id}", axum::routing::delete(webhooks::delete))
         .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/scripts", post(scripts::create).get(scripts::list))
+        .route(
+            "/v1/scripts/{name}",
+            get(scripts::show).put(scripts::revise),
+        )
+        .route("/v1/scripts/{name}/revisions", get(scripts::revisions))
+        .route("/v1/scripts/{name}/diff", get(scripts::diff))
+        .route(
+            "/v1/scripts/{name}/attachments/{file}",
+            axum::routing::put(scripts::attach).delete(scripts::detach),
+        )
+        .route(
+            "/v1/templates",
+            post(scripts::create_template).get(scripts::list_templates),
+        )
+        .route(
+            "/v1/templates/{name}",
+            get(scripts::show_template).put(scripts::revise_template),
+        )
+        .route(
+            "/v1/deployments",
+            post(scripts::create_deployment).get(scripts::list_deployments),
+        )
+        .route(
+            "/v1/deployments/{name}",
+            get(scripts::show_deployment)
+                .patch(scripts::patch_deployment)
+                .delete(scripts::delete_deployment),
+        )
+        .route(
+            "/v1/deployments/{name}/clone",
+            post(scripts::clone_deployment),
+        )
+        .route("/v1/runs", post(runs::create).get(runs::list))
+        .route("/v1/runs/{id}", get(runs::show))
         .route("/v1/openapi.json", get(crate::openapi::document))
         .fallback(|| async { crate::error::ApiError::not_found("no such route") })
 }

@@ -453,6 +453,50 @@ async function schedulesPage() {
   app().replaceChildren(el("h1", { text: "Schedules" }), table);
 }
 
+// ---- /ui/runs and /ui/runs/{id} ---------------------------------------------------------------
+async function runsPage() {
+  const r = await api("/v1/runs");
+  const table = el("table", { id: "runs" }, el("tr", {},
+    ...["Run", "Kind", "Servers", "Concurrency", "Submitted", "Finished", "Stopped"].map((h) => el("th", { text: h }))));
+  for (const run of r.runs) {
+    table.append(el("tr", {}, el("td", {}, link("/ui/runs/" + run.id, String(run.id))), el("td", { text: run.kind }),
+      el("td", { text: String(run.total) }), el("td", { text: String(run.concurrency) }),
+      el("td", { text: when(run.created_at) + " by " + run.submitted_by }),
+      el("td", { text: run.finished_at ? when(run.finished_at) : "running" }), el("td", { text: run.stopped_reason || "" })));
+  }
+  app().replaceChildren(el("h1", { text: "Runs" }), table);
+}
+
+// A run: its counts and one cell per server, refreshed until it ends.
+async function runPage(id) {
+  const gen = view.gen;
+  const draw = async () => {
+    const run = await api("/v1/runs/" + encodeURIComponent(id));
+    if (gen !== view.gen) return true;
+    const counts = el("p", { id: "counts" });
+    for (const [status, n] of Object.entries(run.counts)) counts.append(statusBadge(status), " " + n + "  ");
+    const grid = el("div", { id: "grid", class: "grid" });
+    for (const a of run.actions) {
+      const cell = el("a", { href: "/ui/actions/" + a.id, class: "cell status-" + a.status, "data-status": a.status,
+        title: a.server + ": " + a.status + (a.exit_code != null ? " (exit " + a.exit_code + ")" : "") + (a.error ? " — " + a.error : "") });
+      cell.append(el("span", { text: a.server }));
+      grid.append(cell);
+    }
+    const limits = [run.max_failures != null ? "max_failures " + run.max_failures : "",
+      run.max_fail_percent != null ? "max_fail_percent " + run.max_fail_percent + "%" : ""].filter(Boolean).join(", ");
+    const facts = el("dl", { class: "facts" },
+      el("dt", { text: "Kind" }), el("dd", { text: run.kind }),
+      el("dt", { text: "Target" }), el("dd", { text: JSON.stringify(Object.fromEntries(Object.entries(run.target).filter(([, v]) => v != null))) }),
+      el("dt", { text: "Concurrency" }), el("dd", { text: run.concurrency + (limits ? "; " + limits : "") }),
+      el("dt", { text: "Submitted" }), el("dd", { text: when(run.created_at) + " by " + run.submitted_by }),
+      el("dt", { text: "Finished" }), el("dd", { id: "finished", text: run.finished_at ? when(run.finished_at) : "running" }),
+      el("dt", { text: "Stopped" }), el("dd", { id: "stopped", text: run.stopped_reason || "no" }));
+    app().replaceChildren(el("h1", { text: "Run " + run.id }), facts, counts, grid);
+    return run.finished_at != null;
+  };
+  if (!(await draw())) every(1000, async () => { await draw(); });
+}
+
 // ---- routing --------------------------------------------------------------------------------
 // The page for the address, or the sign-in form without a token.
 async function show() {
@@ -469,6 +513,8 @@ async function show() {
     else if (p[1] === "clusters" && p[2]) await clusterPage(p[2]);
     else if (p[1] === "servers") await serversPage();
     else if (p[1] === "schedules") await schedulesPage();
+    else if (p[1] === "runs" && p[2]) await runPage(p[2]);
+    else if (p[1] === "runs") await runsPage();
     else await actionsPage();
   } catch (e) {
     // A 401 already shows the prompt (and a newer page may be shown): only this page's errors.

@@ -32,6 +32,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/ui/servers/{name}", get(page))
         .route("/ui/clusters/{name}", get(page))
         .route("/ui/schedules", get(page))
+        .route("/ui/runs", get(page))
+        .route("/ui/runs/{id}", get(page))
         .route(
             "/ui/app.js",
             get(|| async {

@@ -1,6 +1,6 @@
 //! `sactl`: the ServerActions command line, a thin client of the HTTP API.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -10,7 +10,8 @@ use shared::{
     action::{Action, Status},
     auth::TokenArgs,
     http::ActionRequest,
-    spec::{ActionSpec, RunScriptParams, SecretInput, SecretRef},
+    scripts::{InputDecl, InputType, ScriptDoc, ScriptRef},
+    spec::{ActionSpec, RunBootParams, RunScriptParams, SecretInput, SecretRef},
 };
 
 #[derive(Parser)]
@@ -35,13 +36,17 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per run: the size of `Run` does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Register and list managed servers.
     #[command(subcommand)]
     Servers(ServersCmd),
-    /// Run a script on a server: `sactl run web1 -- 'uptime'`.
+    /// Run a script on a server: `sactl run web1 -- 'uptime'`; or on many (a fleet run, followed
+    /// to its end): `sactl run --tag role=web --concurrency 5 --max-failures 2 -- 'uptime'`.
     Run {
-        server: String,
+        /// The server (not with --servers, --tag or --deployment).
+        server: Option<String>,
         /// Read the script from a file instead of the arguments.
         #[arg(long)]
         file: Option<PathBuf>,
@@ -64,10 +69,58 @@ enum Cmd {
         urgent: bool,
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// A fleet run on every server with this tag, KEY=VALUE (repeatable: all must match).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// A fleet run on every server of this deployment.
+        #[arg(long)]
+        deployment: Option<String>,
+        /// A fleet run on these servers: a,b,c.
+        #[arg(long, value_delimiter = ',')]
+        servers: Vec<String>,
+        /// A fleet run's actions running at once (default: all).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        concurrency: Option<u32>,
+        /// Stop a fleet run's dispatching after this many failures (the rest end cancelled).
+        #[arg(long)]
+        max_failures: Option<u32>,
+        /// Stop a fleet run's dispatching once more than this percentage of it failed.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100))]
+        max_fail_percent: Option<u32>,
         /// The script (joined with spaces).
         #[arg(last = true)]
         script: Vec<String>,
     },
+    /// Stored scripts: `sactl scripts add deploy --file deploy.sh --input VERSION:text --required
+    /// VERSION`, edit, list, show, revisions, diff, attach, detach, run.
+    #[command(subcommand)]
+    Scripts(ScriptsCmd),
+    /// Server templates (boot, operational and decommission scripts): add, set, list, show.
+    #[command(subcommand)]
+    Templates(TemplatesCmd),
+    /// Run a server's boot scripts (its template's, or --template's):
+    /// `sactl boot web7 --wait`.
+    Boot {
+        server: String,
+        /// A template instead of the server's own.
+        #[arg(long)]
+        template: Option<String>,
+        /// With --template: its revision (default the newest).
+        #[arg(long, requires = "template", value_parser = clap::value_parser!(i32).range(1..))]
+        revision: Option<i32>,
+        /// An input value, NAME=VALUE (repeatable); `NAME=@secret:S` names a stored secret.
+        #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// Follow the log and exit with the action's exit code.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Deployments: input values shared by their servers: add, list, show, set, clone, rm.
+    #[command(subcommand)]
+    Deployments(DeploymentsCmd),
+    /// Fleet runs (`sactl run --tag ...`): list, show.
+    #[command(subcommand)]
+    Runs(RunsCmd),
     /// Submit an action of any kind: `sactl act db2 db_promote --wait`,
     /// `sactl act db3 db_configure_slave -p cluster=shop -p from=backup`.
     Act {
@@ -312,6 +365,161 @@ enum SchedulesCmd {
     },
 }
 
+/// A script's body and declarations (`scripts add` and `scripts edit`).
+#[derive(clap::Args)]
+struct ScriptFlags {
+    /// The script's body.
+    #[arg(long)]
+    file: PathBuf,
+    #[arg(long)]
+    description: Option<String>,
+    /// A declared input, NAME:TYPE[:DEFAULT] (repeatable); TYPE is text, secret, number,
+    /// choice, server_address or cluster_master; a secret's DEFAULT is `@secret:NAME`.
+    #[arg(long = "input", value_name = "NAME:TYPE[:DEFAULT]")]
+    inputs: Vec<String>,
+    /// An input that must be given a value (repeatable).
+    #[arg(long = "required", value_name = "NAME")]
+    required: Vec<String>,
+    /// A choice input's choices, NAME=a,b,c (repeatable).
+    #[arg(long = "choices", value_name = "NAME=a,b,c")]
+    choices: Vec<String>,
+    /// Every input as a JSON list (`@FILE`: from a file, `-`: stdin), instead of --input:
+    /// `[{"name", "type", "default"?, "required"?, "choices"?, "description"?}]`.
+    #[arg(long, conflicts_with = "inputs", value_name = "JSON")]
+    inputs_json: Option<String>,
+    /// A package installed first (repeatable).
+    #[arg(long = "package", value_name = "PACKAGE")]
+    packages: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum ScriptsCmd {
+    /// A new script (revision 1).
+    Add {
+        name: String,
+        #[command(flatten)]
+        flags: ScriptFlags,
+    },
+    /// A new revision of a script; the inputs, packages and description not given are kept.
+    Edit {
+        name: String,
+        #[command(flatten)]
+        flags: ScriptFlags,
+    },
+    /// Every script at its newest revision.
+    List,
+    /// A script's declarations and body.
+    Show {
+        name: String,
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+        revision: Option<i32>,
+    },
+    /// A script's revisions, newest first.
+    Revisions { name: String },
+    /// The unified diff between two revisions.
+    Diff {
+        name: String,
+        #[arg(value_parser = clap::value_parser!(i32).range(1..))]
+        from: i32,
+        #[arg(value_parser = clap::value_parser!(i32).range(1..))]
+        to: i32,
+    },
+    /// Attach a file (in `$ATTACH_DIR` as the script runs): a new revision.
+    Attach {
+        name: String,
+        file: PathBuf,
+        /// Its name there (default the file's name).
+        #[arg(long = "as")]
+        as_name: Option<String>,
+    },
+    /// Remove an attachment: a new revision.
+    Detach { name: String, file: String },
+    /// Run a stored script on a server: `sactl scripts run web1 deploy -i VERSION=1.4 --wait`.
+    Run {
+        server: String,
+        name: String,
+        /// Default the newest.
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+        revision: Option<i32>,
+        /// An input value, NAME=VALUE (repeatable; sent as text); `NAME=@secret:S` names a
+        /// stored secret.
+        #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// Follow the log and exit with the action's exit code.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TemplatesCmd {
+    /// A new template from a JSON document (`@FILE`: from a file, `-`: stdin):
+    /// `{"boot": [{"name", "revision"?}], "operational": [...], "decommission": [...],
+    /// "inputs": {...}}`.
+    Add {
+        name: String,
+        #[arg(long)]
+        json: String,
+    },
+    /// A new revision of a template: the whole document, as for add.
+    Set {
+        name: String,
+        #[arg(long)]
+        json: String,
+    },
+    List,
+    Show {
+        name: String,
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+        revision: Option<i32>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeploymentsCmd {
+    Add {
+        name: String,
+        /// An input value, NAME=VALUE (repeatable); `NAME=@secret:S` names a stored secret.
+        #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+    },
+    List,
+    /// Its inputs and servers.
+    Show {
+        name: String,
+    },
+    /// Change input values: the given ones over the current.
+    Set {
+        name: String,
+        /// An input value, NAME=VALUE (repeatable); `NAME=@secret:S` names a stored secret.
+        #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// Remove an input value (repeatable).
+        #[arg(long)]
+        unset: Vec<String>,
+    },
+    /// A new deployment with NAME's inputs and the given ones over them.
+    Clone {
+        name: String,
+        new: String,
+        /// An input value, NAME=VALUE (repeatable).
+        #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+    },
+    /// Remove a deployment (refused while servers belong to it).
+    Rm {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCmd {
+    /// Runs, newest first.
+    List,
+    /// A run's actions and counts.
+    Show { id: i64 },
+}
+
 #[derive(clap::Args)]
 struct AddServer {
     name: String,
@@ -394,6 +602,28 @@ enum ServersCmd {
         name: String,
         #[arg(long)]
         wait: bool,
+    },
+    /// Set a server's template, deployment and input values:
+    /// `sactl servers place web7 --template web --deployment prod -i PORT=8080`.
+    Place {
+        name: String,
+        #[arg(long, conflicts_with = "no_template")]
+        template: Option<String>,
+        /// Take the server out of its template.
+        #[arg(long)]
+        no_template: bool,
+        #[arg(long, conflicts_with = "no_deployment")]
+        deployment: Option<String>,
+        /// Take the server out of its deployment.
+        #[arg(long)]
+        no_deployment: bool,
+        /// An input value, NAME=VALUE (repeatable; over the server's current ones);
+        /// `NAME=@secret:S` names a stored secret.
+        #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// Remove one of the server's input values (repeatable).
+        #[arg(long)]
+        unset: Vec<String>,
     },
 }
 
@@ -559,6 +789,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Profiles(cmd) => profiles(&client, cmd).await?,
         Cmd::Servers(cmd) => return servers(&client, cmd).await,
         Cmd::Schedules(cmd) => schedules(&client, cmd).await?,
+        Cmd::Scripts(cmd) => return scripts(&client, cmd).await,
+        Cmd::Templates(cmd) => templates(&client, cmd).await?,
+        Cmd::Deployments(cmd) => deployments(&client, cmd).await?,
+        Cmd::Runs(cmd) => return runs(&client, cmd).await,
+        Cmd::Boot {
+            server,
+            template,
+            revision,
+            inputs,
+            wait,
+        } => {
+            let spec = ActionSpec::RunBoot(RunBootParams {
+                template: template.map(|name| ScriptRef { name, revision }),
+                inputs: input_values(&inputs)?,
+                ..Default::default()
+            });
+            let action = client
+                .submit_action(&ActionRequest::new(&server, &spec))
+                .await?;
+            return submitted(&client, &action, wait, " (run_boot)").await;
+        }
         Cmd::Run {
             server,
             file,
@@ -569,8 +820,42 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             timeout,
             urgent,
             idempotency_key,
+            tags,
+            deployment,
+            servers,
+            concurrency,
+            max_failures,
+            max_fail_percent,
             script,
         } => {
+            let target = fleet_target(&tags, deployment.as_deref(), &servers)?;
+            match (&server, &target) {
+                (Some(_), Some(_)) => bail!(
+                    "server: give SERVER or one of --servers, --tag, --deployment (a fleet run), not both"
+                ),
+                (None, None) => bail!(
+                    "server: missing (sactl run SERVER -- SCRIPT, or a fleet run with --servers a,b, --tag K=V or --deployment D)"
+                ),
+                (Some(_), None) => {
+                    for (flag, given) in [
+                        ("--concurrency", concurrency.is_some()),
+                        ("--max-failures", max_failures.is_some()),
+                        ("--max-fail-percent", max_fail_percent.is_some()),
+                    ] {
+                        if given {
+                            bail!("{flag}: only for a fleet run (--servers, --tag or --deployment)");
+                        }
+                    }
+                }
+                (None, Some(_)) => {
+                    if urgent {
+                        bail!("--urgent: not for a fleet run");
+                    }
+                    if idempotency_key.is_some() {
+                        bail!("--idempotency-key: not for a fleet run");
+                    }
+                }
+            }
             let script = match (file, script.is_empty()) {
                 (Some(f), true) => std::fs::read_to_string(&f)
                     .with_context(|| format!("--file: cannot read {}", f.display()))?,
@@ -600,11 +885,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let secret_ref = name.to_string();
                 hidden.insert(k.to_string(), SecretInput::Ref(SecretRef { secret_ref }));
             }
-            let spec = ActionSpec::RunScript(RunScriptParams {
+            let params = RunScriptParams {
                 script,
                 env: vars,
                 secrets: hidden,
-            });
+                ..Default::default()
+            };
+            let Some(server) = server else {
+                // A fleet run (`target` is given: checked above); it is always followed.
+                let mut body = json!({
+                    "target": target,
+                    "kind": "run_script",
+                    "params": serde_json::to_value(&params)?,
+                });
+                for (k, v) in [
+                    ("concurrency", concurrency),
+                    ("max_failures", max_failures),
+                    ("max_fail_percent", max_fail_percent),
+                    ("timeout_s", timeout),
+                ] {
+                    if let Some(v) = v {
+                        body[k] = json!(v);
+                    }
+                }
+                return fleet_run(&client, &body).await;
+            };
+            let spec = ActionSpec::RunScript(params);
             let body = ActionRequest {
                 timeout_s: timeout,
                 idempotency_key,
@@ -1086,6 +1392,48 @@ async fn servers(client: &Client, cmd: ServersCmd) -> anyhow::Result<ExitCode> {
                 None => println!("unlocked {name}"),
             }
         }
+        ServersCmd::Place {
+            name,
+            template,
+            no_template,
+            deployment,
+            no_deployment,
+            inputs,
+            unset,
+        } => {
+            let path = format!("/v1/servers/{}", urlencode(&name));
+            let mut body = json!({});
+            match (template, no_template) {
+                (Some(t), _) => body["template"] = json!(t),
+                (None, true) => body["template"] = Value::Null,
+                (None, false) => {}
+            }
+            match (deployment, no_deployment) {
+                (Some(d), _) => body["deployment"] = json!(d),
+                (None, true) => body["deployment"] = Value::Null,
+                (None, false) => {}
+            }
+            if !inputs.is_empty() || !unset.is_empty() {
+                let current = client.get(&path).await?;
+                let merged = merge_inputs(
+                    &current["inputs"],
+                    &inputs,
+                    &unset,
+                    &format!("server {name}"),
+                )?;
+                body["inputs"] = Value::Object(merged);
+            }
+            if body.as_object().is_some_and(|b| b.is_empty()) {
+                bail!("nothing to change: give --template, --no-template, --deployment, --no-deployment, -i NAME=VALUE or --unset NAME");
+            }
+            let s = client.patch(&path, &body).await?;
+            println!(
+                "{name}: template {}, deployment {}, inputs {}",
+                s["template"].as_str().unwrap_or("-"),
+                s["deployment"].as_str().unwrap_or("-"),
+                show_inputs(&s["inputs"])
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1330,4 +1678,718 @@ fn action_params(params: Option<&str>, pairs: &[String]) -> anyhow::Result<serde
         obj.insert(k.to_string(), value);
     }
     Ok(serde_json::Value::Object(obj))
+}
+
+/// Input values from `-i NAME=VALUE` (sent as text, a number too; `@secret:S` names a stored
+/// secret).
+fn input_values(pairs: &[String]) -> anyhow::Result<BTreeMap<String, Value>> {
+    let mut out = BTreeMap::new();
+    for kv in pairs {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("-i: {kv:?} is not NAME=VALUE");
+        };
+        if k.is_empty() {
+            bail!("-i: {kv:?} has no NAME");
+        }
+        out.insert(k.to_string(), input_value("-i", v)?);
+    }
+    Ok(out)
+}
+
+/// One input value: `@secret:S` is `{"secret_ref": S}`, anything else its text.
+fn input_value(flag: &str, v: &str) -> anyhow::Result<Value> {
+    match v.strip_prefix("@secret:") {
+        Some("") => bail!("{flag}: {v:?}: @secret: needs a stored secret's name"),
+        Some(name) => Ok(json!({ "secret_ref": name })),
+        None => Ok(json!(v)),
+    }
+}
+
+/// `current` (a JSON object of input values, of `what`) with `-i` pairs over it and the
+/// `--unset` names removed.
+fn merge_inputs(
+    current: &Value,
+    pairs: &[String],
+    unset: &[String],
+    what: &str,
+) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let mut merged = current.as_object().cloned().unwrap_or_default();
+    for name in unset {
+        if merged.remove(name).is_none() {
+            bail!("--unset {name}: {what} has no input {name}");
+        }
+    }
+    for (k, v) in input_values(pairs)? {
+        merged.insert(k, v);
+    }
+    Ok(merged)
+}
+
+/// An input value as `-i` takes it.
+fn show_value(v: &Value) -> String {
+    match (v.as_str(), v["secret_ref"].as_str()) {
+        (Some(s), _) => s.to_string(),
+        (None, Some(r)) => format!("@secret:{r}"),
+        (None, None) => v.to_string(),
+    }
+}
+
+/// A JSON object of input values as `K=V K=V`, `-` when there is none.
+fn show_inputs(v: &Value) -> String {
+    let pairs: Vec<String> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", show_value(v)))
+        .collect();
+    if pairs.is_empty() {
+        "-".into()
+    } else {
+        pairs.join(" ")
+    }
+}
+
+/// A JSON argument: the text itself, `@FILE` a file's, `-` stdin's.
+fn json_arg(flag: &str, arg: &str) -> anyhow::Result<Value> {
+    let text = if arg == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else if let Some(f) = arg.strip_prefix('@') {
+        std::fs::read_to_string(f).with_context(|| format!("{flag}: cannot read {f}"))?
+    } else {
+        arg.to_string()
+    };
+    serde_json::from_str(&text).with_context(|| format!("{flag}: not JSON"))
+}
+
+/// `--input NAME:TYPE[:DEFAULT]`.
+fn input_decl(spec: &str) -> anyhow::Result<InputDecl> {
+    let mut parts = spec.splitn(3, ':');
+    let name = parts.next().unwrap_or_default();
+    let ty = parts.next().unwrap_or_default();
+    if name.is_empty() || ty.is_empty() {
+        bail!("--input: {spec:?} is not NAME:TYPE[:DEFAULT]");
+    }
+    let Ok(ty) = serde_json::from_value::<InputType>(json!(ty)) else {
+        bail!(
+            "--input {spec:?}: type {ty:?} is not one of text, secret, number, choice, server_address, cluster_master"
+        );
+    };
+    let default = match parts.next() {
+        Some(d) => Some(input_value("--input", d)?),
+        None => None,
+    };
+    Ok(InputDecl {
+        name: name.to_string(),
+        ty,
+        default,
+        required: false,
+        choices: Vec::new(),
+        description: None,
+    })
+}
+
+/// The body of `scripts add` (`head` none) or `scripts edit` (`head`: the newest revision,
+/// which supplies the inputs, packages and description the flags leave out).
+fn script_doc(name: &str, flags: ScriptFlags, head: Option<&Value>) -> anyhow::Result<Value> {
+    let body = std::fs::read_to_string(&flags.file)
+        .with_context(|| format!("--file: cannot read {}", flags.file.display()))?;
+    let mut inputs: Vec<InputDecl> = match (&flags.inputs_json, head) {
+        (Some(j), _) => serde_json::from_value(json_arg("--inputs-json", j)?).context(
+            "--inputs-json: not a list of inputs [{\"name\", \"type\", \"default\"?, \"required\"?, \"choices\"?, \"description\"?}]",
+        )?,
+        (None, _) if !flags.inputs.is_empty() => flags
+            .inputs
+            .iter()
+            .map(|s| input_decl(s))
+            .collect::<anyhow::Result<_>>()?,
+        (None, Some(h)) => serde_json::from_value(h["inputs"].clone())
+            .context("the script's current inputs (give --input or --inputs-json)")?,
+        (None, None) => Vec::new(),
+    };
+    for n in &flags.required {
+        let Some(d) = inputs.iter_mut().find(|d| &d.name == n) else {
+            bail!("--required {n}: no input {n} (declare it with --input {n}:TYPE)");
+        };
+        d.required = true;
+    }
+    for c in &flags.choices {
+        let Some((n, list)) = c.split_once('=') else {
+            bail!("--choices: {c:?} is not NAME=a,b,c");
+        };
+        let Some(d) = inputs.iter_mut().find(|d| d.name == n) else {
+            bail!("--choices {c}: no input {n} (declare it with --input {n}:choice)");
+        };
+        d.choices = list
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if d.choices.is_empty() {
+            bail!("--choices {c}: no choices listed");
+        }
+    }
+    let packages: Vec<String> = match head {
+        Some(h) if flags.packages.is_empty() => {
+            serde_json::from_value(h["packages"].clone()).unwrap_or_default()
+        }
+        _ => flags.packages,
+    };
+    let description = flags
+        .description
+        .or_else(|| head.and_then(|h| h["description"].as_str().map(String::from)));
+    let doc = ScriptDoc {
+        // On `PUT` the path names it (an empty name is left out).
+        name: if head.is_some() {
+            String::new()
+        } else {
+            name.to_string()
+        },
+        body,
+        description,
+        inputs,
+        packages,
+    };
+    Ok(serde_json::to_value(&doc)?)
+}
+
+/// One revision of a script, readably: its declarations, then its body.
+fn print_script(s: &Value) {
+    println!(
+        "script {} revision {} by {} at {}",
+        s["script"].as_str().unwrap_or_default(),
+        s["revision"],
+        s["created_by"].as_str().unwrap_or_default(),
+        s["created_at"].as_str().unwrap_or_default()
+    );
+    if let Some(d) = s["description"].as_str() {
+        println!("description: {d}");
+    }
+    for i in s["inputs"].as_array().into_iter().flatten() {
+        let mut line = format!(
+            "input {:<24} {:<14}",
+            i["name"].as_str().unwrap_or_default(),
+            i["type"].as_str().unwrap_or_default()
+        );
+        if i["required"] == true {
+            line.push_str(" required");
+        }
+        if !i["default"].is_null() {
+            line.push_str(&format!(" default={}", show_value(&i["default"])));
+        }
+        let choices: Vec<&str> = i["choices"]
+            .as_array()
+            .map(|c| c.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !choices.is_empty() {
+            line.push_str(&format!(" choices={}", choices.join(",")));
+        }
+        if let Some(d) = i["description"].as_str() {
+            line.push_str(&format!("  # {d}"));
+        }
+        println!("{}", line.trim_end());
+    }
+    let packages: Vec<&str> = s["packages"]
+        .as_array()
+        .map(|p| p.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !packages.is_empty() {
+        println!("packages: {}", packages.join(" "));
+    }
+    for a in s["attachments"].as_array().into_iter().flatten() {
+        println!(
+            "attachment {:<30} {:>12} bytes  sha256 {}",
+            a["file"].as_str().unwrap_or_default(),
+            a["size"],
+            a["sha256"].as_str().unwrap_or_default()
+        );
+    }
+    println!("---");
+    let body = s["body"].as_str().unwrap_or_default();
+    print!("{body}");
+    if !body.ends_with('\n') {
+        println!();
+    }
+}
+
+/// A list of script references: `a,b@3`, `-` when empty.
+fn script_refs(v: &Value) -> String {
+    let refs: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let name = r["name"].as_str().unwrap_or_default();
+            match r["revision"].as_i64() {
+                Some(n) => format!("{name}@{n}"),
+                None => name.to_string(),
+            }
+        })
+        .collect();
+    if refs.is_empty() {
+        "-".into()
+    } else {
+        refs.join(",")
+    }
+}
+
+async fn scripts(client: &Client, cmd: ScriptsCmd) -> anyhow::Result<ExitCode> {
+    let path = |name: &str| format!("/v1/scripts/{}", urlencode(name));
+    match cmd {
+        ScriptsCmd::Add { name, flags } => {
+            let body = script_doc(&name, flags, None)?;
+            let (_, s) = client.post("/v1/scripts", &body).await?;
+            println!("added script {name}: revision {}", s["revision"]);
+        }
+        ScriptsCmd::Edit { name, flags } => {
+            let head = client.script(&name, None).await?;
+            let body = script_doc(&name, flags, Some(&head))?;
+            let s = client.put(&path(&name), &body).await?;
+            println!("{name}: revision {}", s["revision"]);
+        }
+        ScriptsCmd::List => {
+            let v = client.get("/v1/scripts").await?;
+            println!(
+                "{:<24} {:>4}  {:<30} {:<20} {:>6}  DESCRIPTION",
+                "NAME", "REV", "INPUTS", "PACKAGES", "FILES"
+            );
+            for s in v["scripts"].as_array().into_iter().flatten() {
+                let names = |k: &str, field: Option<&str>| -> String {
+                    let list: Vec<&str> = s[k]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|x| match field {
+                            Some(f) => x[f].as_str(),
+                            None => x.as_str(),
+                        })
+                        .collect();
+                    if list.is_empty() {
+                        "-".into()
+                    } else {
+                        list.join(",")
+                    }
+                };
+                println!(
+                    "{:<24} {:>4}  {:<30} {:<20} {:>6}  {}",
+                    s["script"].as_str().unwrap_or_default(),
+                    s["revision"].as_i64().unwrap_or_default(),
+                    names("inputs", Some("name")),
+                    names("packages", None),
+                    s["attachments"].as_array().map_or(0, Vec::len),
+                    s["description"]
+                        .as_str()
+                        .and_then(|d| d.lines().next())
+                        .unwrap_or_default()
+                );
+            }
+        }
+        ScriptsCmd::Show { name, revision } => {
+            print_script(&client.script(&name, revision).await?);
+        }
+        ScriptsCmd::Revisions { name } => {
+            let v = client.get(&format!("{}/revisions", path(&name))).await?;
+            println!(
+                "{:>4}  {:<20} {:<25} {:>6} {:>6}  DESCRIPTION",
+                "REV", "BY", "CREATED", "INPUTS", "FILES"
+            );
+            for s in v["revisions"].as_array().into_iter().flatten() {
+                println!(
+                    "{:>4}  {:<20} {:<25} {:>6} {:>6}  {}",
+                    s["revision"].as_i64().unwrap_or_default(),
+                    s["created_by"].as_str().unwrap_or_default(),
+                    s["created_at"].as_str().unwrap_or_default(),
+                    s["inputs"].as_array().map_or(0, Vec::len),
+                    s["attachments"].as_array().map_or(0, Vec::len),
+                    s["description"]
+                        .as_str()
+                        .and_then(|d| d.lines().next())
+                        .unwrap_or_default()
+                );
+            }
+        }
+        ScriptsCmd::Diff { name, from, to } => {
+            let v = client
+                .get(&format!("{}/diff?from={from}&to={to}", path(&name)))
+                .await?;
+            print!("{}", v["diff"].as_str().unwrap_or_default());
+        }
+        ScriptsCmd::Attach {
+            name,
+            file,
+            as_name,
+        } => {
+            let file_name = match as_name {
+                Some(n) => n,
+                None => match file.file_name().and_then(|f| f.to_str()) {
+                    Some(f) => f.to_string(),
+                    None => bail!(
+                        "--as: give the attachment's name ({} has no UTF-8 file name)",
+                        file.display()
+                    ),
+                },
+            };
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("FILE: cannot read {}", file.display()))?;
+            let (_, s) = client
+                .put_bytes(
+                    &format!("{}/attachments/{}", path(&name), urlencode(&file_name)),
+                    bytes,
+                )
+                .await?;
+            println!("{name}: attached {file_name}: revision {}", s["revision"]);
+        }
+        ScriptsCmd::Detach { name, file } => {
+            let v = client
+                .delete_json(&format!("{}/attachments/{}", path(&name), urlencode(&file)))
+                .await?;
+            println!("{name}: detached {file}: revision {}", v["revision"]);
+        }
+        ScriptsCmd::Run {
+            server,
+            name,
+            revision,
+            inputs,
+            wait,
+        } => {
+            let spec = ActionSpec::RunScript(RunScriptParams {
+                script_ref: Some(ScriptRef { name, revision }),
+                inputs: input_values(&inputs)?,
+                ..Default::default()
+            });
+            let action = client
+                .submit_action(&ActionRequest::new(&server, &spec))
+                .await?;
+            return submitted(client, &action, wait, " (run_script)").await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn templates(client: &Client, cmd: TemplatesCmd) -> anyhow::Result<()> {
+    let path = |name: &str| format!("/v1/templates/{}", urlencode(name));
+    let doc = |json: &str| -> anyhow::Result<serde_json::Map<String, Value>> {
+        match json_arg("--json", json)? {
+            Value::Object(m) => Ok(m),
+            _ => bail!("--json: not a JSON object"),
+        }
+    };
+    match cmd {
+        TemplatesCmd::Add { name, json } => {
+            let mut body = doc(&json)?;
+            body.insert("name".into(), json!(name));
+            let (_, t) = client.post("/v1/templates", &Value::Object(body)).await?;
+            println!("added template {name}: revision {}", t["revision"]);
+        }
+        TemplatesCmd::Set { name, json } => {
+            let mut body = doc(&json)?;
+            body.remove("name");
+            let t = client.put(&path(&name), &Value::Object(body)).await?;
+            println!("{name}: revision {}", t["revision"]);
+        }
+        TemplatesCmd::List => {
+            let v = client.get("/v1/templates").await?;
+            println!(
+                "{:<24} {:>4}  {:<30} {:<30} DECOMMISSION",
+                "NAME", "REV", "BOOT", "OPERATIONAL"
+            );
+            for t in v["templates"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:>4}  {:<30} {:<30} {}",
+                    t["template"].as_str().unwrap_or_default(),
+                    t["revision"].as_i64().unwrap_or_default(),
+                    script_refs(&t["boot"]),
+                    script_refs(&t["operational"]),
+                    script_refs(&t["decommission"])
+                );
+            }
+        }
+        TemplatesCmd::Show { name, revision } => {
+            let mut p = path(&name);
+            if let Some(r) = revision {
+                p.push_str(&format!("?revision={r}"));
+            }
+            println!("{}", serde_json::to_string_pretty(&client.get(&p).await?)?);
+        }
+    }
+    Ok(())
+}
+
+async fn deployments(client: &Client, cmd: DeploymentsCmd) -> anyhow::Result<()> {
+    let path = |name: &str| format!("/v1/deployments/{}", urlencode(name));
+    match cmd {
+        DeploymentsCmd::Add { name, inputs } => {
+            let body = json!({"name": name, "inputs": input_values(&inputs)?});
+            client.post("/v1/deployments", &body).await?;
+            println!("added deployment {name}");
+        }
+        DeploymentsCmd::List => {
+            let v = client.get("/v1/deployments").await?;
+            println!("{:<24} INPUTS", "NAME");
+            for d in v["deployments"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {}",
+                    d["name"].as_str().unwrap_or_default(),
+                    show_inputs(&d["inputs"])
+                );
+            }
+        }
+        DeploymentsCmd::Show { name } => {
+            let v = client.deployment(&name).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        DeploymentsCmd::Set {
+            name,
+            inputs,
+            unset,
+        } => {
+            if inputs.is_empty() && unset.is_empty() {
+                bail!("nothing to change: give -i NAME=VALUE or --unset NAME");
+            }
+            let current = client.deployment(&name).await?;
+            let merged = merge_inputs(
+                &current["inputs"],
+                &inputs,
+                &unset,
+                &format!("deployment {name}"),
+            )?;
+            let v = client
+                .patch(&path(&name), &json!({ "inputs": merged }))
+                .await?;
+            println!("{name}: {}", show_inputs(&v["inputs"]));
+        }
+        DeploymentsCmd::Clone { name, new, inputs } => {
+            let body = json!({"name": new, "inputs": input_values(&inputs)?});
+            let (_, v) = client
+                .post(&format!("{}/clone", path(&name)), &body)
+                .await?;
+            println!("cloned {name} as {new}: {}", show_inputs(&v["inputs"]));
+        }
+        DeploymentsCmd::Rm { name } => {
+            client.delete(&path(&name)).await?;
+            println!("removed deployment {name}");
+        }
+    }
+    Ok(())
+}
+
+/// A fleet run's target from `--tag`, `--deployment`, `--servers` (none: not a fleet run).
+fn fleet_target(
+    tags: &[String],
+    deployment: Option<&str>,
+    servers: &[String],
+) -> anyhow::Result<Option<Value>> {
+    let given: Vec<&str> = [
+        ("--servers", !servers.is_empty()),
+        ("--tag", !tags.is_empty()),
+        ("--deployment", deployment.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, g)| g.then_some(flag))
+    .collect();
+    if given.len() > 1 {
+        bail!(
+            "{}: give only one of --servers, --tag, --deployment",
+            given.join(" and ")
+        );
+    }
+    if !servers.is_empty() {
+        let names: Vec<&str> = servers.iter().map(|s| s.trim()).collect();
+        if names.iter().any(|s| s.is_empty()) {
+            bail!("--servers: an empty name in the list (a,b,c)");
+        }
+        return Ok(Some(json!({ "servers": names })));
+    }
+    if !tags.is_empty() {
+        let mut t = serde_json::Map::new();
+        for pair in tags {
+            let (k, v) = pair
+                .split_once('=')
+                .with_context(|| format!("--tag: {pair:?} is not KEY=VALUE"))?;
+            t.insert(k.into(), json!(v));
+        }
+        return Ok(Some(json!({ "tags": t })));
+    }
+    Ok(deployment.map(|d| json!({ "deployment": d })))
+}
+
+/// A run's target as text: `servers a,b`, `tags k=v`, `deployment d`.
+fn show_target(t: &Value) -> String {
+    if let Some(s) = t["servers"].as_array() {
+        let names: Vec<&str> = s.iter().filter_map(Value::as_str).collect();
+        format!("servers {}", names.join(","))
+    } else if let Some(tags) = t["tags"].as_object() {
+        let pairs: Vec<String> = tags
+            .iter()
+            .map(|(k, v)| format!("{k}={}", show_value(v)))
+            .collect();
+        format!("tags {}", pairs.join(","))
+    } else if let Some(d) = t["deployment"].as_str() {
+        format!("deployment {d}")
+    } else {
+        t.to_string()
+    }
+}
+
+/// Whether an action of a run's page has ended.
+fn run_action_ended(a: &Value) -> bool {
+    a["finished_at"].is_string()
+        || serde_json::from_value::<Status>(a["status"].clone()).is_ok_and(|s| s.is_terminal())
+}
+
+/// An action of a run: `web3  succeeded  exit 0  action 17`.
+fn run_action_line(a: &Value, width: usize) -> String {
+    let mut line = format!(
+        "{:<width$}  {:<9}",
+        a["server"].as_str().unwrap_or_default(),
+        a["status"].as_str().unwrap_or_default()
+    );
+    if let Some(c) = a["exit_code"].as_i64() {
+        line.push_str(&format!("  exit {c}"));
+    }
+    line.push_str(&format!("  action {}", a["id"]));
+    if let Some(e) = a["error"].as_str().and_then(|e| e.lines().next()) {
+        line.push_str(&format!("  ({e})"));
+    }
+    line
+}
+
+/// `run 4: 20 actions: 16 succeeded, 2 failed, 2 cancelled (why it stopped)`.
+fn run_summary(run: &Value) -> String {
+    let total = run["total"]
+        .as_i64()
+        .unwrap_or_else(|| run["actions"].as_array().map_or(0, |a| a.len() as i64));
+    let mut line = format!(
+        "run {}: {total} action{}",
+        run["id"],
+        if total == 1 { "" } else { "s" }
+    );
+    let parts: Vec<String> = Status::ALL
+        .iter()
+        .filter_map(|s| {
+            let n = run["counts"][s.as_str()].as_i64().unwrap_or(0);
+            (n > 0).then(|| format!("{n} {s}"))
+        })
+        .collect();
+    if !parts.is_empty() {
+        line.push_str(": ");
+        line.push_str(&parts.join(", "));
+    }
+    if let Some(r) = run["stopped_reason"].as_str() {
+        line.push_str(&format!(" ({r})"));
+    }
+    line
+}
+
+/// 0 when every action of the run succeeded, else 1.
+fn run_exit_code(run: &Value) -> ExitCode {
+    let all_ok = run["actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|a| a["status"] == "succeeded");
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The width of a run's server column.
+fn server_width(run: &Value) -> usize {
+    run["actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["server"].as_str())
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Submit a fleet run and follow it to its end: each action's line as it ends, then the
+/// summary. Exit status 1 when any action did not succeed.
+async fn fleet_run(client: &Client, body: &Value) -> anyhow::Result<ExitCode> {
+    let created = client.create_run(body).await?;
+    let id = created["run"]["id"]
+        .as_i64()
+        .context("unexpected answer from the api: no run id")?;
+    eprintln!(
+        "run {id}: {} actions on {}",
+        created["actions"].as_array().map_or(0, Vec::len),
+        show_target(&created["run"]["target"])
+    );
+    let mut printed = std::collections::BTreeSet::new();
+    loop {
+        let run = client.run(id).await?;
+        let width = server_width(&run);
+        for a in run["actions"].as_array().into_iter().flatten() {
+            if run_action_ended(a) && printed.insert(a["id"].as_i64().unwrap_or_default()) {
+                println!("{}", run_action_line(a, width));
+            }
+        }
+        if !run["finished_at"].is_null() {
+            println!("{}", run_summary(&run));
+            return Ok(run_exit_code(&run));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn runs(client: &Client, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        RunsCmd::List => {
+            println!(
+                "{:>6}  {:<12} {:<30} {:>5} {:>5}  {:<20} {:<25} STATE",
+                "ID", "KIND", "TARGET", "TOTAL", "CONC", "BY", "CREATED"
+            );
+            for r in client.runs().await? {
+                let state = match (r["finished_at"].as_str(), r["stopped_reason"].as_str()) {
+                    (_, Some(reason)) => format!("stopped: {reason}"),
+                    (Some(at), None) => format!("finished {at}"),
+                    (None, None) => "running".into(),
+                };
+                println!(
+                    "{:>6}  {:<12} {:<30} {:>5} {:>5}  {:<20} {:<25} {state}",
+                    r["id"].as_i64().unwrap_or_default(),
+                    r["kind"].as_str().unwrap_or_default(),
+                    show_target(&r["target"]),
+                    r["total"].as_i64().unwrap_or_default(),
+                    r["concurrency"].as_i64().unwrap_or_default(),
+                    r["submitted_by"].as_str().unwrap_or_default(),
+                    r["created_at"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        RunsCmd::Show { id } => {
+            let run = client.run(id).await?;
+            let mut limits = vec![format!("concurrency {}", run["concurrency"])];
+            if let Some(m) = run["max_failures"].as_i64() {
+                limits.push(format!("max_failures {m}"));
+            }
+            if let Some(p) = run["max_fail_percent"].as_i64() {
+                limits.push(format!("max_fail_percent {p}%"));
+            }
+            println!(
+                "run {id}: {} on {}, {}; by {} at {}; {}",
+                run["kind"].as_str().unwrap_or_default(),
+                show_target(&run["target"]),
+                limits.join(", "),
+                run["submitted_by"].as_str().unwrap_or_default(),
+                run["created_at"].as_str().unwrap_or_default(),
+                match run["finished_at"].as_str() {
+                    Some(at) => format!("finished {at}"),
+                    None => "running".into(),
+                }
+            );
+            let width = server_width(&run);
+            for a in run["actions"].as_array().into_iter().flatten() {
+                println!("{}", run_action_line(a, width));
+            }
+            println!("{}", run_summary(&run));
+            if !run["finished_at"].is_null() {
+                return Ok(run_exit_code(&run));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -321,10 +321,11 @@ pub struct Outcome {
 #[derive(Debug)]
 pub enum Finished {
     /// Status written, lease released. `next`: the server's next action, already started for
-    /// the caller (hand-off, when asked for); `kick`: the next action to publish otherwise.
+    /// the caller (hand-off, when asked for); `kick`: actions to publish (the server's next
+    /// otherwise, a run's next).
     Done {
         next: Option<Box<Started>>,
-        kick: Option<i64>,
+        kick: Vec<i64>,
     },
     /// The lease is not ours any more: nothing was written (fencing).
     LeaseLost,
@@ -351,10 +352,15 @@ pub async fn finish(
     #[derive(sqlx::FromRow)]
     struct Row {
         released: i64,
+        run_id: Option<i64>,
         #[sqlx(flatten)]
         st: ServerState,
     }
-    let Row { released, st } = sqlx::query_as(&format!(
+    let Row {
+        released,
+        run_id,
+        st,
+    } = sqlx::query_as(&format!(
         "WITH d AS (DELETE FROM server_leases
                     WHERE server = $1 AND generation = $2 AND $10::text IS NULL RETURNING 1),
               k AS (UPDATE server_leases SET holder = 'stuck', stuck = $10, expires_at = '9999-12-31 00:00:00+00'
@@ -365,13 +371,14 @@ pub async fn finish(
                         finished_at = CASE WHEN $8::float8 IS NULL THEN now() END,
                         attempt = attempt + CASE WHEN $8::float8 IS NULL THEN 0 ELSE 1 END,
                         not_before = now() + make_interval(secs => $8::float8)
-                    WHERE id = $3 AND EXISTS (SELECT 1 FROM r)),
+                    WHERE id = $3 AND EXISTS (SELECT 1 FROM r) RETURNING run_id),
               m AS (SELECT COALESCE(max(seq), 0) AS s FROM action_log WHERE action_id = $3),
               g AS (INSERT INTO action_log (action_id, seq, ts, stream, line)
                     SELECT $3, m.s + u.o::int4, now(), 0, u.t
                     FROM m, UNNEST($7::text[]) WITH ORDINALITY AS u(t, o)
                     WHERE EXISTS (SELECT 1 FROM r))
-         SELECT (SELECT count(*) FROM r) AS released, NULL::jsonb AS lease, {HEAD_COLUMNS}
+         SELECT (SELECT count(*) FROM r) AS released, (SELECT run_id FROM u) AS run_id,
+                NULL::jsonb AS lease, {HEAD_COLUMNS}
          FROM (SELECT 1) one LEFT JOIN LATERAL {HEAD}"
     ))
     .bind(server)
@@ -399,8 +406,13 @@ pub async fn finish(
             super::webhooks::emit(&mut tx, "action.failed", &data).await?;
         }
     }
+    // A run's next action takes the freed slot (or the rest are cancelled past its threshold).
+    let mut kick = match run_id {
+        Some(run) if out.retry_in.is_none() => super::runs::advance(&mut tx, run).await?,
+        _ => Vec::new(),
+    };
     let ready = st.head_ready != Some(false) && out.keep_locked.is_none();
-    let (next, kick) = match (st.head_id, hand_off) {
+    let (next, head) = match (st.head_id, hand_off) {
         (Some(id), Some(taker)) if ready => {
             let header = st.header(server, taker);
             let started = start_in_tx(&mut tx, id, server_row, taker, &header).await?;
@@ -412,6 +424,7 @@ pub async fn finish(
         _ => (None, None),
     };
     tx.commit().await?;
+    kick.extend(head);
     Ok(Finished::Done { next, kick })
 }
 
@@ -594,7 +607,7 @@ pub async fn cancel(conn: &mut PgConnection, id: i64, reason: &str) -> sqlx::Res
         .parse()
         .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
     let out = match status {
-        Status::Queued | Status::Waiting => {
+        Status::Held | Status::Queued | Status::Waiting => {
             sqlx::query(
                 "UPDATE actions SET status = 'cancelled', finished_at = now(), error = $2 WHERE id = $1",
             )

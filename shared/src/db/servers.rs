@@ -74,6 +74,16 @@ pub struct Server {
     /// The launch profile it was made from.
     #[serde(default)]
     pub launch_profile: Option<String>,
+    /// Its server template (boot, operational and decommission scripts).
+    #[serde(default)]
+    pub template: Option<String>,
+    /// The deployment it belongs to (input values for its scripts).
+    #[serde(default)]
+    pub deployment: Option<String>,
+    /// Its own input values for scripts (above its deployment's).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub inputs: Json<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 /// A server's lifecycle (see the migration `ec2`).
@@ -326,6 +336,13 @@ pub async fn get(pool: &PgPool, name: &str) -> sqlx::Result<Option<Server>> {
     sqlx::query_as("SELECT * FROM servers WHERE name = $1")
         .bind(name)
         .fetch_optional(pool)
+        .await
+}
+
+pub async fn get_conn(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<Server>> {
+    sqlx::query_as("SELECT * FROM servers WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
         .await
 }
 

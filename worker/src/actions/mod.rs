@@ -13,6 +13,7 @@ mod db_promote;
 mod db_restore;
 mod db_status;
 mod db_verify_backup;
+mod run_boot;
 mod run_script;
 mod server_launch;
 mod server_terminate;
@@ -27,6 +28,7 @@ pub use crate::ctx::{ActionError, Ctx, Done};
 pub async fn run(ctx: &Ctx<'_>) -> Result<Done, ActionError> {
     match &ctx.action.spec {
         ActionSpec::RunScript(p) => run_script::run(ctx, p).await.map(Done::exit),
+        ActionSpec::RunBoot(p) => Box::pin(run_boot::run(ctx, p)).await.map(Done::exit),
         ActionSpec::DbStatus(_) => stoppable(ctx, Box::pin(db_status::run(ctx))).await,
         ActionSpec::DbConfigureMaster(p) => {
             stoppable(ctx, Box::pin(db_configure_master::run(ctx, p))).await
