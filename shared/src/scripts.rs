@@ -57,7 +57,6 @@ pub struct InputDecl {
     #[serde(rename = "type")]
     pub ty: InputType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub default: Option<Value>,
     #[serde(default)]
     pub required: bool,
@@ -312,7 +311,7 @@ pub fn layer_names(field: &str, layer: &BTreeMap<String, Value>) -> Result<(), F
 pub struct TemplateRevision {
     pub template: String,
     pub revision: i32,
-    #[serde(flatten)]
+    /// Its lists and inputs (`name` left out: it is `template`).
     pub spec: TemplateDoc,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
@@ -343,7 +342,6 @@ impl DeploymentDoc {
 pub struct ResolvedInput {
     #[serde(rename = "type")]
     pub ty: InputType,
-    #[schema(value_type = Object)]
     pub value: Value,
     pub source: String,
 }

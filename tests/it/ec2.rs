@@ -628,3 +628,66 @@ async fn an_image_without_mysqld_gets_it_from_the_profiles_install_command() {
         .unwrap();
     assert_eq!(rows(&bed, address).await, "101\t5151");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_launch_runs_its_templates_boot_and_terminate_its_decommission() {
+    let (bed, app) = bed_and_app(1).await;
+    for (name, body) in [
+        (
+            "mark-boot",
+            "echo booted > \"$SA_HOST_DIR/booted\"; echo \"boot of $(hostname)\"",
+        ),
+        ("drain", "echo draining; test -e \"$SA_HOST_DIR/booted\""),
+    ] {
+        let (code, v) = post(&app, "/v1/scripts", &json!({"name": name, "body": body})).await;
+        assert_eq!(code, 201, "{v}");
+    }
+    let (code, v) = post(
+        &app,
+        "/v1/templates",
+        &json!({"name": "web", "boot": [{"name": "mark-boot"}], "decommission": [{"name": "drain"}]}),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    let mut p = bed.profile(false);
+    p["name"] = json!("booted");
+    p["template"] = json!("web");
+    let (code, v) = post(&app, "/v1/launch-profiles", &p).await;
+    assert_eq!(code, 201, "{v}");
+
+    let (a, log, server) = launch(&app, json!({"name": "web8", "profile": "booted"})).await;
+    assert_eq!(a.status, Status::Succeeded, "{log}");
+    assert_eq!(server["template"], "web", "{server}");
+    let boot = a.result.as_ref().unwrap()["boot"]["action"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        log.contains(&format!(
+            "Server template web: its boot scripts run next (action {boot})."
+        )),
+        "{log}"
+    );
+    let b = app.wait(boot).await;
+    let blog = app.log(boot).await;
+    assert_eq!(b.status, Status::Succeeded, "{blog}");
+    assert!(
+        blog.contains("Step 1/1 of template web revision 1 boot: mark-boot revision 1"),
+        "{blog}"
+    );
+    let address = server["address"].as_str().unwrap().to_string();
+    let booted = bed.with_host(&address, |h| h.dir.join("booted").exists());
+    assert_eq!(booted, Some(true));
+
+    // Terminating runs the decommission list first.
+    let (code, t) = post(&app, "/v1/servers/web8/terminate", &json!({})).await;
+    assert_eq!(code, 202, "{t}");
+    let t = app.wait(t["id"].as_i64().unwrap()).await;
+    let tlog = app.log(t.id).await;
+    assert_eq!(t.status, Status::Succeeded, "{tlog}");
+    let drained = tlog
+        .find("Step 1/1 of template web revision 1 decommission: drain")
+        .expect(&tlog);
+    assert!(tlog[drained..].contains("draining"), "{tlog}");
+    let terminated = tlog.find("Terminating instance").expect(&tlog);
+    assert!(drained < terminated, "{tlog}");
+}

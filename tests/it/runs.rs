@@ -178,10 +178,6 @@ async fn a_run_by_deployment_or_names_refuses_bad_targets() {
             "target.servers[1]",
         ),
         (
-            json!({"target": {"servers": ["a1", "a1"]}, "kind": "run_script", "params": {"script": "true"}}),
-            "target.servers[1]",
-        ),
-        (
             json!({"target": {}, "kind": "run_script", "params": {"script": "true"}}),
             "target",
         ),

@@ -337,13 +337,15 @@ async fn a_declared_package_is_installed_once() {
     app.add_host("web1", &host).await.unwrap();
     app.spawn_worker().await.unwrap();
     // The machine's package manager is the test host's (scripts/setup.sh fetched the .deb).
-    let _ = Command::new("dpkg").args(["-r", "figlet"]).output();
-    assert!(!Command::new("dpkg")
-        .args(["-s", "figlet"])
-        .output()
-        .unwrap()
-        .status
-        .success());
+    let installed = || {
+        let out = Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", "figlet"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).ends_with(" installed")
+    };
+    let _ = Command::new("dpkg").args(["--purge", "figlet"]).output();
+    assert!(!installed());
     script(
         &app,
         json!({"name": "banner", "body": "figlet -v | head -1", "packages": ["figlet"]}),
@@ -360,7 +362,8 @@ async fn a_declared_package_is_installed_once() {
         "{log}"
     );
     assert!(!log.contains("Installing packages"), "{log}");
-    let _ = Command::new("dpkg").args(["-r", "figlet"]).output();
+    assert!(installed());
+    let _ = Command::new("dpkg").args(["--purge", "figlet"]).output();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,4 +470,59 @@ async fn a_templates_boot_list_stops_at_the_failing_script() {
             .await,
     );
     assert_eq!((status, field.as_str()), (400, "boot[1]"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sactl_stores_attaches_diffs_and_runs_a_script() {
+    let mut app = TestApp::spawn().await.unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    app.spawn_worker().await.unwrap();
+    let sactl = |args: &[&str]| crate::cli::sactl(&app, args);
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("greet.sh");
+    std::fs::write(
+        &body,
+        "echo \"$GREETING $WHO: $(cat \"$ATTACH_DIR/note.txt\")\"\n",
+    )
+    .unwrap();
+    let note = dir.path().join("note.txt");
+    std::fs::write(&note, "attached\n").unwrap();
+    let (b, n) = (body.to_str().unwrap(), note.to_str().unwrap());
+    let (code, out, err) = sactl(&[
+        "scripts",
+        "add",
+        "greet",
+        "--file",
+        b,
+        "--input",
+        "GREETING:text:hello",
+        "--input",
+        "WHO:text",
+        "--required",
+        "WHO",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = sactl(&["scripts", "attach", "greet", n]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = sactl(&[
+        "scripts",
+        "run",
+        "web1",
+        "greet",
+        "-i",
+        "WHO=world",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("hello world: attached"), "{out}");
+    // A missing required input is refused naming it.
+    let (code, _, err) = sactl(&["scripts", "run", "web1", "greet", "--wait"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("params.inputs.WHO"), "{err}");
+    let (code, out, err) = sactl(&["scripts", "diff", "greet", "1", "2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("+attachment: note.txt 9 bytes"), "{out}");
+    let (code, out, _) = sactl(&["scripts", "list"]);
+    assert!(code == 0 && out.contains("greet"), "{out}");
 }

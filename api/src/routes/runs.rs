@@ -68,7 +68,8 @@ pub struct RunRequest {
 
 pub const MAX_RUN_SERVERS: usize = 10_000;
 
-/// The servers a target names, in name order.
+/// The servers a target names: the listed ones in their order (a server named twice gets two
+/// actions, run in that order), else the matching ones in name order.
 fn select(all: Vec<Server>, t: &RunTarget, caller: &Caller) -> ApiResult<Vec<Server>> {
     let given = [
         t.servers.is_some(),
@@ -81,35 +82,37 @@ fn select(all: Vec<Server>, t: &RunTarget, caller: &Caller) -> ApiResult<Vec<Ser
             "target: exactly one of servers, tags or deployment",
         ));
     }
-    let mut out = Vec::new();
-    if let Some(names) = &t.servers {
-        let mut by_name: BTreeMap<String, Server> =
-            all.into_iter().map(|s| (s.name.clone(), s)).collect();
-        for (i, n) in names.iter().enumerate() {
-            let field = format!("target.servers[{i}]");
-            let s = by_name.remove(n).ok_or_else(|| {
-                ApiError::bad(
-                    &field,
-                    format!("{field}: no server named {n:?} (or named twice)"),
-                )
-            })?;
-            caller.reach(&s)?;
-            out.push(s);
+    let out = match (&t.servers, &t.tags, &t.deployment) {
+        (Some(names), _, _) => {
+            let by_name: BTreeMap<&str, &Server> =
+                all.iter().map(|s| (s.name.as_str(), s)).collect();
+            let mut out = Vec::with_capacity(names.len());
+            for (i, n) in names.iter().enumerate() {
+                let field = format!("target.servers[{i}]");
+                let s = by_name.get(n.as_str()).ok_or_else(|| {
+                    ApiError::bad(&field, format!("{field}: no server named {n:?}"))
+                })?;
+                caller.reach(s)?;
+                out.push((*s).clone());
+            }
+            out
         }
-    } else {
-        out = all
-            .into_iter()
-            .filter(|s| s.state.reachable() && caller.reach(s).is_ok())
-            .filter(|s| match (&t.tags, &t.deployment) {
-                (Some(tags), _) => tags
-                    .iter()
-                    .all(|(k, v)| s.tags.0.get(k).and_then(Value::as_str) == Some(v)),
-                (_, Some(d)) => s.deployment.as_deref() == Some(d.as_str()),
-                _ => false,
-            })
-            .collect();
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+        (None, tags, deployment) => {
+            let mut out: Vec<Server> = all
+                .into_iter()
+                .filter(|s| s.state.reachable() && caller.reach(s).is_ok())
+                .filter(|s| match (tags, deployment) {
+                    (Some(tags), _) => tags
+                        .iter()
+                        .all(|(k, v)| s.tags.0.get(k).and_then(Value::as_str) == Some(v)),
+                    (_, Some(d)) => s.deployment.as_deref() == Some(d.as_str()),
+                    _ => false,
+                })
+                .collect();
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            out
+        }
+    };
     if out.is_empty() {
         return Err(ApiError::bad(
             "target",
@@ -119,7 +122,7 @@ fn select(all: Vec<Server>, t: &RunTarget, caller: &Caller) -> ApiResult<Vec<Ser
     if out.len() > MAX_RUN_SERVERS {
         return Err(ApiError::bad(
             "target",
-            format!("target: at most {MAX_RUN_SERVERS} servers in one run"),
+            format!("target: at most {MAX_RUN_SERVERS} actions in one run"),
         ));
     }
     Ok(out)

@@ -218,7 +218,7 @@ struct TemplateRow {
 impl From<TemplateRow> for TemplateRevision {
     fn from(r: TemplateRow) -> Self {
         let mut spec = r.spec.0;
-        spec.name = r.template.clone();
+        spec.name = String::new();
         TemplateRevision {
             template: r.template,
             revision: r.revision,

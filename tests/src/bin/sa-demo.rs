@@ -148,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", client.log(*id, 0).await?.text);
         println!();
     }
+    let run = fleet_scene(&client).await?;
     // Held to the end: `--keep` leaves the database hosts up too.
     let _db_hosts = match &bed {
         Some(bed) => Some(db_scene(&client, bed).await?),
@@ -166,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
         ids[0]
     );
     println!("  {base}/v1/servers/web1          a server and its lock");
+    println!("  {base}/ui/runs/{run}                the fleet run's grid");
     println!("  {base}/metrics                  api metrics");
     println!("  http://127.0.0.1:9101/metrics   worker metrics");
     println!(
@@ -184,6 +186,70 @@ async fn main() -> anyhow::Result<()> {
 /// the cluster over on its own, the master record on a DNS server (Knot on loopback) moves, and
 /// the spare becomes a slave from the backup; then a fresh slave is launched through the EC2
 /// API with one request.
+/// A stored script with an attachment, a deployment's input, and one run over both web hosts.
+async fn fleet_scene(client: &Client) -> anyhow::Result<i64> {
+    println!("── A stored script run across the fleet ──");
+    let (_, rev) = client
+        .post(
+            "/v1/scripts",
+            &serde_json::json!({"name": "motd", "description": "install the message of the day",
+                "body": "install -m 0644 \"$ATTACH_DIR/motd.txt\" \"$SA_HOST_DIR/motd\"\necho \"$GREETING from $(hostname): $(cat \"$SA_HOST_DIR/motd\")\"",
+                "inputs": [{"name": "GREETING", "type": "text", "default": "hello"}]}),
+        )
+        .await?;
+    println!("POST /v1/scripts motd: revision {}", rev["revision"]);
+    let (_, rev) = client
+        .put_bytes(
+            "/v1/scripts/motd/attachments/motd.txt",
+            b"ServerActions was here\n".to_vec(),
+        )
+        .await?;
+    println!(
+        "PUT  /v1/scripts/motd/attachments/motd.txt: revision {}, sha256 {}",
+        rev["revision"], rev["attachments"][0]["sha256"]
+    );
+    client
+        .post(
+            "/v1/deployments",
+            &serde_json::json!({"name": "demo", "inputs": {"GREETING": "good morning"}}),
+        )
+        .await?;
+    for s in ["web1", "web2"] {
+        client
+            .patch(
+                &format!("/v1/servers/{s}"),
+                &serde_json::json!({"deployment": "demo"}),
+            )
+            .await?;
+    }
+    let made = client
+        .create_run(
+            &serde_json::json!({"target": {"deployment": "demo"}, "kind": "run_script",
+            "params": {"script_ref": {"name": "motd"}}, "concurrency": 1}),
+        )
+        .await?;
+    let id = made["run"]["id"].as_i64().unwrap_or_default();
+    println!(
+        "POST /v1/runs {{\"target\": {{\"deployment\": \"demo\"}}, ...}}: run {id}, actions {}",
+        made["actions"]
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let run = client.run(id).await?;
+        if !run["finished_at"].is_null() {
+            break run;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "run {id} did not finish in 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("run {id}: {}", run["counts"]);
+    if let Some(first) = run["actions"][0]["id"].as_i64() {
+        print!("{}", client.log(first, 0).await?.text);
+    }
+    println!();
+    Ok(id)
+}
+
 async fn db_scene(client: &Client, bed: &Ec2Bed) -> anyhow::Result<(Vec<TestHost>, Knot)> {
     let cluster = format!("shop{}", chrono::Utc::now().format("%H%M%S"));
     println!("── The incident: cluster {cluster} on MariaDB test hosts db1 (master), db2 (slave), db3 (spare) ──");
