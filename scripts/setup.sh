@@ -37,11 +37,11 @@ if [ ! -f /etc/sudoers.d/serveractions-testbed ]; then
   echo 'satest ALL=(root) NOPASSWD: /usr/bin/apt-get' > /etc/sudoers.d/serveractions-testbed
   chmod 0440 /etc/sudoers.d/serveractions-testbed
 fi
-if ! ls /var/cache/apt/archives/figlet_*.deb >/dev/null 2>&1 && ! dpkg -s figlet >/dev/null 2>&1; then
+# apt may clean its own cache after an install: the test keeps its copy here and puts it back.
+if ! ls /var/cache/serveractions/debs/figlet_*.deb >/dev/null 2>&1; then
   log "fetching figlet (the package the scripts tests install)"
-  apt-get install -y -q --download-only figlet >/dev/null 2>&1 || {
-    apt-get update -q >/dev/null && apt-get install -y -q --download-only figlet >/dev/null
-  }
+  mkdir -p /var/cache/serveractions/debs
+  (cd /var/cache/serveractions/debs && { apt-get download -q figlet >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get download -q figlet >/dev/null; }; })
 fi
 
 # S3 on loopback for the backup tests: moto >= 5.2.5 (5.2.1 breaks multipart completion).

@@ -25,7 +25,7 @@ command -v knotd >/dev/null || need "knotd (knot)"
 command -v kdig >/dev/null && command -v knsupdate >/dev/null || need "kdig, knsupdate (knot-dnsutils)"
 command -v sudo >/dev/null || need "sudo"
 [ -f /etc/sudoers.d/serveractions-testbed ] || need "/etc/sudoers.d/serveractions-testbed (satest may run apt-get)" writes
-ls /var/cache/apt/archives/figlet_*.deb >/dev/null 2>&1 || dpkg -s figlet >/dev/null 2>&1 || need "figlet's .deb in /var/cache/apt/archives" fetches
+ls /var/cache/serveractions/debs/figlet_*.deb >/dev/null 2>&1 || need "figlet's .deb in /var/cache/serveractions/debs" fetches
 python3 -c 'import moto.server, sys; v = tuple(int(x) for x in moto.__version__.split(".")[:3]); sys.exit(v < (5, 2, 5))' 2>/dev/null \
   || need "python3 module moto.server >= 5.2.5 (moto[server])"
 command -v cargo-nextest >/dev/null || need "cargo-nextest"

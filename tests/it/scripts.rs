@@ -346,6 +346,15 @@ async fn a_declared_package_is_installed_once() {
     };
     let _ = Command::new("dpkg").args(["--purge", "figlet"]).output();
     assert!(!installed());
+    // No network in a test: apt finds the package in its cache (scripts/setup.sh keeps a copy).
+    for deb in std::fs::read_dir("/var/cache/serveractions/debs").unwrap() {
+        let deb = deb.unwrap().path();
+        std::fs::copy(
+            &deb,
+            Path::new("/var/cache/apt/archives").join(deb.file_name().unwrap()),
+        )
+        .unwrap();
+    }
     script(
         &app,
         json!({"name": "banner", "body": "figlet -v | head -1", "packages": ["figlet"]}),

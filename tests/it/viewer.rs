@@ -396,3 +396,89 @@ async fn assert_tails_live(browser: &Browser, last: &str) {
 fn log_has(s: &str) -> String {
     format!("return document.getElementById('log').textContent.includes({s:?})")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_draws_a_runs_grid_and_offers_operational_scripts() {
+    let mut app = TestApp::spawn().await.unwrap();
+    let hosts = [
+        TestHost::start().unwrap(),
+        TestHost::start().unwrap(),
+        TestHost::start().unwrap(),
+    ];
+    for (i, h) in hosts.iter().enumerate() {
+        app.add_host(&format!("web{i}"), h).await.unwrap();
+    }
+    std::fs::write(hosts[1].dir.join("fail"), "").unwrap();
+    app.spawn_worker().await.unwrap();
+    let (_, made) = app
+        .client
+        .post("/v1/runs", &serde_json::json!({"target": {"servers": ["web0", "web1", "web2"]}, "kind": "run_script",
+            "params": {"script": "[ ! -e \"$SA_HOST_DIR/fail\" ]"}}))
+        .await
+        .unwrap();
+    let id = made["run"]["id"].as_i64().unwrap();
+    let browser = Browser::start().await.unwrap();
+    browser.sign_in(&app.api_url, &app.token).await.unwrap();
+    browser
+        .goto(&format!("{}/ui/runs/{id}", app.api_url))
+        .await
+        .unwrap();
+    // Live: the grid fills in as the actions end.
+    assert!(
+        browser
+            .wait_for(
+                "const c = [...document.querySelectorAll('#grid .cell')].map(c => c.dataset.status); \
+                 return c.length === 3 && c.filter(s => s === 'succeeded').length === 2 && c[1] === 'failed' \
+                   && document.getElementById('finished').textContent !== 'running'",
+                Duration::from_secs(30)
+            )
+            .await,
+        "{}",
+        browser.eval("return document.body.innerText").await.unwrap()
+    );
+    browser.screenshot(&artifact("run.png")).await.unwrap();
+
+    // A server's template offers its operational scripts; a click runs one there.
+    let (s, _) = app
+        .client
+        .post(
+            "/v1/scripts",
+            &serde_json::json!({"name": "rotate-logs", "body": "echo rotated on $(hostname)"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 201);
+    let (s, _) = app
+        .client
+        .post(
+            "/v1/templates",
+            &serde_json::json!({"name": "web", "operational": [{"name": "rotate-logs"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 201);
+    app.client
+        .patch("/v1/servers/web0", &serde_json::json!({"template": "web"}))
+        .await
+        .unwrap();
+    browser
+        .goto(&format!("{}/ui/servers/web0", app.api_url))
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for("return [...document.querySelectorAll('#operational button')].some(b => b.textContent === 'Run rotate-logs')", Duration::from_secs(10))
+            .await
+    );
+    browser
+        .eval("document.querySelector('#operational button').click(); return true")
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .wait_for("return location.pathname.startsWith('/ui/actions/') && document.body.innerText.includes('rotated on')", Duration::from_secs(30))
+            .await,
+        "{}",
+        browser.eval("return document.body.innerText").await.unwrap()
+    );
+}

@@ -358,6 +358,25 @@ async function serverPage(name) {
   if (s.cluster)
     facts.append(el("dt", { text: "Cluster" }), el("dd", { id: "role" }, (s.db_role || "member") + " of ",
       link("/ui/clusters/" + encodeURIComponent(s.cluster), s.cluster)));
+  if (s.deployment) facts.append(el("dt", { text: "Deployment" }), el("dd", { id: "deployment", text: s.deployment }));
+  // The template's operational scripts, offered to run here (with the inherited inputs).
+  const offered = el("div", { id: "operational" });
+  if (s.template) {
+    facts.append(el("dt", { text: "Template" }), el("dd", { id: "template", text: s.template }));
+    const t = await api("/v1/templates/" + encodeURIComponent(s.template));
+    for (const ref of t.spec.operational) {
+      const b = el("button", { class: "run-script", text: "Run " + ref.name + (ref.revision ? " (revision " + ref.revision + ")" : "") });
+      b.onclick = async () => {
+        b.disabled = true;
+        try {
+          const a = await api("/v1/actions", { method: "POST", headers: { "Content-Type": "application/json" },
+            body: JSON.stringify({ server: name, kind: "run_script", params: { script_ref: ref } }) });
+          location.href = "/ui/actions/" + a.id;
+        } catch (e) { b.textContent = "Run " + ref.name + " failed: " + e.message; b.disabled = false; }
+      };
+      offered.append(b, " ");
+    }
+  }
   const list = async (q) => (await api("/v1/actions?server=" + encodeURIComponent(name) + "&" + q)).actions;
   const table = (actions, id) => {
     const t = el("table", { id }, el("tr", {}, ...["ID", "Kind", "Status", "Created"].map((h) => el("th", { text: h }))));
@@ -366,6 +385,7 @@ async function serverPage(name) {
     return t;
   };
   app().replaceChildren(el("h1", { text: "Server " + s.name }), facts,
+    ...(offered.childNodes.length ? [el("h2", { text: "Operational scripts" }), offered] : []),
     el("h2", { text: "Waiting for the lock" }), table(await list("status=waiting&limit=50"), "waiting"),
     el("h2", { text: "Last actions" }), table(await list("limit=20"), "recent"));
 }
