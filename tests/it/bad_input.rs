@@ -248,10 +248,11 @@ async fn the_api_serves_its_openapi_document() {
         .as_array()
         .unwrap();
     assert_eq!(kinds.len(), shared::ActionKind::ALL.len());
-    assert_eq!(
-        doc["components"]["schemas"]["RunScriptParams"]["required"],
-        json!(["script"])
-    );
+    // A pasted script, or a stored one by reference with its inputs.
+    let run_script = &doc["components"]["schemas"]["RunScriptParams"]["properties"];
+    for field in ["script", "env", "secrets", "script_ref", "inputs"] {
+        assert!(run_script[field].is_object(), "RunScriptParams.{field}");
+    }
 }
 
 /// PostgreSQL's text cannot hold a NUL: one in a path, a query or any body field is a 4xx on

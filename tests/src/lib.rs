@@ -5,6 +5,7 @@
 pub mod app;
 pub mod browser;
 pub mod ec2;
+pub mod floors;
 pub mod hosts;
 pub mod procs;
 pub mod services;

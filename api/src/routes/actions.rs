@@ -209,6 +209,16 @@ async fn view(state: &AppState, action: Action) -> ApiResult<Value> {
     Ok(v)
 }
 
+/// The role of the body's `kind` (or the least that submits anything), checked before its
+/// fields are.
+pub(crate) fn require_kind(caller: &Caller, body: &Value) -> ApiResult<()> {
+    let kind = body.get("kind").and_then(Value::as_str);
+    match kind.and_then(|k| k.parse::<ActionKind>().ok()) {
+        Some(k) => caller.require(k.required_role(), k.as_str()),
+        None => caller.require(Role::Operator, "submitting an action"),
+    }
+}
+
 #[utoipa::path(post, path = "/v1/actions", tag = "actions", request_body = ActionRequest, responses(
     (status = 202, description = "stored, then published", body = Action),
     (status = 200, description = "the first action of a reused idempotency key", body = Action), (status = 400, description = "a bad field, named", body = ErrorBody),
@@ -223,12 +233,7 @@ pub async fn submit(
     if let Some(server) = body.get("server").and_then(Value::as_str) {
         audit.target(format!("server:{server}"));
     }
-    // The kind's role (or the least that submits anything) before the fields are checked.
-    let kind = body.get("kind").and_then(Value::as_str);
-    match kind.and_then(|k| k.parse::<ActionKind>().ok()) {
-        Some(k) => caller.require(k.required_role(), k.as_str())?,
-        None => caller.require(Role::Operator, "submitting an action")?,
-    }
+    require_kind(&caller, &body)?;
     let new = validate_request(from_value(body)?, &caller)?;
     let route = match new.spec.kind() {
         ActionKind::ServerLaunch | ActionKind::DbLaunchSlave | ActionKind::DbLaunchMaster => {

@@ -142,14 +142,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(body) = body?;
     let changes = body.clone();
-    match body
-        .get("kind")
-        .and_then(Value::as_str)
-        .and_then(|k| k.parse::<ActionKind>().ok())
-    {
-        Some(k) => caller.require(k.required_role(), k.as_str())?,
-        None => caller.require(Role::Operator, "submitting a run")?,
-    }
+    super::actions::require_kind(&caller, &body)?;
     let r: RunRequest = from_value(body)?;
     let spec = ActionSpec::parse(&r.kind, r.params.clone())?;
     let kind = spec.kind();

@@ -6,20 +6,15 @@
 //! Ansible's ad-hoc `raw` module with ControlPersist and pipelining, cold (fresh control
 //! directory) and warm; and plain `ssh` under `xargs -P`. Wall times and the ratios
 //! Ansible/ours. Ansible is the `ansible` at `SA_BENCH_ANSIBLE` (skipped when unset).
-//! (B) The control plane at fleet scale: each of `--hosts` (10) test hosts registered under
-//! `--names-per-host` (300) server names, one run of a no-op over all of them (3000 actions) at
-//! concurrency C = `--concurrency` (16), submit → finished_at, against the native-mux floor of
-//! sa-bench's (b): as many `true` over one openssh native-mux session per host, C in flight.
-//! The workers keep one SSH master per server name, so the first run over the 3000 names
-//! opens 3000 connections; `--rounds` (2) runs over the same servers show both.
+//! (B) The control plane at fleet scale: one run whose target names each of `--hosts` (10)
+//! servers `--names-per-host` (300) times (3000 no-op actions, each server's in order, as
+//! sa-bench's (c) submits them one request each) at concurrency C = `--concurrency` (16),
+//! submit → finished_at, against the native-mux floor of sa-bench's (b): as many `true` over
+//! one openssh native-mux session per host, C in flight. `--rounds` (2) runs of it.
 
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
     time::{Duration, Instant},
 };
 
@@ -43,13 +38,13 @@ struct Args {
     /// Test hosts of (B).
     #[arg(long, default_value_t = 10)]
     hosts: usize,
-    /// Server names per test host in (B): hosts x names-per-host actions in its run.
+    /// Times each server is named in (B)'s run: hosts x names-per-host actions.
     #[arg(long, default_value_t = 300)]
     names_per_host: usize,
     /// The run's concurrency C in (B), and the floor's commands in flight.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// Runs over the same servers in (B) (the first opens a connection per server name).
+    /// Runs over the same servers in (B).
     #[arg(long, default_value_t = 2)]
     rounds: usize,
     /// Only run these parts (a, b).
@@ -482,7 +477,7 @@ async fn fleet(
     );
     let floor = tokio::time::timeout(
         Duration::from_secs(600),
-        bench_native_mux(hosts, key, kh.path(), c, total),
+        testbed::floors::native_mux(hosts, key, kh.path(), c, total),
     )
     .await
     .map_err(|_| anyhow!("the native-mux floor took over 600 s"))??;
@@ -526,70 +521,4 @@ async fn fleet(
         );
     }
     Ok(())
-}
-
-/// Run `total` jobs over `c` tasks; job i gets index i. Returns jobs per second. (sa-bench's.)
-async fn parallel<F, Fut>(c: usize, total: usize, job: F) -> anyhow::Result<f64>
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let next = Arc::new(AtomicUsize::new(0));
-    let job = Arc::new(job);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..c)
-        .map(|_| {
-            let (next, job) = (next.clone(), job.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        return Ok::<_, anyhow::Error>(());
-                    }
-                    job(i).await?;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
-}
-
-/// sa-bench's (b): `n` times `true` over one openssh native-mux session per host, `c` in
-/// flight. Returns execs per second.
-async fn bench_native_mux(
-    hosts: &[TestHost],
-    key: &Path,
-    known_hosts: &Path,
-    c: usize,
-    n: usize,
-) -> anyhow::Result<f64> {
-    let dir = tempfile::Builder::new()
-        .prefix("sa-mux-")
-        .tempdir_in("/tmp")?;
-    let mut sessions = Vec::new();
-    for h in hosts {
-        let s = openssh::SessionBuilder::default()
-            .user(LOGIN_USER.into())
-            .keyfile(key)
-            .user_known_hosts_file(known_hosts)
-            .known_hosts_check(openssh::KnownHosts::Strict)
-            .control_directory(dir.path())
-            .connect_mux(h.address.to_string())
-            .await?;
-        sessions.push(Arc::new(s));
-    }
-    let sessions = Arc::new(sessions);
-    let rate = parallel(c, n, move |i| {
-        let s = sessions[i % sessions.len()].clone();
-        async move {
-            let st = s.command("true").status().await?;
-            ensure!(st.success(), "exec failed");
-            Ok(())
-        }
-    })
-    .await?;
-    Ok(rate)
 }

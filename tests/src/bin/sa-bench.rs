@@ -9,13 +9,7 @@
 //! line, 200 MB of binary, 20 million lines) and the peak RSS of the workers and the api.
 //! Build the binaries first: `scripts/bench.sh` does it.
 
-use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
@@ -82,7 +76,8 @@ async fn main() -> anyhow::Result<()> {
         a_rate = Some(r);
     }
     if args.parts.contains('b') {
-        let r = bench_native_mux(&hosts, &key, kh.path(), args.concurrency, args.execs).await?;
+        let r = testbed::floors::native_mux(&hosts, &key, kh.path(), args.concurrency, args.execs)
+            .await?;
         println!("(b) openssh native-mux `true`:       {r:8.1} execs/s");
         b_rate = Some(r);
     }
@@ -138,35 +133,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Run `total` jobs over `c` tasks; job i gets index i. Returns jobs per second.
-async fn parallel<F, Fut>(c: usize, total: usize, job: F) -> anyhow::Result<f64>
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let next = Arc::new(AtomicUsize::new(0));
-    let job = Arc::new(job);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..c)
-        .map(|_| {
-            let (next, job) = (next.clone(), job.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        return Ok::<_, anyhow::Error>(());
-                    }
-                    job(i).await?;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
-}
-
 async fn bench_ssh_controlmaster(
     hosts: &[TestHost],
     key: &std::path::Path,
@@ -209,7 +175,7 @@ async fn bench_ssh_controlmaster(
     }
     let addrs: Vec<String> = hosts.iter().map(|h| h.address.to_string()).collect();
     let args: Vec<Vec<String>> = (0..hosts.len()).map(base_args).collect();
-    let rate = parallel(c, n, move |i| {
+    let rate = testbed::floors::parallel(c, n, move |i| {
         let h = i % addrs.len();
         let mut cmd = tokio::process::Command::new("ssh");
         cmd.args(&args[h]).arg(&addrs[h]).arg("true");
@@ -228,41 +194,6 @@ async fn bench_ssh_controlmaster(
             .output()
             .await;
     }
-    Ok(rate)
-}
-
-async fn bench_native_mux(
-    hosts: &[TestHost],
-    key: &std::path::Path,
-    known_hosts: &std::path::Path,
-    c: usize,
-    n: usize,
-) -> anyhow::Result<f64> {
-    let dir = tempfile::Builder::new()
-        .prefix("sa-mux-")
-        .tempdir_in("/tmp")?;
-    let mut sessions = Vec::new();
-    for h in hosts {
-        let s = openssh::SessionBuilder::default()
-            .user(LOGIN_USER.into())
-            .keyfile(key)
-            .user_known_hosts_file(known_hosts)
-            .known_hosts_check(openssh::KnownHosts::Strict)
-            .control_directory(dir.path())
-            .connect_mux(h.address.to_string())
-            .await?;
-        sessions.push(Arc::new(s));
-    }
-    let sessions = Arc::new(sessions);
-    let rate = parallel(c, n, move |i| {
-        let s = sessions[i % sessions.len()].clone();
-        async move {
-            let st = s.command("true").status().await?;
-            anyhow::ensure!(st.success(), "exec failed");
-            Ok(())
-        }
-    })
-    .await?;
     Ok(rate)
 }
 
@@ -365,7 +296,7 @@ impl Stack {
         let client = client.clone();
         let servers = hosts.len();
         let submitted = Instant::now();
-        parallel(c, n, move |i| {
+        testbed::floors::parallel(c, n, move |i| {
             let client = client.clone();
             async move {
                 client
