@@ -54,6 +54,7 @@ use crate::{
         actions::list,
         actions::show,
         actions::cancel,
+        actions::repeat,
         logs::show,
         logs::lines,
         clusters::show,

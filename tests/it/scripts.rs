@@ -411,6 +411,19 @@ async fn a_revision_pins_and_an_edit_does_not_change_a_submitted_run() {
     .await;
     assert!(log.contains("\none\n"), "{log}");
 
+    // Repeated exactly: the first action's revision, though the script moved on.
+    let (s, again) = app
+        .client
+        .post(&format!("/v1/actions/{}/repeat", first.id), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(s, 202, "{again}");
+    let again = app.wait(again["id"].as_i64().unwrap()).await;
+    let log = app.log(again.id).await;
+    assert!(
+        log.contains("Script greet revision 1.") && log.contains("\none\n"),
+        "{log}"
+    );
     let revs = app.client.get("/v1/scripts/greet/revisions").await.unwrap();
     assert_eq!(revs["revisions"].as_array().unwrap().len(), 2);
     let diff = app
@@ -534,4 +547,39 @@ async fn sactl_stores_attaches_diffs_and_runs_a_script() {
     assert!(out.contains("+attachment: note.txt 9 bytes"), "{out}");
     let (code, out, _) = sactl(&["scripts", "list"]);
     assert!(code == 0 && out.contains("greet"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_attachment_is_stored_and_shipped_whole() {
+    let mut app = TestApp::spawn().await.unwrap();
+    let host = TestHost::start().unwrap();
+    app.add_host("web1", &host).await.unwrap();
+    app.spawn_worker().await.unwrap();
+    // Incompressible bytes (xorshift), 100 MiB.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..100 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let sha = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(&data))
+    };
+    script(&app, json!({"name": "big", "body": "sha256sum \"$ATTACH_DIR/big.bin\"; stat -c %s \"$ATTACH_DIR/big.bin\""})).await;
+    let (status, rev) = app
+        .client
+        .put_bytes("/v1/scripts/big/attachments/big.bin", data)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{rev}");
+    assert_eq!(rev["attachments"][0]["size"], 100 << 20);
+    assert_eq!(rev["attachments"][0]["sha256"], sha);
+    let (a, log) = run_ref(&app, "web1", json!({"script_ref": {"name": "big"}})).await;
+    assert_eq!(a.status, Status::Succeeded, "{log}");
+    assert!(log.contains(&format!("{sha}  /tmp/sa-attach-")), "{log}");
+    assert!(log.contains(&format!("\n{}\n", 100 << 20)), "{log}");
 }

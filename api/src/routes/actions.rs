@@ -385,6 +385,44 @@ pub async fn list(
     })))
 }
 
+/// `POST /v1/actions/{id}/repeat`: a new action with the same spec on the same server: a stored
+/// script's pinned revision with the inputs as they were resolved then. Inline secret values
+/// are not kept (400 naming them: give them again); launches and terminations have their routes.
+#[utoipa::path(post, path = "/v1/actions/{id}/repeat", tag = "actions", params(("id" = i64, Path, description = "the action id")), responses(
+    (status = 202, description = "the new action", body = Action), (status = 400, description = "a bad field, named", body = ErrorBody),
+    (status = 404, description = "not found", body = ErrorBody)))]
+pub async fn repeat(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    audit: Audit,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let action = super::reach_action(&state, &caller, &id).await?;
+    let kind = action.kind();
+    caller.require(kind.required_role(), kind.as_str())?;
+    audit.target(format!("server:{}", action.server));
+    if matches!(
+        kind,
+        ActionKind::ServerLaunch
+            | ActionKind::ServerTerminate
+            | ActionKind::DbLaunchSlave
+            | ActionKind::DbLaunchMaster
+            | ActionKind::DbFailover
+    ) {
+        return Err(ApiError::bad("id", format!("id: a {kind} is not repeated")));
+    }
+    let new = NewAction {
+        server: action.server.clone(),
+        spec: action.spec.clone(),
+        timeout_s: action.timeout_s,
+        urgent: action.urgent,
+        idempotency_key: None,
+        retry: action.retry,
+        submitted_by: caller.origin(),
+    };
+    accept(&state, &caller, audit, new).await
+}
+
 /// `POST /v1/actions/{id}/cancel`: a queued or waiting action never starts (200); a running
 /// one is stopped by its worker, which kills its process group (202); a finished one is 409.
 #[utoipa::path(post, path = "/v1/actions/{id}/cancel", tag = "actions", params(("id" = i64, Path, description = "the action id")), responses(

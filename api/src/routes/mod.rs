@@ -78,6 +78,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/actions/{id}", get(actions::show))
         .route("/v1/actions/{id}/log", get(logs::show))
         .route("/v1/actions/{id}/cancel", post(actions::cancel))
+        .route("/v1/actions/{id}/repeat", post(actions::repeat))
         .route("/v1/actions/{id}/lines", get(logs::lines))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{name}", axum::routing::delete(tokens::revoke))

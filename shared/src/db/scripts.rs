@@ -469,6 +469,9 @@ pub async fn prepare_run_script(
     let Some(r) = p.script_ref.clone() else {
         return Ok(());
     };
+    if p.resolved.is_some() {
+        return Ok(()); // a repeat: pinned and resolved already
+    }
     let rev = revision(&mut *conn, &r.name, r.revision)
         .await?
         .ok_or_else(|| {
@@ -552,6 +555,9 @@ pub async fn prepare_run_boot(
     server: &str,
     p: &mut RunBootParams,
 ) -> Result<(), StoreError> {
+    if !p.steps.is_empty() {
+        return Ok(()); // a repeat: its steps are recorded
+    }
     let server = super::servers::get_conn(&mut *conn, server)
         .await?
         .ok_or_else(|| no_server(server))?;
