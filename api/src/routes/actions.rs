@@ -397,6 +397,7 @@ pub async fn repeat(
     audit: Audit,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Role::Operator, "repeating an action")?;
     let action = super::reach_action(&state, &caller, &id).await?;
     let kind = action.kind();
     caller.require(kind.required_role(), kind.as_str())?;
