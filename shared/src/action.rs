@@ -120,6 +120,18 @@ impl ActionKind {
         }
     }
 
+    /// The route that submits it, for the kinds `POST /v1/actions` does not take (a launch
+    /// registers its server first; a termination has its own checks).
+    pub fn own_route(self) -> Option<&'static str> {
+        match self {
+            ActionKind::ServerLaunch | ActionKind::DbLaunchSlave | ActionKind::DbLaunchMaster => {
+                Some("POST /v1/servers/launch (which registers the server)")
+            }
+            ActionKind::ServerTerminate => Some("POST /v1/servers/{name}/terminate"),
+            _ => None,
+        }
+    }
+
     /// The human title used in the log's `Executing action: ...` line.
     pub fn title(self) -> &'static str {
         match self {

@@ -32,6 +32,7 @@ use shared::{
     spec::SecretInput,
 };
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio_util::io::{InspectReader, StreamReader};
 
 use crate::{
     ctx::{ActionError, Ctx},
@@ -477,6 +478,30 @@ async fn ship_attachments(ctx: &Ctx<'_>, rev: &ScriptRevision) -> Result<String,
     Ok(dir)
 }
 
+/// An attachment's stored content: its object in the bucket, or its chunks here.
+async fn content<'a>(
+    ctx: &'a Ctx<'_>,
+    a: &shared::scripts::Attachment,
+) -> Result<Box<dyn AsyncRead + Unpin + Send + 'a>, ActionError> {
+    match db::scripts::blob_object(&ctx.worker.pool, a.blob).await? {
+        None => Err(ActionError::Failed(format!(
+            "attachment {}: its content is gone",
+            a.file
+        ))),
+        Some(Some(key)) => Ok(Box::new(ctx.s3()?.get_all(vec![key]))),
+        Some(None) => {
+            let (pool, blob) = (&ctx.worker.pool, a.blob);
+            let chunks = futures::stream::try_unfold(0, move |seq| async move {
+                let chunk = db::scripts::chunk(pool, blob, seq)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                Ok::<_, std::io::Error>(chunk.map(|c| (std::io::Cursor::new(c), seq + 1)))
+            });
+            Ok(Box::new(StreamReader::new(Box::pin(chunks))))
+        }
+    }
+}
+
 async fn ship(
     ctx: &Ctx<'_>,
     dir: &str,
@@ -505,53 +530,17 @@ async fn ship(
     let mut stdin = child.stdin().take().expect("piped");
     let mut hash = Sha256::new();
     let mut size = 0u64;
-    let sent =
-        async {
-            match db::scripts::blob_object(&worker.pool, a.blob).await? {
-                None => {
-                    return Err(ActionError::Failed(format!(
-                        "attachment {}: its content is gone",
-                        a.file
-                    )))
-                }
-                Some(Some(key)) => {
-                    let mut body = ctx.s3()?.get_all(vec![key]);
-                    let mut buf = vec![0u8; 256 * 1024];
-                    loop {
-                        let n = body.read(&mut buf).await.map_err(|e| {
-                            ActionError::Failed(format!("attachment {}: {e}", a.file))
-                        })?;
-                        if n == 0 {
-                            break;
-                        }
-                        hash.update(&buf[..n]);
-                        size += n as u64;
-                        stdin.write_all(&buf[..n]).await.map_err(|e| {
-                            ActionError::Failed(format!("shipping {}: {e}", a.file))
-                        })?;
-                    }
-                }
-                Some(None) => {
-                    for seq in 0.. {
-                        let Some(chunk) = db::scripts::chunk(&worker.pool, a.blob, seq).await?
-                        else {
-                            break;
-                        };
-                        hash.update(&chunk);
-                        size += chunk.len() as u64;
-                        stdin.write_all(&chunk).await.map_err(|e| {
-                            ActionError::Failed(format!("shipping {}: {e}", a.file))
-                        })?;
-                    }
-                }
-            }
-            stdin
-                .shutdown()
-                .await
-                .map_err(|e| ActionError::Failed(format!("shipping {}: {e}", a.file)))?;
-            Ok(())
-        }
-        .await;
+    let mut reader = InspectReader::new(content(ctx, a).await?, |b: &[u8]| {
+        hash.update(b);
+        size += b.len() as u64;
+    });
+    let sent = async {
+        tokio::io::copy(&mut reader, &mut stdin).await?;
+        stdin.shutdown().await
+    }
+    .await
+    .map_err(|e| ActionError::Failed(format!("shipping {}: {e}", a.file)));
+    drop(reader);
     drop(stdin);
     let mut out = String::new();
     if let Some(mut o) = child.stdout().take() {

@@ -31,18 +31,22 @@ use crate::{
 
 const MAX_TIMEOUT_S: u32 = 7 * 24 * 3600;
 
+/// A request's `timeout_s`, when it gives one: 1 s to a week.
+pub(crate) fn check_timeout(timeout_s: Option<u32>) -> ApiResult<()> {
+    match timeout_s {
+        Some(t) if t == 0 || t > MAX_TIMEOUT_S => Err(ApiError::bad(
+            "timeout_s",
+            format!("timeout_s: must be between 1 and {MAX_TIMEOUT_S} seconds"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn validate_request(r: ActionRequest, caller: &Caller) -> ApiResult<NewAction> {
     validate::server_name("server", &r.server)?;
     let spec = ActionSpec::parse(&r.kind, r.params)?;
     let kind = spec.kind();
-    if let Some(t) = r.timeout_s {
-        if t == 0 || t > MAX_TIMEOUT_S {
-            return Err(ApiError::bad(
-                "timeout_s",
-                format!("timeout_s: must be between 1 and {MAX_TIMEOUT_S} seconds"),
-            ));
-        }
-    }
+    check_timeout(r.timeout_s)?;
     if let Some(k) = &r.idempotency_key {
         if k.is_empty() || k.len() > 200 {
             return Err(ApiError::bad(
@@ -104,16 +108,18 @@ pub(crate) async fn prepare(
     server: &str,
     spec: &mut ActionSpec,
 ) -> ApiResult<()> {
-    let mut conn = state.pool.acquire().await?;
+    use shared::db::scripts::{prepare_run_boot, prepare_run_script, StoreError};
     let prepared = match spec {
         ActionSpec::RunScript(p) if p.script_ref.is_some() => {
-            shared::db::scripts::prepare_run_script(&mut conn, server, p).await
+            prepare_run_script(&mut *state.pool.acquire().await?, server, p).await
         }
-        ActionSpec::RunBoot(p) => shared::db::scripts::prepare_run_boot(&mut conn, server, p).await,
+        ActionSpec::RunBoot(p) => {
+            prepare_run_boot(&mut *state.pool.acquire().await?, server, p).await
+        }
         _ => return Ok(()),
     };
     match prepared {
-        Err(shared::db::scripts::StoreError::Field(f)) if f.field == "server" => Ok(()),
+        Err(StoreError::NoServer(_)) => Ok(()),
         r => r.map_err(Into::into),
     }
 }
@@ -235,14 +241,7 @@ pub async fn submit(
     }
     require_kind(&caller, &body)?;
     let new = validate_request(from_value(body)?, &caller)?;
-    let route = match new.spec.kind() {
-        ActionKind::ServerLaunch | ActionKind::DbLaunchSlave | ActionKind::DbLaunchMaster => {
-            Some("POST /v1/servers/launch (which registers the server)")
-        }
-        ActionKind::ServerTerminate => Some("POST /v1/servers/{name}/terminate"),
-        _ => None,
-    };
-    if let Some(route) = route {
+    if let Some(route) = new.spec.kind().own_route() {
         return Err(ApiError::bad(
             "kind",
             format!("kind: {} is submitted through {route}", new.spec.kind()),
@@ -402,14 +401,7 @@ pub async fn repeat(
     let kind = action.kind();
     caller.require(kind.required_role(), kind.as_str())?;
     audit.target(format!("server:{}", action.server));
-    if matches!(
-        kind,
-        ActionKind::ServerLaunch
-            | ActionKind::ServerTerminate
-            | ActionKind::DbLaunchSlave
-            | ActionKind::DbLaunchMaster
-            | ActionKind::DbFailover
-    ) {
+    if kind.own_route().is_some() || kind == ActionKind::DbFailover {
         return Err(ApiError::bad("id", format!("id: a {kind} is not repeated")));
     }
     let new = NewAction {

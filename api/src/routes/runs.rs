@@ -11,7 +11,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::{
-    action::{ActionKind, RetryPolicy},
+    action::RetryPolicy,
     auth::Role,
     db::{
         runs::{self, NewRun, Run},
@@ -146,26 +146,13 @@ pub async fn create(
     let r: RunRequest = from_value(body)?;
     let spec = ActionSpec::parse(&r.kind, r.params.clone())?;
     let kind = spec.kind();
-    if matches!(
-        kind,
-        ActionKind::ServerLaunch
-            | ActionKind::ServerTerminate
-            | ActionKind::DbLaunchSlave
-            | ActionKind::DbLaunchMaster
-    ) {
+    if kind.own_route().is_some() {
         return Err(ApiError::bad(
             "kind",
             format!("kind: {kind} is not run across a fleet"),
         ));
     }
-    if let Some(t) = r.timeout_s {
-        if t == 0 || t > 7 * 24 * 3600 {
-            return Err(ApiError::bad(
-                "timeout_s",
-                "timeout_s: between 1 and 604800 seconds",
-            ));
-        }
-    }
+    super::actions::check_timeout(r.timeout_s)?;
     if r.concurrency == Some(0) {
         return Err(ApiError::bad("concurrency", "concurrency: at least 1"));
     }

@@ -35,12 +35,8 @@ use crate::{
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Field(f)
-                if f.message.starts_with("no script named")
-                    || f.message.starts_with("no template named") && f.field == "name" =>
-            {
-                ApiError::not_found(f.message)
-            }
+            StoreError::NotFound(what) => ApiError::not_found(what),
+            StoreError::NoServer(_) => ApiError::bad("server", e.to_string()),
             StoreError::Field(f) => f.into(),
             StoreError::Duplicate(what) => {
                 ApiError::new(StatusCode::CONFLICT, format!("{what} already exists")).field("name")

@@ -25,6 +25,12 @@ pub enum StoreError {
     Field(#[from] FieldError),
     #[error("{0} already exists")]
     Duplicate(String),
+    /// The script or template a path names does not exist (a 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The action's server does not exist (the store's own 400 says so).
+    #[error("no server named {0:?}")]
+    NoServer(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -72,7 +78,7 @@ pub async fn revise(
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?;
-    let head = head.ok_or_else(|| FieldError::new("name", format!("no script named {name:?}")))?;
+    let head = head.ok_or_else(|| StoreError::NotFound(format!("no script named {name:?}")))?;
     let mut rev = if head == 0 {
         ScriptRevision {
             script: name.into(),
@@ -276,7 +282,7 @@ pub async fn save_template(
             .await?
     };
     let head =
-        head.ok_or_else(|| FieldError::new("name", format!("no template named {:?}", doc.name)))?;
+        head.ok_or_else(|| StoreError::NotFound(format!("no template named {:?}", doc.name)))?;
     let mut spec = doc.clone();
     spec.name = String::new();
     let row: TemplateRow = sqlx::query_as(
@@ -455,7 +461,7 @@ async fn layers(
 }
 
 fn no_server(server: &str) -> StoreError {
-    FieldError::new("server", format!("no server named {server:?}")).into()
+    StoreError::NoServer(server.into())
 }
 
 /// Fill a `run_script` on a stored script for `server`: the revision pinned, every input
